@@ -1,0 +1,553 @@
+"""The Python API: train, evaluate and predict. Wiring only — each piece lives in its stage."""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import __version__
+from .augment import build_policy
+from .backbones import Backbone, create_backbone
+from .config import TrainConfig
+from .data import (
+    IMAGE_EXTENSIONS,
+    ImageSet,
+    check_trainable,
+    few_shot,
+    load_image,
+    preload,
+    resolve,
+    stratified_split,
+    to_square_uint8,
+)
+from .engine import Batches, Prepare, cosine_schedule, extract_features, fit, pick_device, predict_logits
+from .engine.prepare import ToDevice
+from .engine.progress import console
+from .errors import DataError, HeadstartError
+from .finetune import STRATEGIES, frozen_stages_for, param_groups, rules
+from .finetune.knn import KNNHead
+from .methods import Supervised
+from .report import classification_metrics
+from .runfolder import LoadedRun, load_run, model_meta, save_run
+
+log = logging.getLogger("headstart")
+
+# Images held in memory as one uint8 tensor when they fit in this budget (decoded once, no
+# JPEG decoding per epoch); larger folders stream through DataLoader workers.
+PRELOAD_BUDGET_BYTES = 4 * 1024**3
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` produced: where the run is, and its headline numbers."""
+
+    run_dir: Path
+    val_accuracy: float | None
+    best_epoch: int
+    seconds: float
+    resolved: dict[str, Any]
+    history: list[dict] = field(default_factory=list)
+    interrupted: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _images_tensor(imageset: ImageSet, *, size: int | None, num_workers: int) -> torch.Tensor:
+    """All images of a set as uint8 (N, 3, S, S): arrays at native size, files decoded once."""
+    if imageset.is_array:
+        arr = torch.from_numpy(np.ascontiguousarray(imageset.images))
+        if arr.dim() == 3:
+            arr = arr.unsqueeze(1).expand(-1, 3, -1, -1)
+        else:
+            arr = arr.permute(0, 3, 1, 2)
+        return arr.contiguous()
+    assert size is not None
+    need = len(imageset) * 3 * size * size
+    if need > PRELOAD_BUDGET_BYTES:
+        raise DataError(
+            f"{len(imageset)} images at {size}px need {need / 1024**3:.1f} GiB in memory; "
+            f"pass a smaller --image-size (e.g. {int(size * math.sqrt(PRELOAD_BUDGET_BYTES / need))})"
+        )
+    return preload(imageset, size=size, num_workers=num_workers)
+
+
+def _align_classes(val: ImageSet, classes: list[str], source: str) -> ImageSet:
+    """Re-index a separate validation set's labels onto the training classes."""
+    unknown = sorted(set(val.classes) - set(classes))
+    if unknown:
+        raise DataError(f"validation data {source} has classes not in the training data: {unknown}")
+    remap = np.array([classes.index(c) for c in val.classes], dtype=np.int64)
+    return ImageSet(images=val.images, labels=remap[val.labels], classes=list(classes), name=val.name, skipped=val.skipped)
+
+
+def _report_skipped(imageset: ImageSet) -> None:
+    if imageset.skipped:
+        console.print(f"[yellow]skipped {len(imageset.skipped)} unreadable file(s):[/yellow]")
+        for path, reason in imageset.skipped[:20]:
+            console.print(f"  {path}: {reason}")
+        if len(imageset.skipped) > 20:
+            console.print(f"  ... and {len(imageset.skipped) - 20} more")
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train a classifier as ``config`` says and write its run folder.
+
+    Every value left as ``None`` in the config is decided by ``finetune.rules`` from the data;
+    the decided values and their reasons are saved in ``config.yaml``.
+    """
+    t_start = time.perf_counter()
+    if config.strategy not in STRATEGIES:
+        raise HeadstartError(f"unknown strategy {config.strategy!r}; choose one of {STRATEGIES.names()}")
+    seed_everything(config.seed)
+    reasons: dict[str, str] = {}
+
+    # -- data -------------------------------------------------------------------------------
+    full = resolve(config.data, split="train", on_bad_image=config.on_bad_image)
+    _report_skipped(full)
+    check_trainable(full)
+    classes = list(full.classes)
+    labeled_idx = np.arange(len(full))
+    pool_idx = np.array([], dtype=np.int64)
+    if config.labels_per_class:
+        labeled_idx, pool_idx = few_shot(full.labels, config.labels_per_class, config.seed)
+    labeled = full.subset(labeled_idx)
+    counts = labeled.class_counts()
+    if config.val:
+        val_set: ImageSet | None = _align_classes(
+            resolve(config.val, split="test", on_bad_image=config.on_bad_image), classes, config.val
+        )
+        train_set = labeled
+        val_fraction = 0.0
+        reasons["val"] = f"validation on the separate set {config.val}"
+    else:
+        val_fraction = config.val_fraction
+        if val_fraction is None:
+            val_fraction = rules.default_val_fraction(int(counts.min()))
+            reasons["val_fraction"] = (
+                f"smallest class has {int(counts.min())} labeled images: "
+                + (
+                    "20% held out, stratified, to pick the best epoch"
+                    if val_fraction
+                    else f"fewer than {rules.MIN_PER_CLASS_FOR_VAL}, so no split — every label trains and the final epoch is kept"
+                )
+            )
+        if val_fraction > 0:
+            tr, va = stratified_split(labeled.labels, val_fraction, config.seed)
+            train_set, val_set = labeled.subset(tr), labeled.subset(va)
+        else:
+            train_set, val_set = labeled, None
+    num_classes = len(classes)
+
+    # -- model and strategy -----------------------------------------------------------------
+    weights = None if config.weights == "none" else config.weights
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = create_backbone(config.backbone, num_classes=num_classes, weights=weights, drop_rate=config.drop_rate)
+    for w in caught:
+        console.print(f"[bold red]warning:[/bold red] {w.message}")
+    frozen = frozen_stages_for(config.strategy, num_stages=model.num_stages, freeze_stages=config.freeze_stages)
+    if config.strategy == "partial" and config.freeze_stages is None:
+        reasons["freeze_stages"] = (
+            f"first {frozen} of {model.num_stages} stages frozen: the generic early half "
+            f"({', '.join(model.stage_names[:frozen])}) stays as pretrained"
+        )
+    image_size = config.image_size
+    if image_size is None:
+        image_size = rules.default_image_size(
+            native_size=full.native_size, weights_size=model.preprocess.image_size, strategy=config.strategy
+        )
+        reasons["image_size"] = (
+            f"{image_size}px: native {full.native_size or 'photo'}-px images, "
+            f"{'frozen features' if config.strategy in ('linear', 'knn') else 'trainable layers'} "
+            f"(weights trained at {model.preprocess.image_size}px)"
+        )
+    augment = config.augment
+    if augment is None:
+        augment = "none" if config.strategy in ("linear", "knn") else "light"
+        reasons["augment"] = (
+            "none: the frozen body's features are computed once and cached"
+            if augment == "none"
+            else "light (crop + flip): trainable layers overfit a few hundred images without it"
+        )
+    if config.strategy == "knn" and augment != "none":
+        raise HeadstartError("--strategy knn memorises features as they are; use --augment none")
+    batch_size = config.batch_size or rules.default_batch_size(num_train=len(train_set))
+    epochs = config.epochs or rules.default_epochs(num_train=len(train_set), batch_size=batch_size, strategy=config.strategy)
+    if config.epochs is None and config.strategy != "knn":
+        reasons["epochs"] = f"{epochs} epochs ≈ {epochs * math.ceil(len(train_set) / batch_size)} steps for {len(train_set)} images"
+    lr = config.lr or rules.default_lr(strategy=config.strategy, batch_size=batch_size)
+    device = pick_device(config.device)
+    model.to(device).to(memory_format=torch.channels_last)
+    prepare = Prepare(model.preprocess, image_size, device)
+
+    resolved = config.with_updates(
+        strategy=config.strategy,
+        freeze_stages=frozen,
+        image_size=image_size,
+        epochs=0 if config.strategy == "knn" else epochs,
+        batch_size=batch_size,
+        lr=lr,
+        augment=augment,
+        val_fraction=val_fraction,
+    ).to_dict()
+    resolved["device"] = str(device)
+
+    console.print(
+        f"[bold]headstart train[/bold] {config.data}: {len(train_set)} training images"
+        f"{f', {len(val_set)} validation' if val_set is not None else ''}, {num_classes} classes; "
+        f"{config.backbone} ({'pretrained' if model.pretrained else 'RANDOM init'}), strategy {config.strategy}"
+        f" ({frozen}/{model.num_stages} stages frozen), {image_size}px, device {device}"
+    )
+    for key, why in reasons.items():
+        console.print(f"  [dim]{key}: {why}[/dim]")
+
+    # -- tensors ----------------------------------------------------------------------------
+    storage = None if full.is_array else image_size
+    train_x = _images_tensor(train_set, size=storage, num_workers=config.num_workers)
+    train_y = torch.from_numpy(train_set.labels.astype(np.int64))
+    val_batches = None
+    if val_set is not None:
+        val_x = _images_tensor(val_set, size=storage, num_workers=config.num_workers)
+        val_batches = Batches(val_x, torch.from_numpy(val_set.labels.astype(np.int64)), batch_size=256)
+
+    run_dir = Path(config.output)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(run_dir / "tb"))
+    history: list[dict] = []
+    best_epoch = 0
+    interrupted = False
+    extra: dict[str, Any] = {}
+    try:
+        if config.strategy in ("knn", "linear") and augment == "none":
+            model.freeze(model.num_stages)
+            feats, labels = extract_features(
+                model,
+                Batches(train_x, train_y, batch_size=128),
+                prepare=prepare,
+                device=device,
+                description="features (train)",
+                show_progress=config.progress,
+            )
+            val_feats = None
+            if val_batches is not None:
+                val_feats = extract_features(
+                    model, val_batches, prepare=prepare, device=device, description="features (val)", show_progress=config.progress
+                )
+            if config.strategy == "knn":
+                k, extra = _choose_k(feats, labels, val_feats, num_classes, config.knn_k, int(train_set.class_counts().min()))
+                reasons["knn_k"] = extra["k_reason"]
+                model.head = KNNHead(feats, labels, num_classes, k).to(device)
+                resolved["knn_k"] = k
+            else:
+                head = nn.Sequential(model.drop, model.head)
+                fr = _fit_phase(
+                    head,
+                    Batches(feats, labels, batch_size=batch_size, shuffle=True, seed=config.seed),
+                    None if val_feats is None else Batches(*val_feats, batch_size=1024),
+                    epochs=epochs,
+                    groups=[{"name": "head", "params": list(model.head.parameters()), "lr": lr, "weight_decay": config.weight_decay}],
+                    config=config,
+                    prepare=ToDevice(device),
+                    device=device,
+                    writer=writer,
+                    tag="linear",
+                )
+                history, best_epoch, interrupted = fr.history, fr.best_epoch, fr.interrupted
+        else:
+            policy = build_policy(augment, int(train_x.shape[-1]))
+            train_batches = Batches(train_x, train_y, batch_size=batch_size, shuffle=True, seed=config.seed, augment=policy)
+            offset = 0
+            if config.warmup_epochs > 0 and frozen < model.num_stages:
+                model.freeze(model.num_stages)
+                fr = _fit_phase(
+                    model,
+                    train_batches,
+                    val_batches,
+                    epochs=config.warmup_epochs,
+                    groups=param_groups(model, lr=lr, weight_decay=config.weight_decay),
+                    config=config,
+                    prepare=prepare,
+                    device=device,
+                    writer=writer,
+                    tag="warmup",
+                )
+                history += fr.history
+                offset = config.warmup_epochs
+                interrupted = fr.interrupted
+            if not interrupted:
+                model.freeze(frozen)
+                fr = _fit_phase(
+                    model,
+                    train_batches,
+                    val_batches,
+                    epochs=epochs,
+                    groups=param_groups(
+                        model,
+                        lr=lr,
+                        backbone_lr_mult=config.backbone_lr_mult,
+                        stage_lr_decay=config.stage_lr_decay,
+                        weight_decay=config.weight_decay,
+                    ),
+                    config=config,
+                    prepare=prepare,
+                    device=device,
+                    writer=writer,
+                    tag="train",
+                    offset=offset,
+                )
+                history += fr.history
+                best_epoch, interrupted = fr.best_epoch, fr.interrupted
+            model.freeze(frozen)
+    finally:
+        writer.flush()
+
+    # -- final validation and the run folder --------------------------------------------
+    val_metrics = None
+    if val_batches is not None:
+        logits, labels = predict_logits(model, val_batches, prepare=prepare, device=device)
+        val_metrics = classification_metrics(predictions=logits.argmax(1).numpy(), labels=labels.numpy(), classes=classes)
+        writer.add_scalar("final/val_acc", val_metrics["accuracy"], best_epoch)
+    writer.close()
+    seconds = time.perf_counter() - t_start
+    metrics = {
+        "val": val_metrics,
+        "best_epoch": best_epoch,
+        "history": history,
+        "seconds": seconds,
+        "interrupted": interrupted,
+        "num_train": len(train_set),
+        "num_val": 0 if val_set is None else len(val_set),
+        **{k: v for k, v in extra.items() if k != "k_reason"},
+    }
+    model.eval()
+    meta = model_meta(model, classes=classes, image_size=image_size, strategy=config.strategy)
+    meta["trained_on"] = config.data
+    save_run(
+        run_dir,
+        model=model,
+        meta=meta,
+        config={
+            "headstart_version": __version__,
+            "requested": config.to_dict(),
+            "resolved": resolved,
+            "reasons": reasons,
+        },
+        metrics=metrics,
+        splits={
+            "data": config.data,
+            "seed": config.seed,
+            "labels_per_class": config.labels_per_class,
+            "labeled_indices": labeled_idx.tolist(),
+            "unlabeled_pool_size": int(len(pool_idx)),
+            "skipped_files": [list(s) for s in full.skipped],
+        },
+    )
+    return TrainResult(
+        run_dir=run_dir,
+        val_accuracy=None if val_metrics is None else val_metrics["accuracy"],
+        best_epoch=best_epoch,
+        seconds=seconds,
+        resolved=resolved,
+        history=history,
+        interrupted=interrupted,
+    )
+
+
+def _fit_phase(model, train_batches, val_batches, *, epochs, groups, config, prepare, device, writer, tag, offset=0):
+    optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"])
+    total = epochs * len(train_batches)
+    mults = cosine_schedule(total_steps=total, warmup_steps=min(len(train_batches), total // 10))
+    return fit(
+        model=model,
+        method=Supervised(label_smoothing=config.label_smoothing),
+        train=train_batches,
+        val=val_batches,
+        epochs=epochs,
+        optimizer=optimizer,
+        lr_multipliers=mults,
+        prepare=prepare,
+        device=device,
+        writer=writer,
+        tag=tag,
+        show_progress=config.progress,
+        epoch_offset=offset,
+    )
+
+
+def _choose_k(feats, labels, val_feats, num_classes, k_given, min_count) -> tuple[int, dict[str, Any]]:
+    """k for the kNN baseline: as given, else the best on validation, else 1 if classes are
+    tiny (with 1-10 images per class, more neighbours mostly add votes from other classes)."""
+    if k_given:
+        return k_given, {"k_reason": f"k={k_given} as given"}
+    candidates = rules.knn_k_candidates(min_class_count=min_count)
+    if val_feats is None:
+        k = min(5, candidates[-1])
+        return k, {"k_reason": f"k={k}: no validation split to choose on; at most 5 and no more than the smallest class"}
+    scores = {}
+    for k in candidates:
+        head = KNNHead(feats, labels, num_classes, k)
+        scores[k] = float((head.votes(val_feats[0]).argmax(1) == val_feats[1]).float().mean())
+    best = max(candidates, key=lambda k: (scores[k], -k))
+    return best, {"k_reason": f"k={best}: best validation accuracy among {scores}", "knn_val_scores": scores}
+
+
+# -- evaluation and prediction --------------------------------------------------------------
+
+
+def _gather_paths(inputs: Sequence[str | Path]) -> list[Path]:
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and not q.name.startswith("."))
+        elif p.exists():
+            paths.append(p)
+        else:
+            raise DataError(f"{p} does not exist; give image files or folders of images")
+    if not paths:
+        raise DataError(f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return paths
+
+
+class Predictor:
+    """A loaded run, ready to score images (files, folders, arrays or an ImageSet)."""
+
+    def __init__(self, run_dir: str | Path, *, device: str = "auto") -> None:
+        self.device = pick_device(device)
+        self.run: LoadedRun = load_run(run_dir, device=self.device)
+        self.model: Backbone = self.run.model.to(memory_format=torch.channels_last)
+        self.prepare = Prepare(self.run.preprocess, self.run.image_size, self.device)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.run.classes
+
+    def proba_tensor(self, images: torch.Tensor, *, batch_size: int = 128) -> np.ndarray:
+        """Probabilities for uint8 (N, 3, H, W) images."""
+        labels = torch.zeros(len(images), dtype=torch.long)
+        logits, _ = predict_logits(self.model, Batches(images, labels, batch_size=batch_size), prepare=self.prepare, device=self.device)
+        return logits.softmax(1).numpy()
+
+    def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2) -> np.ndarray:
+        size = None if imageset.is_array else self.run.image_size
+        return self.proba_tensor(_images_tensor(imageset, size=size, num_workers=num_workers))
+
+    def proba_files(self, paths: Iterable[str | Path]) -> tuple[list[Path], np.ndarray, list[tuple[str, str]]]:
+        """Probabilities for image files; unreadable files are returned with their reason."""
+        ok, arrays, bad = [], [], []
+        for p in paths:
+            try:
+                arrays.append(to_square_uint8(load_image(p), self.run.image_size))
+                ok.append(Path(p))
+            except HeadstartError as exc:
+                bad.append((str(p), str(getattr(exc, "reason", exc))))
+        if not arrays:
+            return ok, np.zeros((0, len(self.classes))), bad
+        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+        return ok, self.proba_tensor(x), bad
+
+
+def evaluate(run_dir: str | Path, data: str | None = None, *, device: str = "auto", on_bad_image: str = "skip") -> dict[str, Any]:
+    """Score a run on labeled data and write ``eval-<name>.json`` into the run folder.
+
+    ``data`` defaults to the data the run was trained on; for a built-in set the official
+    test split is used (never the training images), for a folder or CSV the whole of it.
+    """
+    predictor = Predictor(run_dir, device=device)
+    spec = data or predictor.run.meta.get("trained_on")
+    if not spec:
+        raise DataError("give the data to evaluate on (a folder, a CSV or a built-in set name)")
+    imageset = resolve(spec, split="test", on_bad_image=on_bad_image)
+    _report_skipped(imageset)
+    imageset = _align_classes(imageset, predictor.classes, spec)
+    t0 = time.perf_counter()
+    probs = predictor.proba_imageset(imageset)
+    metrics = classification_metrics(predictions=probs.argmax(1), labels=imageset.labels, classes=predictor.classes)
+    metrics.update({"data": spec, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped]})
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(spec).name or spec)
+    from .runfolder import write_json
+
+    write_json(Path(run_dir) / f"eval-{safe}.json", metrics)
+    metrics["written_to"] = str(Path(run_dir) / f"eval-{safe}.json")
+    return metrics
+
+
+def predict(run_dir: str | Path, inputs: Sequence[str | Path], *, top_k: int = 3, device: str = "auto") -> dict[str, Any]:
+    """Top-k classes with probabilities for each image file (folders are searched)."""
+    predictor = Predictor(run_dir, device=device)
+    paths = _gather_paths(inputs)
+    ok, probs, bad = predictor.proba_files(paths)
+    k = min(top_k, len(predictor.classes))
+    rows = []
+    for p, pr in zip(ok, probs):
+        top = np.argsort(pr)[::-1][:k]
+        rows.append({"path": str(p), "top": [{"class": predictor.classes[i], "probability": float(pr[i])} for i in top]})
+    return {"predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in bad]}
+
+
+class ImageClassifier:
+    """Estimator-style wrapper: ``fit`` trains a run, ``predict``/``predict_proba`` use it.
+
+    Follows scikit-learn's contract: ``__init__`` only stores keyword arguments (any
+    ``TrainConfig`` field); learned state ends in ``_`` (``classes_``, ``run_dir_``,
+    ``result_``).
+    """
+
+    def __init__(self, **params: Any) -> None:
+        self.params = params
+
+    def fit(self, data: str, output: str | None = None) -> "ImageClassifier":
+        cfg = TrainConfig(data=str(data), **({"output": output} if output else {}), **self.params)
+        self.result_ = train(cfg)
+        self.run_dir_ = self.result_.run_dir
+        self.predictor_ = Predictor(self.run_dir_, device=cfg.device)
+        self.classes_ = list(self.predictor_.classes)
+        return self
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, device: str = "auto") -> "ImageClassifier":
+        est = cls()
+        est.run_dir_ = Path(run_dir)
+        est.predictor_ = Predictor(run_dir, device=device)
+        est.classes_ = list(est.predictor_.classes)
+        return est
+
+    def predict_proba(self, images: Any) -> np.ndarray:
+        """Probabilities (N, classes) for file paths, an ImageSet, or a uint8 array
+        (N, H, W) / (N, H, W, 3)."""
+        if isinstance(images, ImageSet):
+            return self.predictor_.proba_imageset(images)
+        if isinstance(images, np.ndarray):
+            return self.predictor_.proba_imageset(
+                ImageSet(images=images.astype(np.uint8), labels=np.full(len(images), -1), classes=[], name="array", skipped=[])
+            )
+        ok, probs, bad = self.predictor_.proba_files(_gather_paths([images] if isinstance(images, (str, Path)) else images))
+        if bad:
+            raise DataError("cannot read: " + "; ".join(f"{p}: {r}" for p, r in bad))
+        return probs
+
+    def predict(self, images: Any) -> list[str]:
+        return [self.classes_[i] for i in self.predict_proba(images).argmax(1)]
+
+
+def fit_classifier(data: str, **params: Any) -> ImageClassifier:
+    """``headstart.fit(data, strategy="partial", output="runs/a", ...)``: train and return the
+    fitted estimator."""
+    output = params.pop("output", None)
+    return ImageClassifier(**params).fit(data, output=output)

@@ -1,0 +1,209 @@
+"""The ``headstart`` command: parse arguments, build a config, call the API, print results."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.table import Table
+
+from .engine.progress import console
+from .errors import HeadstartError
+
+app = typer.Typer(
+    help="headstart: a strong image classifier from a few hundred labeled images, on a laptop.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _names(registry) -> str:
+    return "|".join(registry.names())
+
+
+@app.command()
+def models() -> None:
+    """List the backbones: parameters per stage, and whether real pretrained weights are present."""
+    import warnings
+
+    from .backbones import BACKBONES, create_backbone
+
+    table = Table(title="headstart backbones", show_lines=False)
+    for col in ("name", "family", "params", "stages (params each)", "pretrained weights"):
+        table.add_column(col)
+    for name in BACKBONES:
+        spec = BACKBONES.get(name)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            bb = create_backbone(name, num_classes=1000, weights=None)
+        rows = bb.stage_parameter_counts()
+        total = sum(n for _, n in rows)
+        stages = ", ".join(f"{s} {_human(n)}" for s, n in rows[:-1])
+        path = spec.default_weights_path()
+        weights = f"[green]installed[/green] (ImageNet, {Path(path).name})" if path else "[yellow]none: --weights PATH[/yellow]"
+        table.add_row(name, spec.family, _human(total), stages, weights)
+    console.print(table)
+    console.print(
+        "Stages are the units of freezing: --strategy partial --freeze-stages K freezes the first K.\n"
+        "Architectures without installed weights start from random initialisation unless you pass "
+        "--weights with a torchvision/timm state dict."
+    )
+
+
+def _human(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
+
+
+@app.command()
+def train(
+    ctx: typer.Context,
+    data: str = typer.Argument(..., help="Class-per-folder directory, a path,label CSV, or a built-in set: fashion-mnist, fashion-mnist:/dir, digits."),
+    output: str = typer.Option("runs/latest", "--output", "-o", help="Run folder to write."),
+    strategy: str = typer.Option("partial", help="linear (frozen body, new head) | partial (first K stages frozen) | full | knn (nearest-neighbour baseline)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="Architecture; `headstart models` lists them."),
+    weights: str = typer.Option("default", help="'default' (installed ImageNet weights), a state-dict file, or 'none'."),
+    freeze_stages: Optional[int] = typer.Option(None, help="For partial: number of leading stages kept frozen (default: half)."),
+    warmup_epochs: int = typer.Option(0, help="Head-only epochs before unfreezing."),
+    labels_per_class: Optional[int] = typer.Option(None, help="Keep only K labeled images per class; the rest becomes the unlabeled pool."),
+    val: Optional[str] = typer.Option(None, help="Separate validation data (otherwise a stratified split when classes are big enough)."),
+    val_fraction: Optional[float] = typer.Option(None, help="Share of labeled images held out for validation."),
+    unlabeled: Optional[str] = typer.Option(None, help="Folder of unlabeled images (kept for self-training methods)."),
+    image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default: from the data and strategy)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: ~300 optimizer steps for fine-tuning)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64, smaller for tiny sets)."),
+    lr: Optional[float] = typer.Option(None, help="Head learning rate (AdamW; default 1e-3 at batch 64)."),
+    backbone_lr_mult: float = typer.Option(0.1, help="Backbone learning rate as a fraction of the head's."),
+    stage_lr_decay: float = typer.Option(1.0, help="Extra learning-rate factor per stage towards the input (e.g. 0.7)."),
+    weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
+    label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
+    drop_rate: float = typer.Option(0.1, help="Dropout before the head."),
+    augment: Optional[str] = typer.Option(None, help="Augmentation policy: none | light (default: light when layers train)."),
+    knn_k: Optional[int] = typer.Option(None, help="Neighbours for --strategy knn (default: chosen on validation)."),
+    seed: int = typer.Option(0, help="Seed for splits, initialisation and batch order."),
+    on_bad_image: str = typer.Option("skip", help="skip: list unreadable files and go on | error: stop at the first."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1 ..."),
+    num_workers: int = typer.Option(2, help="Processes decoding image files."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig fields; flags given on the command line win."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+) -> None:
+    """Train a classifier and write a run folder (config.yaml, model.safetensors, model.json, metrics.json, tb/)."""
+    from . import api
+    from .config import TrainConfig, load_yaml
+
+    given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+    values = dict(ctx.params)
+    values.pop("config")
+    values["progress"] = not values.pop("no_progress")
+    if config is not None:
+        base = load_yaml(config)
+        base.pop("progress", None)
+        for k, v in base.items():
+            if k not in given:
+                values[k] = v
+    cfg = TrainConfig.from_dict(values)
+    result = api.train(cfg)
+    _summary(result)
+
+
+def _summary(result) -> None:
+    hist = result.history
+    val = f"{result.val_accuracy:.4f}" if result.val_accuracy is not None else "n/a (no validation split)"
+    console.print()
+    console.rule("[bold]run finished" + (" (interrupted — saved what was learned)" if result.interrupted else ""))
+    console.print(f"  validation accuracy  {val}")
+    if hist:
+        console.print(f"  best epoch           {result.best_epoch} of {hist[-1]['epoch']}")
+    console.print(f"  wall time            {result.seconds:.1f} s")
+    console.print(f"  run folder           {result.run_dir}")
+    console.print(f"  next                 headstart eval {result.run_dir}   ·   tensorboard --logdir {result.run_dir}/tb")
+
+
+@app.command("eval")
+def eval_(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
+    data: Optional[str] = typer.Argument(None, help="Labeled data; default: the run's data (official test split for built-in sets)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    on_bad_image: str = typer.Option("skip", help="skip | error"),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Accuracy, per-class precision/recall and the confusion matrix of a run on labeled data."""
+    from . import api
+
+    m = api.evaluate(run, data, device=device, on_bad_image=on_bad_image)
+    if as_json:
+        sys.stdout.write(json.dumps(m, indent=2) + "\n")
+        return
+    console.print(f"[bold]accuracy {m['accuracy']:.4f}[/bold] on {m['num_images']} images of {m['data']}")
+    table = Table(title="per class")
+    for col in ("class", "precision", "recall", "f1", "support"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for row in m["per_class"]:
+        table.add_row(row["class"], f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console.print(table)
+    classes = [r["class"] for r in m["per_class"]]
+    cm = Table(title="confusion matrix (rows: true, columns: predicted)")
+    cm.add_column("")
+    for i, _ in enumerate(classes):
+        cm.add_column(str(i), justify="right")
+    for i, (name, row) in enumerate(zip(classes, m["confusion_matrix"])):
+        cm.add_row(f"{i} {name}", *[str(v) for v in row])
+    console.print(cm)
+    if m["most_confused"]:
+        console.print("most confused: " + "; ".join(f"{p['true']} → {p['predicted']} ({p['count']})" for p in m["most_confused"]))
+    console.print(f"written to {m['written_to']}")
+
+
+@app.command()
+def predict(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
+    images: List[str] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Top-k classes with probabilities for each image."""
+    from . import api
+
+    out = api.predict(run, images, top_k=top_k, device=device)
+    if as_json:
+        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        return
+    table = Table()
+    table.add_column("image")
+    for i in range(top_k):
+        table.add_column(f"#{i + 1}")
+    for row in out["predictions"]:
+        table.add_row(row["path"], *[f"{t['class']} {t['probability']:.3f}" for t in row["top"]])
+    console.print(table)
+    for s in out["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {s['path']}: {s['reason']}")
+
+
+@app.command()
+def demo(
+    output: str = typer.Option("runs/demo", "--output", "-o", help="Where the demo's runs go."),
+    labels_per_class: int = typer.Option(10, help="Labeled images per class for the demo."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """Run the main job end to end on real data that installs offline, and say where to look."""
+    from .demo import run_demo
+
+    run_demo(output=output, labels_per_class=labels_per_class, device=device)
+
+
+def main() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        app()
+    except HeadstartError as exc:
+        console.print(f"[bold red]error:[/bold red] {exc}")
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

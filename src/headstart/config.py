@@ -1,0 +1,104 @@
+"""Every knob of a training run, in one frozen dataclass, and its YAML form.
+
+``None`` means "let the rules in ``finetune/rules.py`` decide from the data"; the run folder
+keeps both what was asked (``requested``) and what was used (``resolved``), with the reason for
+each decided value, so any run can be reproduced and explained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import HeadstartError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Configuration of ``headstart train`` (CLI flags map one-to-one onto these fields).
+
+    Attributes:
+        data: a class-per-folder directory, a ``path,label`` CSV, or a built-in set name
+            (``fashion-mnist``, ``fashion-mnist:/dir``, ``digits``).
+        output: the run folder to write.
+        backbone: a registered architecture (``headstart models``).
+        weights: ``default`` (weights shipped with headstart, if any), a state-dict path, or
+            ``none`` for random initialisation.
+        strategy: ``linear``, ``partial``, ``full`` or ``knn``.
+        freeze_stages: for ``partial``, how many leading stages stay frozen.
+        warmup_epochs: head-only epochs before the chosen stages unfreeze, so a random head
+            does not send large gradients into pretrained layers.
+        image_size: input side in pixels.
+        epochs, batch_size, lr: optimisation; ``lr`` is the head's rate.
+        backbone_lr_mult: body learning rate as a fraction of the head's (1/10 by default).
+        stage_lr_decay: further factor per stage towards the input (1 = none).
+        weight_decay, label_smoothing, drop_rate: regularisation.
+        augment: ``none`` or ``light`` (random crop + horizontal flip).
+        labels_per_class: keep only K labeled images per class (the rest becomes the
+            unlabeled pool), for few-label experiments.
+        val: a separate validation set; otherwise a stratified split of the training data.
+        val_fraction: share of the labeled images held out for validation.
+        unlabeled: a folder of unlabeled images (recorded for later methods).
+        knn_k: neighbours for ``knn`` (chosen on validation when not given).
+        seed: seeds data splits, initialisation and batch order.
+        on_bad_image: ``skip`` (list and skip unreadable files) or ``error``.
+        device: ``auto``, ``cpu``, ``cuda`` ...
+        num_workers: decoding processes for image folders.
+        progress: show progress bars.
+    """
+
+    data: str
+    output: str = "runs/latest"
+    backbone: str = "efficientnet_lite0"
+    weights: str = "default"
+    strategy: str = "partial"
+    freeze_stages: int | None = None
+    warmup_epochs: int = 0
+    image_size: int | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    backbone_lr_mult: float = 0.1
+    stage_lr_decay: float = 1.0
+    weight_decay: float = 0.05
+    label_smoothing: float = 0.1
+    drop_rate: float = 0.1
+    augment: str | None = None
+    labels_per_class: int | None = None
+    val: str | None = None
+    val_fraction: float | None = None
+    unlabeled: str | None = None
+    knn_k: int | None = None
+    seed: int = 0
+    on_bad_image: str = "skip"
+    device: str = "auto"
+    num_workers: int = 2
+    progress: bool = True
+
+    def with_updates(self, **changes: Any) -> "TrainConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise HeadstartError(f"unknown configuration keys {unknown}; known keys: {sorted(known)}")
+        return cls(**d)
+
+
+def dump_yaml(path: str | Path, data: dict[str, Any]) -> None:
+    Path(path).write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise HeadstartError(f"cannot read configuration {path}: {exc}") from exc

@@ -1,0 +1,211 @@
+"""Decoding one image file into RGB, and the square crop that training stores.
+
+Every image that enters headstart passes through :func:`load_image`, so the many ways a file can
+be odd (16-bit scans, palette PNGs with a transparent colour, CMYK JPEGs from print workflows,
+phone photos stored sideways with an EXIF rotation) are handled once, and every way a file can be
+broken (empty, truncated, not an image, a decompression bomb) becomes one
+:class:`~headstart.errors.BadImageError` that names the file and says why.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from headstart.errors import BadImageError
+
+IMAGE_EXTENSIONS: tuple[str, ...] = (
+    ".jpg",
+    ".jpeg",
+    ".png",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+)
+"""File endings treated as images (compared case-insensitively)."""
+
+_WHITE = (255, 255, 255)
+_ALPHA_MODES = frozenset({"LA", "La", "PA", "RGBA", "RGBa"})
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+
+# Pillow reads its pixel limit from a module global at open time; it is swapped out briefly (under
+# this lock) so that ``max_pixels`` is the only limit in force and Pillow's own warning never leaks.
+_PIXEL_LIMIT_LOCK = threading.Lock()
+
+
+def has_image_extension(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` ends in one of :data:`IMAGE_EXTENSIONS`, ignoring case."""
+    return str(path).lower().endswith(IMAGE_EXTENSIONS)
+
+
+def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image.Image:
+    """Decode an image file fully into an 8-bit RGB image, upright.
+
+    The whole file is decoded here (not lazily), so a truncated file fails at load time with its
+    path instead of midway through an epoch. EXIF orientation is applied, because phone photos
+    are usually stored sideways and only the tag says so. Transparent pixels are composited on
+    white, the colour most datasets' backgrounds have. 16-bit images are scaled (65535 -> 255),
+    not clipped, so a 16-bit scan keeps its contrast.
+
+    Args:
+        path: The image file.
+        max_pixels: Refuse images with more pixels than this, a guard against decompression bombs
+            (a small file that expands to gigabytes). ``None`` means Pillow's limit,
+            ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 pixels by default).
+
+    Returns:
+        An RGB image independent of the file (the file is closed).
+
+    Raises:
+        BadImageError: The file is missing, empty, not an image, truncated or corrupt, or too
+            large; ``reason`` says which.
+    """
+    path_str = str(path)
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    _check_file(path_str)
+    try:
+        with _PIXEL_LIMIT_LOCK:
+            saved = Image.MAX_IMAGE_PIXELS
+            Image.MAX_IMAGE_PIXELS = None
+            try:
+                img = Image.open(path_str)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except UnidentifiedImageError:
+        raise BadImageError(
+            path_str, "not an image file Pillow can read (unknown or unsupported format)"
+        ) from None
+    except Image.DecompressionBombError as exc:
+        raise BadImageError(path_str, _bomb_reason(None, limit, detail=str(exc))) from None
+    except OSError as exc:
+        raise BadImageError(path_str, f"cannot read the file ({exc})") from None
+    except Exception as exc:  # noqa: BLE001 - any parser failure means a corrupt header
+        raise BadImageError(
+            path_str, f"corrupt image header ({type(exc).__name__}: {exc})"
+        ) from None
+
+    with img:
+        width, height = img.size
+        if limit is not None and width * height > limit:
+            raise BadImageError(path_str, _bomb_reason((width, height), limit))
+        try:
+            img.load()
+        except Image.DecompressionBombError as exc:
+            raise BadImageError(path_str, _bomb_reason(None, limit, detail=str(exc))) from None
+        except Exception as exc:  # noqa: BLE001 - decoders raise OSError, SyntaxError, ...
+            raise BadImageError(
+                path_str, f"truncated or corrupt image data ({type(exc).__name__}: {exc})"
+            ) from None
+        try:
+            upright = ImageOps.exif_transpose(img)
+            return _to_rgb(upright if upright is not None else img)
+        except Exception as exc:  # noqa: BLE001 - exotic modes or broken EXIF blocks
+            raise BadImageError(
+                path_str, f"cannot convert image of mode {img.mode!r} to RGB ({exc})"
+            ) from None
+
+
+def _check_file(path: str) -> None:
+    """Turn the common file-system problems into readable reasons before Pillow sees the file."""
+    if not os.path.exists(path):
+        raise BadImageError(path, "file not found")
+    if os.path.isdir(path):
+        raise BadImageError(path, "is a directory, not an image file")
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise BadImageError(path, f"cannot read the file ({exc})") from None
+    if size == 0:
+        raise BadImageError(path, "empty file (0 bytes)")
+
+
+def _bomb_reason(size: tuple[int, int] | None, limit: int | None, *, detail: str = "") -> str:
+    """Explain a pixel-limit refusal and how to lift it for a trusted file."""
+    if size is not None:
+        w, h = size
+        what = f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,}"
+    else:
+        what = f"image is over the pixel limit ({detail})"
+    return (
+        f"{what} (a guard against decompression bombs); if you trust this file, raise the limit "
+        "with load_image(..., max_pixels=N) or PIL.Image.MAX_IMAGE_PIXELS"
+    )
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to RGB with the right pixel values."""
+    mode = img.mode
+    if mode == "RGB":
+        return img.copy()
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        gray = _scale_to_uint8(np.asarray(img), mode)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), mode="RGB")
+    if mode in _ALPHA_MODES or "transparency" in img.info:
+        if mode == "La":
+            img = img.convert("LA")
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, _WHITE + (255,))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _scale_to_uint8(values: np.ndarray, mode: str) -> np.ndarray:
+    """Map high-bit-depth or float pixel values to 0..255 without clipping.
+
+    16-bit modes divide by 257 (so 65535 -> 255 and 257 -> 1, exactly inverting the usual
+    8-to-16-bit expansion). Mode ``I`` (32-bit int) carries no bit depth: values within 0..255
+    are taken as 8-bit, within 0..65535 as 16-bit, anything else is stretched min..max. Mode ``F``
+    within 0..1 is scaled by 255, within 0..255 kept, anything else stretched min..max.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    if mode in _SIXTEEN_BIT_MODES:
+        return np.rint(x / 257.0).astype(np.uint8)
+    x = np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)
+    lo, hi = (float(x.min()), float(x.max())) if x.size else (0.0, 0.0)
+    if mode == "F" and lo >= 0.0 and hi <= 1.0:
+        x = x * 255.0
+    elif lo >= 0.0 and hi <= 255.0:
+        pass
+    elif mode == "I" and lo >= 0.0 and hi <= 65535.0:
+        x = x / 257.0
+    elif hi > lo:
+        x = (x - lo) * (255.0 / (hi - lo))
+    else:
+        x = np.zeros_like(x)
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+
+def to_square_uint8(img: Image.Image, size: int) -> np.ndarray:
+    """Resize the shorter side to ``size`` and centre-crop to a ``size`` x ``size`` array.
+
+    This is how folder images are stored for training: one fixed square per image, so batches
+    stack and decoded JPEGs can be kept in memory. The crop and resize are one Pillow call (the
+    crop box is given in source coordinates), which keeps sub-pixel centring exact; Pillow's
+    bilinear filter widens its support when shrinking, so downscaling is antialiased.
+
+    Args:
+        img: An image, normally from :func:`load_image` (other modes are converted to RGB).
+        size: Side of the output square, in pixels.
+
+    Returns:
+        A ``(size, size, 3)`` uint8 array.
+    """
+    if size <= 0:
+        raise ValueError(f"size must be a positive number of pixels, got {size}")
+    if img.mode != "RGB":
+        img = _to_rgb(img)
+    w, h = img.size
+    side = min(w, h)
+    left = (w - side) / 2.0
+    top = (h - side) / 2.0
+    out = img.resize(
+        (size, size),
+        resample=Image.Resampling.BILINEAR,
+        box=(left, top, left + side, top + side),
+    )
+    return np.asarray(out, dtype=np.uint8).copy()

@@ -1,0 +1,201 @@
+"""The training loop. It knows the method protocol and nothing about strategies or data sets.
+
+Inputs arrive as batches ``(x, y)`` from any iterable (in-memory tensors or a DataLoader);
+``prepare`` turns a raw batch into model input on the device (uint8 pixels → normalised floats
+at the run's resolution, or cached features passed through).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..methods import Method
+from .progress import EpochProgress
+
+
+class Batches:
+    """Shuffled mini-batches over tensors held in memory (pixels or cached features).
+
+    Faster than a DataLoader for data that already sits in one tensor: no worker processes, no
+    per-item collation, one index per batch. ``augment`` runs per sample, so every image in a
+    batch gets its own random crop.
+    """
+
+    def __init__(
+        self,
+        inputs: torch.Tensor,
+        labels: torch.Tensor,
+        *,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> None:
+        if len(inputs) != len(labels):
+            raise ValueError("inputs and labels differ in length")
+        self.inputs = inputs
+        self.labels = labels
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.inputs) / self.batch_size)
+
+    def __iter__(self):
+        n = len(self.inputs)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            x = self.inputs[idx]
+            if self.augment is not None:
+                x = torch.stack([self.augment(img) for img in x])
+            yield x, self.labels[idx]
+
+
+def cosine_schedule(*, total_steps: int, warmup_steps: int) -> np.ndarray:
+    """Per-step learning-rate multipliers: linear warm-up then cosine decay to 1 % (precomputed,
+    so the schedule can be inspected and resumed by index)."""
+    total_steps = max(1, total_steps)
+    warmup_steps = min(warmup_steps, total_steps - 1) if total_steps > 1 else 0
+    steps = np.arange(total_steps, dtype=np.float64)
+    warm = (steps + 1) / max(1, warmup_steps)
+    progress = (steps - warmup_steps) / max(1, total_steps - warmup_steps)
+    cos = 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * np.clip(progress, 0, 1)))
+    return np.where(steps < warmup_steps, warm, cos)
+
+
+def autocast_for(device: torch.device):
+    """bfloat16 autocast on GPU (no loss scaling needed); full precision on CPU, where bf16 is
+    slower than fp32 on most laptop cores."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@dataclass
+class FitResult:
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_state: dict | None = None
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+@torch.no_grad()
+def predict_logits(
+    model: nn.Module, batches: Iterable, *, prepare: Callable, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits and labels over a whole set, in order, with the model in inference mode."""
+    was_training = model.training
+    model.eval()
+    outs, ys = [], []
+    with autocast_for(device):
+        for x, y in batches:
+            outs.append(model(prepare(x)).float().cpu())
+            ys.append(torch.as_tensor(y).cpu())
+    model.train(was_training)
+    return torch.cat(outs), torch.cat(ys)
+
+
+def fit(
+    *,
+    model: nn.Module,
+    method: Method,
+    train: Iterable,
+    val: Iterable | None,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    lr_multipliers: np.ndarray,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    device: torch.device,
+    writer=None,
+    tag: str = "train",
+    show_progress: bool = True,
+    epoch_offset: int = 0,
+) -> FitResult:
+    """Train for ``epochs`` epochs; keep the weights of the best validation epoch.
+
+    Without a validation set the final epoch is kept. A keyboard interrupt ends training after
+    the current step and returns what was learned so far (marked ``interrupted``), so the
+    caller still writes a usable run.
+    """
+    result = FitResult()
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    best_acc = -1.0
+    step = 0
+    t0 = time.perf_counter()
+    steps_per_epoch = len(train)  # type: ignore[arg-type]
+    try:
+        for epoch in range(epochs):
+            model.train()
+            total_loss = torch.zeros((), dtype=torch.float64)
+            correct = torch.zeros((), dtype=torch.long)
+            seen = 0
+            with EpochProgress(
+                f"{tag} epoch {epoch_offset + epoch + 1}/{epoch_offset + epochs}", steps_per_epoch, show_progress
+            ) as bar:
+                for x, y in train:
+                    mult = float(lr_multipliers[min(step, len(lr_multipliers) - 1)])
+                    for group, base in zip(optimizer.param_groups, base_lrs):
+                        group["lr"] = base * mult
+                    x = prepare(x)
+                    y = y.to(device, non_blocking=True)
+                    with autocast_for(device):
+                        out = method.step(model, x, y)
+                    loss = out["loss"]
+                    if not torch.isfinite(loss):
+                        raise FloatingPointError(
+                            f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr "
+                            f"(now {base_lrs[0]:g}) or check the data for corrupt values"
+                        )
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    step += 1
+                    n = len(y)
+                    seen += n
+                    total_loss += loss.detach().double().cpu() * n
+                    if "logits" in out:
+                        correct += (out["logits"].detach().argmax(1) == y).sum().cpu()
+                    bar.advance(loss=(total_loss / seen).item(), acc=correct.item() / seen)
+            row = {
+                "epoch": epoch_offset + epoch + 1,
+                "phase": tag,
+                "train_loss": (total_loss / max(1, seen)).item(),
+                "train_acc": correct.item() / max(1, seen),
+                "lr": optimizer.param_groups[0]["lr"],
+            }
+            if val is not None:
+                logits, labels = predict_logits(model, val, prepare=prepare, device=device)
+                row["val_loss"] = nn.functional.cross_entropy(logits, labels).item()
+                row["val_acc"] = (logits.argmax(1) == labels).float().mean().item()
+            if writer is not None:
+                for k, v in row.items():
+                    if k not in ("epoch", "phase"):
+                        writer.add_scalar(f"{tag}/{k}", v, row["epoch"])
+                for g in optimizer.param_groups:
+                    writer.add_scalar(f"{tag}/lr/{g.get('name', 'group')}", g["lr"], row["epoch"])
+            result.history.append(row)
+            score = row.get("val_acc", None)
+            if score is None or score > best_acc:
+                best_acc = -1.0 if score is None else score
+                result.best_epoch = row["epoch"]
+                if score is not None:
+                    result.best_state = copy.deepcopy(model.state_dict())
+    except KeyboardInterrupt:
+        result.interrupted = True
+    result.seconds = time.perf_counter() - t0
+    if result.best_state is not None:
+        model.load_state_dict(result.best_state)
+    return result

@@ -1,0 +1,44 @@
+"""Progress bars for long work (rich), silent when asked or when nothing is listening."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+class EpochProgress:
+    """One bar per epoch (or per feature pass) with running loss and accuracy."""
+
+    def __init__(self, description: str, total: int, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.description = description
+        self.total = total
+        self._progress: Progress | None = None
+        self._task = None
+
+    def __enter__(self) -> "EpochProgress":
+        if self.enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(self.description, total=self.total, stats="")
+        return self
+
+    def advance(self, **stats: float) -> None:
+        if self._progress is not None:
+            text = "  ".join(f"{k} {v:.4f}" if k == "loss" else f"{k} {v:.3f}" for k, v in stats.items())
+            self._progress.update(self._task, advance=1, stats=text)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.stop()

@@ -1,0 +1,99 @@
+"""Transfer strategies: what is frozen, and which learning rate each trainable part gets.
+
+A strategy is one registered function from (number of stages, requested freeze depth) to the
+number of leading stages to freeze. ``linear`` freezes the whole body (the course notes' "freeze
+the convolutional base"), ``partial`` the first K stages, ``full`` nothing; ``knn`` freezes
+everything and replaces the trained head with a nearest-neighbour search over the training
+features (seed 001: classification as search, the memorisation baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from torch import nn
+
+from ..backbones import Backbone
+from ..registry import Registry
+from . import rules
+
+
+@dataclass(frozen=True)
+class StrategyInfo:
+    name: str
+    description: str
+    frozen_stages: Callable[[int, int | None], int]
+    trains_head: bool = True
+
+
+STRATEGIES: Registry[StrategyInfo] = Registry("strategy")
+
+
+def _add(info: StrategyInfo) -> None:
+    STRATEGIES.register(info.name)(info)
+
+
+_add(StrategyInfo("linear", "freeze the whole body, train a new linear head (linear probe)", lambda n, k: n))
+
+
+def _partial(n: int, k: int | None) -> int:
+    k = rules.default_freeze_stages(num_stages=n) if k is None else k
+    if not 0 <= k <= n:
+        raise ValueError(f"--freeze-stages must be between 0 and {n} for this backbone, not {k}")
+    return k
+
+
+_add(StrategyInfo("partial", "freeze the first K stages, fine-tune the rest and the head", _partial))
+_add(StrategyInfo("full", "fine-tune every layer (backbone at a lower learning rate)", lambda n, k: 0))
+_add(
+    StrategyInfo(
+        "knn", "no training: nearest neighbours among the training images' features", lambda n, k: n, trains_head=False
+    )
+)
+
+
+def frozen_stages_for(strategy: str, *, num_stages: int, freeze_stages: int | None) -> int:
+    return STRATEGIES.get(strategy).frozen_stages(num_stages, freeze_stages)
+
+
+def _split_decay(module: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """Weights that get weight decay, and the biases/norm scales that should not."""
+    decay, no_decay = [], []
+    for p in module.parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return decay, no_decay
+
+
+def param_groups(
+    model: Backbone,
+    *,
+    lr: float,
+    backbone_lr_mult: float = rules.BACKBONE_LR_MULT,
+    stage_lr_decay: float = 1.0,
+    weight_decay: float = 0.05,
+) -> list[dict]:
+    """Optimizer groups: the head at ``lr``; each trainable stage at a lower rate.
+
+    Stage ``i`` (of the trainable ones, counted back from the top) learns at
+    ``lr * backbone_lr_mult * stage_lr_decay ** (top - i)``: with the default decay 1.0 every
+    stage learns at 1/10 of the head; a decay below 1 (e.g. 0.7) lets stages nearer the input,
+    whose generic features need the least change, move even less (discriminative rates).
+    Each group carries a ``name`` so logs can show the rate per stage.
+    """
+    groups: list[dict] = []
+    top = model.num_stages - 1
+
+    def add(name: str, module: nn.Module, group_lr: float) -> None:
+        decay, no_decay = _split_decay(module)
+        if decay:
+            groups.append({"name": name, "params": decay, "lr": group_lr, "weight_decay": weight_decay})
+        if no_decay:
+            groups.append({"name": f"{name}.no_decay", "params": no_decay, "lr": group_lr, "weight_decay": 0.0})
+
+    add("head", model.head, lr)
+    for i in range(model.num_stages - 1, model.frozen_stages - 1, -1):
+        add(model.stage_names[i], model.stages[i], lr * backbone_lr_mult * stage_lr_decay ** (top - i))
+    return groups

@@ -27,10 +27,11 @@ class KNNHead(nn.Module):
         self.k = int(k)
 
     def votes(self, features: torch.Tensor) -> torch.Tensor:
-        sims = F.normalize(features.float(), dim=1) @ self.bank.T
+        with torch.autocast(features.device.type, enabled=False):  # exact votes, in float32
+            sims = F.normalize(features.float(), dim=1) @ self.bank.float().T
         k = min(self.k, self.bank.shape[0])
         top, idx = sims.topk(k, dim=1)
-        weights = 1.0 + 1e-3 * top
+        weights = 1.0 + 1e-3 * top.float()
         out = torch.zeros(features.shape[0], self.num_classes, device=features.device)
         out.scatter_add_(1, self.labels[idx], weights)
         return out / out.sum(1, keepdim=True)

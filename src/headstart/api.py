@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from . import __version__
-from .augment import build_policy
-from .backbones import Backbone, create_backbone
+from .augment import POLICIES, build_policy
+from .backbones import BACKBONES, Backbone, create_backbone
 from .config import TrainConfig
 from .data import (
     IMAGE_EXTENSIONS,
@@ -110,8 +110,11 @@ def train(config: TrainConfig) -> TrainResult:
     the decided values and their reasons are saved in ``config.yaml``.
     """
     t_start = time.perf_counter()
-    if config.strategy not in STRATEGIES:
-        raise HeadstartError(f"unknown strategy {config.strategy!r}; choose one of {STRATEGIES.names()}")
+    STRATEGIES.get(config.strategy)  # unknown names fail here, before any data is read
+    BACKBONES.get(config.backbone)
+    POLICIES.get(config.augment or "none")
+    if config.on_bad_image not in ("skip", "error"):
+        raise HeadstartError(f"--on-bad-image must be 'skip' or 'error', not {config.on_bad_image!r}")
     seed_everything(config.seed)
     reasons: dict[str, str] = {}
 

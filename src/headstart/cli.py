@@ -33,9 +33,11 @@ def models() -> None:
 
     from .backbones import BACKBONES, create_backbone
 
-    table = Table(title="headstart backbones", show_lines=False)
-    for col in ("name", "family", "params", "stages (params each)", "pretrained weights"):
-        table.add_column(col)
+    table = Table(title="headstart backbones", show_lines=True)
+    table.add_column("name", no_wrap=True, min_width=18)
+    table.add_column("params", no_wrap=True)
+    table.add_column("pretrained weights", min_width=12)
+    table.add_column("stages (parameters each)", overflow="fold")
     for name in BACKBONES:
         spec = BACKBONES.get(name)
         with warnings.catch_warnings():
@@ -45,8 +47,8 @@ def models() -> None:
         total = sum(n for _, n in rows)
         stages = ", ".join(f"{s} {_human(n)}" for s, n in rows[:-1])
         path = spec.default_weights_path()
-        weights = f"[green]installed[/green] (ImageNet, {Path(path).name})" if path else "[yellow]none: --weights PATH[/yellow]"
-        table.add_row(name, spec.family, _human(total), stages, weights)
+        weights = "[green]ImageNet, installed[/green]" if path else "[yellow]none: pass --weights PATH[/yellow]"
+        table.add_row(name, _human(total), weights, stages)
     console.print(table)
     console.print(
         "Stages are the units of freezing: --strategy partial --freeze-stages K freezes the first K.\n"
@@ -174,7 +176,7 @@ def predict(
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return
     table = Table()
-    table.add_column("image")
+    table.add_column("image", overflow="fold")
     for i in range(top_k):
         table.add_column(f"#{i + 1}")
     for row in out["predictions"]:

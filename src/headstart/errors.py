@@ -11,6 +11,13 @@ class HeadstartError(Exception):
     """A problem with the user's input or environment, with the fix in the message."""
 
 
+class UnknownNameError(HeadstartError, KeyError):
+    """A name (backbone, strategy, policy, built-in set) that no registry holds."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
 class DataError(HeadstartError):
     """The data (folder, CSV, built-in set) cannot be used as given."""
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
+from .errors import UnknownNameError
+
 T = TypeVar("T")
 
 
@@ -36,7 +38,7 @@ class Registry(Generic[T]):
             return self._entries[name]
         except KeyError:
             known = ", ".join(self._entries) or "(none)"
-            raise KeyError(f"unknown {self.kind} {name!r}; choose one of: {known}") from None
+            raise UnknownNameError(f"unknown {self.kind} {name!r}; choose one of: {known}") from None
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -1,0 +1,71 @@
+"""Shared fixtures: tiny real image folders made on the fly, never downloaded."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def _shape_image(kind: str, size: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
+    """A bright disc, square or stripes on a noisy background: visually distinct classes."""
+    h, w = size
+    img = (rng.random((h, w, 3)) * 60).astype(np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+    cy, cx = h / 2 + rng.integers(-h // 8, h // 8 + 1), w / 2 + rng.integers(-w // 8, w // 8 + 1)
+    r = min(h, w) * rng.uniform(0.25, 0.35)
+    if kind == "disc":
+        mask = (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
+        img[mask] = [230, 40, 40]
+    elif kind == "square":
+        mask = (abs(yy - cy) < r) & (abs(xx - cx) < r)
+        img[mask] = [40, 220, 40]
+    else:
+        mask = ((xx // max(2, w // 8)) % 2) == 0
+        img[mask] = [40, 40, 230]
+    return img
+
+
+@pytest.fixture(scope="session")
+def shapes_folder(tmp_path_factory) -> Path:
+    """3 classes x 10 images, mixed sizes and Pillow modes (RGB JPEG, RGBA PNG, L, P), one
+    corrupt file: the kind of folder users bring."""
+    root = tmp_path_factory.mktemp("shapes")
+    rng = np.random.default_rng(0)
+    for cls in ("disc", "square", "stripes"):
+        d = root / cls
+        d.mkdir()
+        for i in range(10):
+            size = (int(rng.integers(40, 90)), int(rng.integers(40, 90)))
+            arr = _shape_image(cls, size, rng)
+            img = Image.fromarray(arr)
+            mode = i % 4
+            if mode == 0:
+                img.save(d / f"{i}.jpg", quality=92)
+            elif mode == 1:
+                img.convert("RGBA").save(d / f"{i}.png")
+            elif mode == 2:
+                img.convert("P").save(d / f"{i}.png")
+            else:
+                img.save(d / f"{i}.webp")
+    (root / "disc" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return root
+
+
+@pytest.fixture(scope="session")
+def shapes_test_folder(tmp_path_factory) -> Path:
+    """Fresh images of the same three classes for evaluation."""
+    root = tmp_path_factory.mktemp("shapes_test")
+    rng = np.random.default_rng(1)
+    for cls in ("disc", "square", "stripes"):
+        (root / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(_shape_image(cls, (64, 64), rng)).save(root / cls / f"t{i}.png")
+    return root

@@ -1,0 +1,102 @@
+"""The loop, batches, input preparation and feature extraction."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from headstart.backbones import Preprocess, create_backbone
+from headstart.engine import Batches, Prepare, cosine_schedule, extract_features, fit
+from headstart.methods import Supervised
+
+
+def test_cosine_schedule_shape():
+    m = cosine_schedule(total_steps=100, warmup_steps=10)
+    assert len(m) == 100
+    assert np.all(np.diff(m[:10]) > 0) and m[9] == pytest.approx(1.0)
+    assert np.all(np.diff(m[10:]) <= 1e-12)
+    assert m[-1] == pytest.approx(0.01, abs=1e-3)
+    assert len(cosine_schedule(total_steps=1, warmup_steps=5)) == 1
+
+
+def test_batches_cover_every_item_once_and_shuffle_reproducibly():
+    x = torch.arange(50).float().unsqueeze(1)
+    y = torch.arange(50)
+    a = Batches(x, y, batch_size=8, shuffle=True, seed=3)
+    seen = torch.cat([yy for _, yy in a])
+    assert sorted(seen.tolist()) == list(range(50)) and len(a) == 7
+    first = torch.cat([yy for _, yy in Batches(x, y, batch_size=8, shuffle=True, seed=3)])
+    assert torch.equal(seen, first)
+    assert not torch.equal(torch.cat([yy for _, yy in a]), seen)  # next epoch, new order
+    for xx, yy in Batches(x, y, batch_size=8, augment=lambda t: t + 100):
+        assert torch.equal(xx.squeeze(1), yy.float() + 100)
+
+
+def test_prepare_matches_naive_normalisation():
+    pre = Preprocess(mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), image_size=224)
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8)
+    out = Prepare(pre, 16, torch.device("cpu"))(x)
+    ref = (x.float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    assert Prepare(pre, 40, torch.device("cpu"))(x).shape == (2, 3, 40, 40)
+    assert Prepare(pre, 8, torch.device("cpu"))(x).shape == (2, 3, 8, 8)
+
+
+def test_fit_learns_and_keeps_the_best_validation_epoch():
+    torch.manual_seed(0)
+    x = torch.randn(256, 5)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    model = nn.Linear(5, 2)
+    opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+    res = fit(
+        model=model,
+        method=Supervised(label_smoothing=0.0),
+        train=Batches(x[:200], y[:200], batch_size=32, shuffle=True),
+        val=Batches(x[200:], y[200:], batch_size=64),
+        epochs=8,
+        optimizer=opt,
+        lr_multipliers=cosine_schedule(total_steps=8 * 7, warmup_steps=3),
+        prepare=lambda t: t,
+        device=torch.device("cpu"),
+        show_progress=False,
+    )
+    accs = [r["val_acc"] for r in res.history]
+    assert max(accs) > 0.9
+    assert res.history[res.best_epoch - 1]["val_acc"] == max(accs)
+    with torch.no_grad():
+        final = (model(x[200:]).argmax(1) == y[200:]).float().mean().item()
+    assert final == pytest.approx(max(accs))  # the best epoch's weights are the ones kept
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+def test_nan_loss_stops_with_advice():
+    model = nn.Linear(2, 2)
+    x = torch.full((8, 2), float("nan"))
+    with pytest.raises(FloatingPointError, match="lower --lr"):
+        fit(
+            model=model,
+            method=Supervised(),
+            train=Batches(x, torch.zeros(8, dtype=torch.long), batch_size=4),
+            val=None,
+            epochs=1,
+            optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+            lr_multipliers=np.ones(2),
+            prepare=lambda t: t,
+            device=torch.device("cpu"),
+            show_progress=False,
+        )
+
+
+def test_extract_features_equals_forward_features():
+    bb = create_backbone("efficientnet_lite0", num_classes=3).eval()
+    imgs = torch.randint(0, 256, (5, 3, 28, 28), dtype=torch.uint8)
+    prep = Prepare(bb.preprocess, 48, torch.device("cpu"))
+    feats, labels = extract_features(
+        bb, Batches(imgs, torch.arange(5), batch_size=2), prepare=prep, device=torch.device("cpu"), show_progress=False
+    )
+    with torch.no_grad():
+        ref = bb.forward_features(prep(imgs))
+    torch.testing.assert_close(feats, ref, atol=1e-5, rtol=1e-4)
+    assert labels.tolist() == list(range(5))

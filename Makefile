@@ -1,0 +1,44 @@
+# Fresh machine -> working project. Everything installs from the package registries; nothing
+# is downloaded at run time. Python 3.10+ with venv is all that must be there already.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# The CPU/CUDA wheels pip finds for this torch pin; see README "Installing".
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup demo test test-fast bench data clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+# Fashion-MNIST from Debian's package when apt is available (root or sudo); the demo falls
+# back to scikit-learn's digits without it.
+data:
+	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST present"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist) \
+	  || echo "could not install dataset-fashion-mnist; the demo will use digits"; \
+	else echo "no apt-get: the demo will use digits"; fi
+
+demo: setup data
+	HF_HUB_OFFLINE=1 $(VENV)/bin/headstart demo
+
+test: setup data
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+bench: setup data
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/strategies.py --labels 10 100 --seeds 0 --device cpu
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -20,11 +21,13 @@ from .augment import POLICIES, build_policy
 from .backbones import BACKBONES, Backbone, create_backbone
 from .config import TrainConfig
 from .data import (
+    BUILTIN_DATASETS,
     IMAGE_EXTENSIONS,
     ImageSet,
     check_trainable,
     few_shot,
     load_image,
+    load_unlabeled,
     preload,
     resolve,
     stratified_split,
@@ -33,12 +36,12 @@ from .data import (
 from .engine import Batches, Prepare, cosine_schedule, extract_features, fit, pick_device, predict_logits
 from .engine.prepare import ToDevice
 from .engine.progress import console
-from .errors import DataError, HeadstartError
+from .errors import DataError, HeadstartError, RunError
 from .finetune import STRATEGIES, frozen_stages_for, param_groups, rules
 from .finetune.knn import KNNHead
 from .methods import Supervised
 from .report import classification_metrics
-from .runfolder import LoadedRun, load_run, model_meta, save_run
+from .runfolder import LoadedRun, load_run, model_meta, save_run, write_json
 
 log = logging.getLogger("headstart")
 
@@ -128,7 +131,13 @@ def train(config: TrainConfig) -> TrainResult:
     if config.labels_per_class:
         labeled_idx, pool_idx = few_shot(full.labels, config.labels_per_class, config.seed)
     labeled = full.subset(labeled_idx)
+    train_idx, val_idx = labeled_idx, np.array([], dtype=np.int64)
     counts = labeled.class_counts()
+    unlabeled_count = None
+    if config.unlabeled:
+        pool = load_unlabeled(config.unlabeled, on_bad_image=config.on_bad_image)
+        _report_skipped(pool)
+        unlabeled_count = len(pool)
     if config.val:
         val_set: ImageSet | None = _align_classes(
             resolve(config.val, split="test", on_bad_image=config.on_bad_image), classes, config.val
@@ -151,6 +160,7 @@ def train(config: TrainConfig) -> TrainResult:
         if val_fraction > 0:
             tr, va = stratified_split(labeled.labels, val_fraction, config.seed)
             train_set, val_set = labeled.subset(tr), labeled.subset(va)
+            train_idx, val_idx = labeled_idx[tr], labeled_idx[va]
         else:
             train_set, val_set = labeled, None
     num_classes = len(classes)
@@ -357,7 +367,12 @@ def train(config: TrainConfig) -> TrainResult:
             "seed": config.seed,
             "labels_per_class": config.labels_per_class,
             "labeled_indices": labeled_idx.tolist(),
+            "train_indices": train_idx.tolist(),
+            "val_indices": val_idx.tolist(),
+            "val_data": config.val,
             "unlabeled_pool_size": int(len(pool_idx)),
+            "unlabeled_folder": config.unlabeled,
+            "unlabeled_folder_images": unlabeled_count,
             "skipped_files": [list(s) for s in full.skipped],
         },
     )
@@ -466,28 +481,70 @@ class Predictor:
         return ok, self.proba_tensor(x), bad
 
 
+SPLIT_WORDS = ("test", "train", "val")
+
+
+def _eval_data(run: LoadedRun, data: str | None, on_bad_image: str) -> tuple[ImageSet, str, str | None]:
+    """The labeled images ``eval`` scores, their name, and a caution when they are not unseen.
+
+    ``data`` is a folder, CSV or built-in set; or one of ``test`` (the built-in's official test
+    split: the default for built-in sets), ``train`` / ``val`` (the run's own training and
+    validation images, rebuilt from ``splits.json``). Default for a folder: the folder.
+    """
+    trained_on = run.meta.get("trained_on")
+    if data is None:
+        data = "test" if trained_on and _is_builtin(trained_on) else trained_on
+    if data is None:
+        raise DataError("give the data to evaluate on (a folder, a CSV or a built-in set name)")
+    if data not in SPLIT_WORDS:
+        caution = None
+        if data == trained_on and not _is_builtin(data):
+            caution = "these are the training images (plus any validation split): accuracy here is optimistic"
+        return resolve(data, split="test", on_bad_image=on_bad_image), data, caution
+    if data == "test":
+        if not (trained_on and _is_builtin(trained_on)):
+            raise DataError(f"'test' names the official test split of a built-in set; {run.path} was trained on {trained_on}: give a folder or CSV of test images")
+        return resolve(trained_on, split="test", on_bad_image=on_bad_image), f"{trained_on} (test split)", None
+    splits_path = run.path / "splits.json"
+    if not splits_path.is_file():
+        raise RunError(f"{splits_path} is missing, so the run's {data} split cannot be rebuilt")
+    splits = json.loads(splits_path.read_text())
+    if data == "val" and splits.get("val_data"):
+        return resolve(splits["val_data"], split="test", on_bad_image=on_bad_image), splits["val_data"], None
+    idx = np.asarray(splits[f"{data}_indices"], dtype=np.int64)
+    if len(idx) == 0:
+        raise DataError(f"{run.path} has no {data} split (it trained on every labeled image)")
+    full = resolve(splits["data"], split="train", on_bad_image=on_bad_image)
+    caution = "these images trained the model: accuracy here is optimistic" if data == "train" else None
+    return full.subset(idx), f"{splits['data']} ({data} split)", caution
+
+
+def _is_builtin(spec: str) -> bool:
+    return spec.split(":", 1)[0] in BUILTIN_DATASETS
+
+
 def evaluate(run_dir: str | Path, data: str | None = None, *, device: str = "auto", on_bad_image: str = "skip") -> dict[str, Any]:
     """Score a run on labeled data and write ``eval-<name>.json`` into the run folder.
 
-    ``data`` defaults to the data the run was trained on; for a built-in set the official
-    test split is used (never the training images), for a folder or CSV the whole of it.
+    ``data`` defaults to the official test split for a run trained on a built-in set (never
+    its training images), and to the training folder or CSV otherwise (with a caution that the
+    number is optimistic); ``train``/``val``/``test`` pick a split by name.
     """
     predictor = Predictor(run_dir, device=device)
-    spec = data or predictor.run.meta.get("trained_on")
-    if not spec:
-        raise DataError("give the data to evaluate on (a folder, a CSV or a built-in set name)")
-    imageset = resolve(spec, split="test", on_bad_image=on_bad_image)
+    imageset, name, caution = _eval_data(predictor.run, data, on_bad_image)
     _report_skipped(imageset)
-    imageset = _align_classes(imageset, predictor.classes, spec)
+    imageset = _align_classes(imageset, predictor.classes, name)
     t0 = time.perf_counter()
     probs = predictor.proba_imageset(imageset)
     metrics = classification_metrics(predictions=probs.argmax(1), labels=imageset.labels, classes=predictor.classes)
-    metrics.update({"data": spec, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped]})
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(spec).name or spec)
-    from .runfolder import write_json
-
-    write_json(Path(run_dir) / f"eval-{safe}.json", metrics)
-    metrics["written_to"] = str(Path(run_dir) / f"eval-{safe}.json")
+    metrics.update(
+        {"data": name, "caution": caution, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped]}
+    )
+    key = data if data in SPLIT_WORDS or data is None else (Path(data).name or data)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key or "test"))
+    target = Path(run_dir) / f"eval-{safe}.json"
+    write_json(target, metrics)
+    metrics["written_to"] = str(target)
     return metrics
 
 

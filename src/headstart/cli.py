@@ -128,7 +128,11 @@ def _summary(result) -> None:
 @app.command("eval")
 def eval_(
     run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
-    data: Optional[str] = typer.Argument(None, help="Labeled data; default: the run's data (official test split for built-in sets)."),
+    data: Optional[str] = typer.Argument(
+        None,
+        help="Labeled data (folder, CSV, built-in set) or a split of the run's data: test | val | train. "
+        "Default: the official test split for built-in sets, the training folder otherwise.",
+    ),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     on_bad_image: str = typer.Option("skip", help="skip | error"),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
@@ -141,6 +145,8 @@ def eval_(
         sys.stdout.write(json.dumps(m, indent=2) + "\n")
         return
     console.print(f"[bold]accuracy {m['accuracy']:.4f}[/bold] on {m['num_images']} images of {m['data']}")
+    if m.get("caution"):
+        console.print(f"[yellow]note: {m['caution']}[/yellow]")
     table = Table(title="per class")
     for col in ("class", "precision", "recall", "f1", "support"):
         table.add_column(col, justify="right" if col != "class" else "left")

@@ -158,6 +158,35 @@ def test_digits_builtin_with_few_labels_then_official_test_split(tmp_path):
     m = evaluate(res.run_dir, device="cpu")
     assert m["num_images"] == 451  # the fixed held-out split, never the training images
     assert m["accuracy"] > 0.5  # chance is 0.1: ImageNet features carry over to 8-px digits
+    assert m["caution"] is None
+
+
+def test_eval_rebuilds_the_runs_own_splits(tmp_path):
+    res = train(TrainConfig(data="digits", output=str(tmp_path / "d"), strategy="knn", labels_per_class=25, device="cpu", progress=False))
+    splits = json.loads((res.run_dir / "splits.json").read_text())
+    assert len(splits["val_indices"]) == 50 and len(splits["train_indices"]) == 200
+    assert not set(splits["val_indices"]) & set(splits["train_indices"])
+    m = evaluate(res.run_dir, "val", device="cpu")
+    assert m["num_images"] == 50
+    assert m["accuracy"] == pytest.approx(res.val_accuracy)  # same images, same number as training saw
+    t = evaluate(res.run_dir, "train", device="cpu")
+    assert t["num_images"] == 200 and "optimistic" in t["caution"]
+    assert (res.run_dir / "eval-val.json").is_file() and (res.run_dir / "eval-train.json").is_file()
+
+
+def test_config_file_and_unlabeled_folder(shapes_folder, shapes_test_folder, tmp_path):
+    (tmp_path / "c.yaml").write_text("strategy: knn\nimage_size: 40\nknn_k: 3\nseed: 4\n")
+    code, text = invoke(
+        "train", str(shapes_folder), "-o", str(tmp_path / "r"), "--config", str(tmp_path / "c.yaml"), "--seed", "7",
+        "--unlabeled", str(shapes_test_folder), "--no-progress", "--device", "cpu",
+    )
+    assert code == 0, text
+    cfg = yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["resolved"]
+    assert (cfg["strategy"], cfg["image_size"], cfg["knn_k"], cfg["seed"]) == ("knn", 40, 3, 7)  # flags beat the file
+    splits = json.loads((tmp_path / "r" / "splits.json").read_text())
+    assert splits["unlabeled_folder_images"] == 18
+    m = evaluate(tmp_path / "r", device="cpu")  # default for a folder run: the folder itself
+    assert "optimistic" in m["caution"] and m["num_images"] == 30
 
 
 def test_bad_input_is_a_clear_error(shapes_folder, tmp_path):

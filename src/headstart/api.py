@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -113,6 +114,11 @@ def train(config: TrainConfig) -> TrainResult:
     the decided values and their reasons are saved in ``config.yaml``.
     """
     t_start = time.perf_counter()
+    run_dir = Path(config.output)
+    if (run_dir / "model.json").exists() and not config.overwrite:
+        raise HeadstartError(
+            f"{run_dir} already holds a finished run; choose another --output or pass --overwrite to replace it"
+        )
     STRATEGIES.get(config.strategy)  # unknown names fail here, before any data is read
     BACKBONES.get(config.backbone)
     POLICIES.get(config.augment or "none")
@@ -237,8 +243,9 @@ def train(config: TrainConfig) -> TrainResult:
         val_x = _images_tensor(val_set, size=storage, num_workers=config.num_workers)
         val_batches = Batches(val_x, torch.from_numpy(val_set.labels.astype(np.int64)), batch_size=256)
 
-    run_dir = Path(config.output)
     run_dir.mkdir(parents=True, exist_ok=True)
+    if config.overwrite and (run_dir / "tb").is_dir():
+        shutil.rmtree(run_dir / "tb")  # curves of the replaced run would mix with the new ones
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run_dir / "tb"))

@@ -11,8 +11,16 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
+from .augment import POLICIES
+from .backbones import BACKBONES
 from .engine.progress import console
 from .errors import HeadstartError
+from .finetune import STRATEGIES
+
+# Choices shown in --help come from the registries: a new entry appears here by itself.
+STRATEGY_HELP = " | ".join(f"{n}: {STRATEGIES.get(n).description}" for n in STRATEGIES)
+BACKBONE_HELP = "One of: " + ", ".join(BACKBONES.names()) + " (`headstart models` shows them)."
+AUGMENT_HELP = "Augmentation policy: " + " | ".join(POLICIES.names()) + " (default: none when the body is frozen, else light)."
 
 app = typer.Typer(
     help="headstart: a strong image classifier from a few hundred labeled images, on a laptop.",
@@ -31,7 +39,7 @@ def models() -> None:
     """List the backbones: parameters per stage, and whether real pretrained weights are present."""
     import warnings
 
-    from .backbones import BACKBONES, create_backbone
+    from .backbones import create_backbone
 
     table = Table(title="headstart backbones", show_lines=True)
     table.add_column("name", no_wrap=True, min_width=18)
@@ -66,8 +74,8 @@ def train(
     ctx: typer.Context,
     data: str = typer.Argument(..., help="Class-per-folder directory, a path,label CSV, or a built-in set: fashion-mnist, fashion-mnist:/dir, digits."),
     output: str = typer.Option("runs/latest", "--output", "-o", help="Run folder to write."),
-    strategy: str = typer.Option("partial", help="linear (frozen body, new head) | partial (first K stages frozen) | full | knn (nearest-neighbour baseline)."),
-    backbone: str = typer.Option("efficientnet_lite0", help="Architecture; `headstart models` lists them."),
+    strategy: str = typer.Option("partial", help=STRATEGY_HELP),
+    backbone: str = typer.Option("efficientnet_lite0", help=BACKBONE_HELP),
     weights: str = typer.Option("default", help="'default' (installed ImageNet weights), a state-dict file, or 'none'."),
     freeze_stages: Optional[int] = typer.Option(None, help="For partial: number of leading stages kept frozen (default: half)."),
     warmup_epochs: int = typer.Option(0, help="Head-only epochs before unfreezing."),
@@ -76,7 +84,7 @@ def train(
     val_fraction: Optional[float] = typer.Option(None, help="Share of labeled images held out for validation."),
     unlabeled: Optional[str] = typer.Option(None, help="Folder of unlabeled images (kept for self-training methods)."),
     image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default: from the data and strategy)."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: ~300 optimizer steps for fine-tuning)."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: ~600 optimizer steps, at most 60 epochs when layers train)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64, smaller for tiny sets)."),
     lr: Optional[float] = typer.Option(None, help="Head learning rate (AdamW; default 1e-3 at batch 64)."),
     backbone_lr_mult: float = typer.Option(0.1, help="Backbone learning rate as a fraction of the head's."),
@@ -84,7 +92,7 @@ def train(
     weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
     label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
     drop_rate: float = typer.Option(0.1, help="Dropout before the head."),
-    augment: Optional[str] = typer.Option(None, help="Augmentation policy: none | light (default: light when layers train)."),
+    augment: Optional[str] = typer.Option(None, help=AUGMENT_HELP),
     knn_k: Optional[int] = typer.Option(None, help="Neighbours for --strategy knn (default: chosen on validation)."),
     seed: int = typer.Option(0, help="Seed for splits, initialisation and batch order."),
     on_bad_image: str = typer.Option("skip", help="skip: list unreadable files and go on | error: stop at the first."),
@@ -92,6 +100,7 @@ def train(
     num_workers: int = typer.Option(2, help="Processes decoding image files."),
     config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig fields; flags given on the command line win."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run already in --output."),
 ) -> None:
     """Train a classifier and write a run folder (config.yaml, model.safetensors, model.json, metrics.json, tb/)."""
     from . import api

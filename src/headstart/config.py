@@ -48,6 +48,8 @@ class TrainConfig:
         device: ``auto``, ``cpu``, ``cuda`` ...
         num_workers: decoding processes for image folders.
         progress: show progress bars.
+        overwrite: replace a finished run already in ``output`` (otherwise refused, so a
+            typo never destroys a trained model).
     """
 
     data: str
@@ -77,6 +79,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 2
     progress: bool = True
+    overwrite: bool = False
 
     def with_updates(self, **changes: Any) -> "TrainConfig":
         return replace(self, **changes)

@@ -47,6 +47,7 @@ def run_demo(*, output: str = "runs/demo", labels_per_class: int = 10, device: s
                 strategy=strategy,
                 labels_per_class=labels_per_class,
                 device=device,
+                overwrite=True,
             )
         )
         train_s = time.perf_counter() - t0

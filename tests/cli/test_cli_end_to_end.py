@@ -189,7 +189,7 @@ def test_config_file_and_unlabeled_folder(shapes_folder, shapes_test_folder, tmp
     assert "optimistic" in m["caution"] and m["num_images"] == 30
 
 
-def test_bad_input_is_a_clear_error(shapes_folder, tmp_path):
+def test_bad_input_is_a_clear_error(shapes_folder, linear_run, tmp_path):
     code, text = invoke("train", str(shapes_folder), "-o", str(tmp_path / "x"), "--on-bad-image", "error", *FAST)
     assert code == 2 and "broken.jpg" in text and "--on-bad-image skip" in text
     single = tmp_path / "single" / "only"
@@ -198,6 +198,8 @@ def test_bad_input_is_a_clear_error(shapes_folder, tmp_path):
         (single / f.name).write_bytes(f.read_bytes())
     code, text = invoke("train", str(tmp_path / "single"), "-o", str(tmp_path / "y"), *FAST)
     assert code == 2 and "only" in text and "two" in text
+    code, text = invoke("train", str(shapes_folder), "-o", str(linear_run), *FAST)
+    assert code == 2 and "--overwrite" in text  # a finished run is never replaced by accident
     code, text = invoke("train", str(tmp_path / "nope"), *FAST)
     assert code == 2 and "fashion-mnist" in text
     with pytest.raises(RunError, match="not a finished run"):

@@ -34,7 +34,7 @@ from .data import (
     stratified_split,
     to_square_uint8,
 )
-from .engine import Batches, Prepare, cosine_schedule, extract_features, fit, pick_device, predict_logits
+from .engine import Batches, FitResult, Prepare, cosine_schedule, extract_features, fit, pick_device, predict_logits
 from .engine.prepare import ToDevice
 from .engine.progress import console
 from .errors import DataError, HeadstartError, RunError
@@ -253,16 +253,13 @@ def train(config: TrainConfig) -> TrainResult:
     best_epoch = 0
     interrupted = False
     extra: dict[str, Any] = {}
+    settings = dict(batch_size=batch_size, epochs=epochs, lr=lr, config=config, device=device, writer=writer)
     try:
         if config.strategy in ("knn", "linear") and augment == "none":
             model.freeze(model.num_stages)
-            feats, labels = extract_features(
-                model,
-                Batches(train_x, train_y, batch_size=128),
-                prepare=prepare,
-                device=device,
-                description="features (train)",
-                show_progress=config.progress,
+            feats = extract_features(
+                model, Batches(train_x, train_y, batch_size=128), prepare=prepare, device=device,
+                description="features (train)", show_progress=config.progress,
             )
             val_feats = None
             if val_batches is not None:
@@ -270,70 +267,19 @@ def train(config: TrainConfig) -> TrainResult:
                     model, val_batches, prepare=prepare, device=device, description="features (val)", show_progress=config.progress
                 )
             if config.strategy == "knn":
-                k, extra = _choose_k(feats, labels, val_feats, num_classes, config.knn_k, int(train_set.class_counts().min()))
-                reasons["knn_k"] = extra["k_reason"]
-                model.head = KNNHead(feats, labels, num_classes, k).to(device)
+                k, extra = _choose_k(*feats, val_feats, num_classes, config.knn_k, int(train_set.class_counts().min()))
+                reasons["knn_k"] = extra.pop("k_reason")
+                model.head = KNNHead(*feats, num_classes, k).to(device)
                 resolved["knn_k"] = k
             else:
-                head = nn.Sequential(model.drop, model.head)
-                fr = _fit_phase(
-                    head,
-                    Batches(feats, labels, batch_size=batch_size, shuffle=True, seed=config.seed),
-                    None if val_feats is None else Batches(*val_feats, batch_size=1024),
-                    epochs=epochs,
-                    groups=[{"name": "head", "params": list(model.head.parameters()), "lr": lr, "weight_decay": config.weight_decay}],
-                    config=config,
-                    prepare=ToDevice(device),
-                    device=device,
-                    writer=writer,
-                    tag="linear",
-                )
+                fr = _train_head_on_features(model, feats, val_feats, **settings)
                 history, best_epoch, interrupted = fr.history, fr.best_epoch, fr.interrupted
         else:
             policy = build_policy(augment, int(train_x.shape[-1]))
             train_batches = Batches(train_x, train_y, batch_size=batch_size, shuffle=True, seed=config.seed, augment=policy)
-            offset = 0
-            if config.warmup_epochs > 0 and frozen < model.num_stages:
-                model.freeze(model.num_stages)
-                fr = _fit_phase(
-                    model,
-                    train_batches,
-                    val_batches,
-                    epochs=config.warmup_epochs,
-                    groups=param_groups(model, lr=lr, weight_decay=config.weight_decay),
-                    config=config,
-                    prepare=prepare,
-                    device=device,
-                    writer=writer,
-                    tag="warmup",
-                )
-                history += fr.history
-                offset = config.warmup_epochs
-                interrupted = fr.interrupted
-            if not interrupted:
-                model.freeze(frozen)
-                fr = _fit_phase(
-                    model,
-                    train_batches,
-                    val_batches,
-                    epochs=epochs,
-                    groups=param_groups(
-                        model,
-                        lr=lr,
-                        backbone_lr_mult=config.backbone_lr_mult,
-                        stage_lr_decay=config.stage_lr_decay,
-                        weight_decay=config.weight_decay,
-                    ),
-                    config=config,
-                    prepare=prepare,
-                    device=device,
-                    writer=writer,
-                    tag="train",
-                    offset=offset,
-                )
-                history += fr.history
-                best_epoch, interrupted = fr.best_epoch, fr.interrupted
-            model.freeze(frozen)
+            history, best_epoch, interrupted = _finetune(
+                model, train_batches, val_batches, frozen=frozen, prepare=prepare, **settings
+            )
     finally:
         writer.flush()
 
@@ -353,7 +299,7 @@ def train(config: TrainConfig) -> TrainResult:
         "interrupted": interrupted,
         "num_train": len(train_set),
         "num_val": 0 if val_set is None else len(val_set),
-        **{k: v for k, v in extra.items() if k != "k_reason"},
+        **extra,
     }
     model.eval()
     meta = model_meta(model, classes=classes, image_size=image_size, strategy=config.strategy)
@@ -394,7 +340,22 @@ def train(config: TrainConfig) -> TrainResult:
     )
 
 
-def _fit_phase(model, train_batches, val_batches, *, epochs, groups, config, prepare, device, writer, tag, offset=0):
+def _fit_phase(
+    model: nn.Module,
+    train_batches: Batches,
+    val_batches: Batches | None,
+    *,
+    epochs: int,
+    groups: list[dict],
+    config: TrainConfig,
+    prepare: Any,
+    device: torch.device,
+    writer: Any,
+    tag: str,
+    offset: int = 0,
+) -> FitResult:
+    """One phase of training with its own AdamW and warm-up + cosine schedule (warm-up: the
+    first epoch or 10 % of the steps, whichever is shorter)."""
     optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"])
     total = epochs * len(train_batches)
     mults = cosine_schedule(total_steps=total, warmup_steps=min(len(train_batches), total // 10))
@@ -415,7 +376,80 @@ def _fit_phase(model, train_batches, val_batches, *, epochs, groups, config, pre
     )
 
 
-def _choose_k(feats, labels, val_feats, num_classes, k_given, min_count) -> tuple[int, dict[str, Any]]:
+def _train_head_on_features(
+    model: Backbone,
+    feats: tuple[torch.Tensor, torch.Tensor],
+    val_feats: tuple[torch.Tensor, torch.Tensor] | None,
+    *,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    config: TrainConfig,
+    device: torch.device,
+    writer: Any,
+) -> FitResult:
+    """The linear probe: only the head trains, on features the frozen body produced once."""
+    head = nn.Sequential(model.drop, model.head)
+    return _fit_phase(
+        head,
+        Batches(*feats, batch_size=batch_size, shuffle=True, seed=config.seed),
+        None if val_feats is None else Batches(*val_feats, batch_size=1024),
+        epochs=epochs,
+        groups=[{"name": "head", "params": list(model.head.parameters()), "lr": lr, "weight_decay": config.weight_decay}],
+        config=config,
+        prepare=ToDevice(device),
+        device=device,
+        writer=writer,
+        tag="linear",
+    )
+
+
+def _finetune(
+    model: Backbone,
+    train_batches: Batches,
+    val_batches: Batches | None,
+    *,
+    frozen: int,
+    prepare: Prepare,
+    batch_size: int,
+    epochs: int,
+    lr: float,
+    config: TrainConfig,
+    device: torch.device,
+    writer: Any,
+) -> tuple[list[dict], int, bool]:
+    """Optional head-only warm-up, then the first ``frozen`` stages stay frozen while the rest
+    train at the discriminative rates of ``param_groups``."""
+    history: list[dict] = []
+    common = dict(config=config, prepare=prepare, device=device, writer=writer)
+    offset = 0
+    if config.warmup_epochs > 0 and frozen < model.num_stages:
+        model.freeze(model.num_stages)
+        fr = _fit_phase(
+            model, train_batches, val_batches, epochs=config.warmup_epochs,
+            groups=param_groups(model, lr=lr, weight_decay=config.weight_decay), tag="warmup", **common,
+        )
+        history += fr.history
+        offset = config.warmup_epochs
+        if fr.interrupted:
+            model.freeze(frozen)
+            return history, fr.best_epoch, True
+    model.freeze(frozen)
+    groups = param_groups(
+        model, lr=lr, backbone_lr_mult=config.backbone_lr_mult, stage_lr_decay=config.stage_lr_decay, weight_decay=config.weight_decay
+    )
+    fr = _fit_phase(model, train_batches, val_batches, epochs=epochs, groups=groups, tag="train", offset=offset, **common)
+    return history + fr.history, fr.best_epoch, fr.interrupted
+
+
+def _choose_k(
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    val_feats: tuple[torch.Tensor, torch.Tensor] | None,
+    num_classes: int,
+    k_given: int | None,
+    min_count: int,
+) -> tuple[int, dict[str, Any]]:
     """k for the kNN baseline: as given, else the best on validation, else 1 if classes are
     tiny (with 1-10 images per class, more neighbours mostly add votes from other classes)."""
     if k_given:

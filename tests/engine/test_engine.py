@@ -100,3 +100,16 @@ def test_extract_features_equals_forward_features():
         ref = bb.forward_features(prep(imgs))
     torch.testing.assert_close(feats, ref, atol=1e-5, rtol=1e-4)
     assert labels.tolist() == list(range(5))
+
+
+def test_device_names_are_checked():
+    from headstart.engine import pick_device
+    from headstart.errors import HeadstartError
+
+    assert pick_device("cpu").type == "cpu"
+    assert pick_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(HeadstartError, match="not a device name"):
+        pick_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(HeadstartError, match="no CUDA GPU"):
+            pick_device("cuda")

@@ -6,13 +6,20 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones import Preprocess
+from ..errors import HeadstartError
 
 
 def pick_device(requested: str = "auto") -> torch.device:
     """``auto`` takes the GPU when one is present, else the CPU."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError as exc:
+        raise HeadstartError(f"--device {requested!r} is not a device name; use auto, cpu, cuda or cuda:N") from exc
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise HeadstartError(f"--device {requested} was asked for but PyTorch sees no CUDA GPU here; use --device cpu (or auto)")
+    return device
 
 
 class Prepare:

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ..methods import Method
-from .progress import EpochProgress
+from .progress import EpochProgress, console
 
 
 class Batches:
@@ -143,7 +143,7 @@ def fit(
             correct = torch.zeros((), dtype=torch.long)
             seen = 0
             with EpochProgress(
-                f"{tag} epoch {epoch_offset + epoch + 1}/{epoch_offset + epochs}", steps_per_epoch, show_progress
+                f"{tag} epoch {epoch_offset + epoch + 1}/{epoch_offset + epochs}", steps_per_epoch, show_progress, transient=True
             ) as bar:
                 for x, y in train:
                     mult = float(lr_multipliers[min(step, len(lr_multipliers) - 1)])
@@ -187,6 +187,12 @@ def fit(
                 for g in optimizer.param_groups:
                     writer.add_scalar(f"{tag}/lr/{g.get('name', 'group')}", g["lr"], row["epoch"])
             result.history.append(row)
+            if show_progress and ((epoch + 1) % max(1, epochs // 10) == 0 or epoch + 1 == epochs):
+                console.print(
+                    f"{tag} epoch {row['epoch']}/{epoch_offset + epochs}: loss {row['train_loss']:.4f}, "
+                    f"train acc {row['train_acc']:.3f}"
+                    + (f", val acc {row['val_acc']:.3f}, val loss {row['val_loss']:.4f}" if "val_acc" in row else "")
+                )
             score = row.get("val_acc", None)
             if score is None or score > best_acc:
                 best_acc = -1.0 if score is None else score

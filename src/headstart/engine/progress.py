@@ -9,17 +9,23 @@ console = Console(stderr=True)
 
 
 class EpochProgress:
-    """One bar per epoch (or per feature pass) with running loss and accuracy."""
+    """One bar per epoch (or per feature pass) with running loss and accuracy.
 
-    def __init__(self, description: str, total: int, enabled: bool = True) -> None:
+    Epoch bars are transient (the loop prints a one-line summary every few epochs instead), so
+    60 epochs leave ~10 lines behind, not 60.
+    """
+
+    def __init__(self, description: str, total: int, enabled: bool = True, transient: bool = False) -> None:
         self.enabled = enabled
+        self.transient = transient
         self.description = description
         self.total = total
         self._progress: Progress | None = None
         self._task = None
 
     def __enter__(self) -> "EpochProgress":
-        if self.enabled:
+        # Bars redraw in place, which only a terminal can show; logs get the summary lines.
+        if self.enabled and console.is_terminal:
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
@@ -28,7 +34,7 @@ class EpochProgress:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 console=console,
-                transient=False,
+                transient=self.transient,
             )
             self._progress.start()
             self._task = self._progress.add_task(self.description, total=self.total, stats="")

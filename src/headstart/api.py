@@ -20,7 +20,7 @@ from torch import nn
 from . import __version__
 from .augment import POLICIES, build_policy
 from .backbones import BACKBONES, Backbone, create_backbone
-from .config import TrainConfig
+from .config import TrainConfig, load_yaml
 from .data import (
     BUILTIN_DATASETS,
     IMAGE_EXTENSIONS,
@@ -35,6 +35,7 @@ from .data import (
     to_square_uint8,
 )
 from .engine import Batches, FitResult, Prepare, cosine_schedule, extract_features, fit, pick_device, predict_logits
+from .engine.checkpoint import Checkpointer
 from .engine.prepare import ToDevice
 from .engine.progress import console
 from .errors import DataError, HeadstartError, RunError
@@ -42,7 +43,7 @@ from .finetune import STRATEGIES, frozen_stages_for, param_groups, rules
 from .finetune.knn import KNNHead
 from .methods import Supervised
 from .report import classification_metrics
-from .runfolder import LoadedRun, load_run, model_meta, save_run, write_json
+from .runfolder import LoadedRun, load_run, model_meta, save_run, write_json, write_yaml
 
 log = logging.getLogger("headstart")
 
@@ -115,7 +116,16 @@ def train(config: TrainConfig) -> TrainResult:
     """
     t_start = time.perf_counter()
     run_dir = Path(config.output)
-    if (run_dir / "model.json").exists() and not config.overwrite:
+    checkpointer = Checkpointer(run_dir / "checkpoint", every_steps=config.checkpoint_every)
+    resume_state = None
+    if config.resume:
+        resume_state = checkpointer.load()
+        if resume_state is None:
+            raise RunError(
+                f"nothing to resume in {run_dir}: it has no checkpoint (a run that finished removes its "
+                "checkpoint, and knn runs have none); train again instead"
+            )
+    elif (run_dir / "model.json").exists() and not config.overwrite:
         raise HeadstartError(
             f"{run_dir} already holds a finished run; choose another --output or pass --overwrite to replace it"
         )
@@ -244,7 +254,15 @@ def train(config: TrainConfig) -> TrainResult:
         val_batches = Batches(val_x, torch.from_numpy(val_set.labels.astype(np.int64)), batch_size=256)
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    if config.overwrite and (run_dir / "tb").is_dir():
+    run_config = {"headstart_version": __version__, "requested": config.to_dict(), "resolved": resolved, "reasons": reasons}
+    if config.resume:
+        run_config = load_yaml(run_dir / "config.yaml")  # the run as first configured
+        run_config.setdefault("resumed_at_steps", []).append(int(resume_state["step"]))  # type: ignore[index]
+    else:
+        # written now, so a run killed before it finishes can still be resumed and explained
+        write_yaml(run_dir / "config.yaml", run_config)
+        checkpointer.clear()  # a stale checkpoint of an earlier run must never be resumed into this one
+    if config.overwrite and not config.resume and (run_dir / "tb").is_dir():
         shutil.rmtree(run_dir / "tb")  # curves of the replaced run would mix with the new ones
     from torch.utils.tensorboard import SummaryWriter
 
@@ -253,7 +271,10 @@ def train(config: TrainConfig) -> TrainResult:
     best_epoch = 0
     interrupted = False
     extra: dict[str, Any] = {}
-    settings = dict(batch_size=batch_size, epochs=epochs, lr=lr, config=config, device=device, writer=writer)
+    settings = dict(
+        batch_size=batch_size, epochs=epochs, lr=lr, config=config, device=device, writer=writer,
+        checkpointer=None if config.strategy == "knn" else checkpointer, resume=resume_state,
+    )
     try:
         if config.strategy in ("knn", "linear") and augment == "none":
             model.freeze(model.num_stages)
@@ -308,12 +329,7 @@ def train(config: TrainConfig) -> TrainResult:
         run_dir,
         model=model,
         meta=meta,
-        config={
-            "headstart_version": __version__,
-            "requested": config.to_dict(),
-            "resolved": resolved,
-            "reasons": reasons,
-        },
+        config=run_config,
         metrics=metrics,
         splits={
             "data": config.data,
@@ -329,6 +345,8 @@ def train(config: TrainConfig) -> TrainResult:
             "skipped_files": [list(s) for s in full.skipped],
         },
     )
+    if not interrupted:
+        checkpointer.clear()  # the run is complete; a checkpoint would only invite a stale resume
     return TrainResult(
         run_dir=run_dir,
         val_accuracy=None if val_metrics is None else val_metrics["accuracy"],
@@ -353,6 +371,9 @@ def _fit_phase(
     writer: Any,
     tag: str,
     offset: int = 0,
+    checkpointer: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
+    phase_info: dict[str, Any] | None = None,
 ) -> FitResult:
     """One phase of training with its own AdamW and warm-up + cosine schedule (warm-up: the
     first epoch or 10 % of the steps, whichever is shorter)."""
@@ -373,6 +394,9 @@ def _fit_phase(
         tag=tag,
         show_progress=config.progress,
         epoch_offset=offset,
+        checkpoint=checkpointer,
+        resume=resume if resume is not None and resume["tag"] == tag else None,
+        phase_info=phase_info,
     )
 
 
@@ -387,6 +411,8 @@ def _train_head_on_features(
     config: TrainConfig,
     device: torch.device,
     writer: Any,
+    checkpointer: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> FitResult:
     """The linear probe: only the head trains, on features the frozen body produced once."""
     head = nn.Sequential(model.drop, model.head)
@@ -401,6 +427,8 @@ def _train_head_on_features(
         device=device,
         writer=writer,
         tag="linear",
+        checkpointer=checkpointer,
+        resume=resume,
     )
 
 
@@ -417,28 +445,38 @@ def _finetune(
     config: TrainConfig,
     device: torch.device,
     writer: Any,
+    checkpointer: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> tuple[list[dict], int, bool]:
     """Optional head-only warm-up, then the first ``frozen`` stages stay frozen while the rest
-    train at the discriminative rates of ``param_groups``."""
+    train at the discriminative rates of ``param_groups``. A resumed run skips a warm-up that
+    its checkpoint shows was finished."""
     history: list[dict] = []
-    common = dict(config=config, prepare=prepare, device=device, writer=writer)
+    common = dict(config=config, prepare=prepare, device=device, writer=writer, checkpointer=checkpointer, resume=resume)
     offset = 0
+    in_main_phase = resume is not None and resume["tag"] == "train"
     if config.warmup_epochs > 0 and frozen < model.num_stages:
-        model.freeze(model.num_stages)
-        fr = _fit_phase(
-            model, train_batches, val_batches, epochs=config.warmup_epochs,
-            groups=param_groups(model, lr=lr, weight_decay=config.weight_decay), tag="warmup", **common,
-        )
-        history += fr.history
         offset = config.warmup_epochs
-        if fr.interrupted:
-            model.freeze(frozen)
-            return history, fr.best_epoch, True
+        if not in_main_phase:
+            model.freeze(model.num_stages)
+            fr = _fit_phase(
+                model, train_batches, val_batches, epochs=config.warmup_epochs,
+                groups=param_groups(model, lr=lr, weight_decay=config.weight_decay), tag="warmup", **common,
+            )
+            history += fr.history
+            if fr.interrupted:
+                model.freeze(frozen)
+                return history, fr.best_epoch, True
+    if in_main_phase:
+        history = list(resume["info"].get("prior_history", []))  # type: ignore[index]
     model.freeze(frozen)
     groups = param_groups(
         model, lr=lr, backbone_lr_mult=config.backbone_lr_mult, stage_lr_decay=config.stage_lr_decay, weight_decay=config.weight_decay
     )
-    fr = _fit_phase(model, train_batches, val_batches, epochs=epochs, groups=groups, tag="train", offset=offset, **common)
+    fr = _fit_phase(
+        model, train_batches, val_batches, epochs=epochs, groups=groups, tag="train", offset=offset,
+        phase_info={"prior_history": history}, **common,
+    )
     return history + fr.history, fr.best_epoch, fr.interrupted
 
 

@@ -72,7 +72,9 @@ def _human(n: int) -> str:
 @app.command()
 def train(
     ctx: typer.Context,
-    data: str = typer.Argument(..., help="Class-per-folder directory, a path,label CSV, or a built-in set: fashion-mnist, fashion-mnist:/dir, digits."),
+    data: Optional[str] = typer.Argument(
+        None, help="Class-per-folder directory, a path,label CSV, or a built-in set: fashion-mnist, fashion-mnist:/dir, digits."
+    ),
     output: str = typer.Option("runs/latest", "--output", "-o", help="Run folder to write."),
     strategy: str = typer.Option("partial", help=STRATEGY_HELP),
     backbone: str = typer.Option("efficientnet_lite0", help=BACKBONE_HELP),
@@ -101,6 +103,10 @@ def train(
     config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig fields; flags given on the command line win."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run already in --output."),
+    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps inside an epoch (0: at epoch ends only)."),
+    resume: Optional[Path] = typer.Option(
+        None, help="Continue an interrupted run from its last checkpoint, with the configuration saved in it."
+    ),
 ) -> None:
     """Train a classifier and write a run folder (config.yaml, model.safetensors, model.json, metrics.json, tb/)."""
     from . import api
@@ -110,6 +116,13 @@ def train(
     values = dict(ctx.params)
     values.pop("config")
     values["progress"] = not values.pop("no_progress")
+    if resume is not None:
+        cfg = _resume_config(resume, given, values)
+        _summary(api.train(cfg))
+        return
+    if data is None:
+        raise HeadstartError("give the DATA to train on (a folder, a CSV or a built-in set), or --resume RUN")
+    values.pop("resume")
     if config is not None:
         base = load_yaml(config)
         base.pop("progress", None)
@@ -119,6 +132,25 @@ def train(
     cfg = TrainConfig.from_dict(values)
     result = api.train(cfg)
     _summary(result)
+
+
+def _resume_config(run: Path, given: dict, values: dict):
+    """The saved configuration of ``run``; only device and progress may differ on resume
+    (anything else would not be the same run)."""
+    from .config import TrainConfig, load_yaml
+    from .errors import RunError
+
+    saved = run / "config.yaml"
+    if not saved.is_file():
+        raise RunError(f"{saved} is missing: {run} is not a run folder that can be resumed")
+    requested = dict(load_yaml(saved)["requested"])
+    changed = sorted(k for k in given if k not in ("resume", "device", "no_progress", "data", "output"))
+    if changed:
+        raise HeadstartError(f"--resume continues the run as it was configured; drop {', '.join('--' + c.replace('_', '-') for c in changed)}")
+    requested.update(output=str(run), resume=True, overwrite=True, progress=values["progress"])
+    if "device" in given:
+        requested["device"] = values["device"]
+    return TrainConfig.from_dict(requested)
 
 
 def _summary(result) -> None:
@@ -220,6 +252,9 @@ def main() -> None:
     except HeadstartError as exc:
         console.print(f"[bold red]error:[/bold red] {exc}")
         raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow] before training began or after it ended; nothing new was written")
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -48,6 +48,10 @@ class TrainConfig:
         device: ``auto``, ``cpu``, ``cuda`` ...
         num_workers: decoding processes for image folders.
         progress: show progress bars.
+        checkpoint_every: also checkpoint every N optimizer steps inside an epoch (0: only at
+            epoch ends), for epochs long enough that losing one hurts.
+        resume: continue the run in ``output`` from its last checkpoint (same config), ending
+            with the same weights and metrics as an uninterrupted run.
         overwrite: replace a finished run already in ``output`` (otherwise refused, so a
             typo never destroys a trained model).
     """
@@ -79,6 +83,8 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 2
     progress: bool = True
+    checkpoint_every: int = 0
+    resume: bool = False
     overwrite: bool = False
 
     def with_updates(self, **changes: Any) -> "TrainConfig":

@@ -37,3 +37,7 @@ class WeightsError(HeadstartError):
 
 class RunError(HeadstartError):
     """A run folder is missing files or was written by an incompatible version."""
+
+
+class TrainingDiverged(HeadstartError, FloatingPointError):
+    """The loss became NaN or infinite; the message says what to change."""

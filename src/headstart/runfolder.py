@@ -46,6 +46,10 @@ def write_json(path: Path, data: Any) -> None:
     _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=_jsonable)))
 
 
+def write_yaml(path: Path, data: dict[str, Any]) -> None:
+    _atomic_write(path, lambda tmp: dump_yaml(tmp, data))
+
+
 def _jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
@@ -94,7 +98,7 @@ def save_run(
         marker.unlink()  # an overwritten run is incomplete until the new weights are in place
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     _atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, tmp))
-    _atomic_write(run_dir / "config.yaml", lambda tmp: dump_yaml(tmp, config))
+    write_yaml(run_dir / "config.yaml", config)
     write_json(run_dir / "metrics.json", metrics)
     if splits is not None:
         write_json(run_dir / "splits.json", splits)

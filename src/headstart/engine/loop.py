@@ -7,18 +7,19 @@ at the run's resolution, or cached features passed through).
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 from torch import nn
 
+from ..errors import TrainingDiverged
 from ..methods import Method
+from .checkpoint import Checkpointer, rng_state, set_rng_state
 from .progress import EpochProgress, console
 
 
@@ -48,14 +49,24 @@ class Batches:
         self.shuffle = shuffle
         self.augment = augment
         self.generator = torch.Generator().manual_seed(seed)
+        self.epoch_state = self.generator.get_state()
+        self._skip = 0
+
+    def resume_from(self, generator_state: torch.Tensor, position: int) -> None:
+        """Make the next pass draw its order from ``generator_state`` and skip the first
+        ``position`` batches (already trained on before an interruption)."""
+        self.generator.set_state(generator_state)
+        self._skip = position
 
     def __len__(self) -> int:
         return math.ceil(len(self.inputs) / self.batch_size)
 
     def __iter__(self):
         n = len(self.inputs)
+        self.epoch_state = self.generator.get_state()
+        skip, self._skip = self._skip, 0
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        for start in range(0, n, self.batch_size):
+        for start in range(skip * self.batch_size, n, self.batch_size):
             idx = order[start : start + self.batch_size]
             x = self.inputs[idx]
             if self.augment is not None:
@@ -112,7 +123,7 @@ def fit(
     *,
     model: nn.Module,
     method: Method,
-    train: Iterable,
+    train: Batches,
     val: Iterable | None,
     epochs: int,
     optimizer: torch.optim.Optimizer,
@@ -123,28 +134,64 @@ def fit(
     tag: str = "train",
     show_progress: bool = True,
     epoch_offset: int = 0,
+    checkpoint: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
+    phase_info: dict[str, Any] | None = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs; keep the weights of the best validation epoch.
 
-    Without a validation set the final epoch is kept. A keyboard interrupt ends training after
-    the current step and returns what was learned so far (marked ``interrupted``), so the
-    caller still writes a usable run.
+    Without a validation set the final epoch is kept. With a ``checkpoint``, the full training
+    state is saved after every epoch (and every ``checkpoint.every_steps`` steps); ``resume``
+    (a state that ``checkpoint`` saved for this phase) continues bit for bit where it stopped.
+    ``phase_info`` is stored in each checkpoint for the caller. A keyboard interrupt ends
+    training after the current step and returns what was learned so far (marked
+    ``interrupted``); the last checkpoint stays, so ``--resume`` can still finish the run.
     """
     result = FitResult()
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     best_acc = -1.0
     step = 0
+    start_epoch, position = 0, 0
+    sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, seen: the epoch so far
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        best_acc, result.best_epoch, result.best_state = resume["best_acc"], resume["best_epoch"], resume["best_state"]
+        result.history = list(resume["history"])
+        step, start_epoch, position = resume["step"], resume["epoch"], resume["position"]
+        sums = resume["sums"].clone()
+        train.resume_from(resume["batches"], position)
+        set_rng_state(resume["rng"])
+
+    def snapshot(epoch: int, position: int, generator_state: torch.Tensor) -> None:
+        checkpoint.save(  # type: ignore[union-attr]
+            {
+                "tag": tag,
+                "epoch": epoch,
+                "position": position,
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best_acc": best_acc,
+                "best_epoch": result.best_epoch,
+                "best_state": result.best_state,
+                "history": result.history,
+                "sums": sums,
+                "batches": generator_state,
+                "rng": rng_state(),
+                "info": phase_info or {},
+            }
+        )
+
     t0 = time.perf_counter()
-    steps_per_epoch = len(train)  # type: ignore[arg-type]
+    steps_per_epoch = len(train)
     try:
-        for epoch in range(epochs):
+        for epoch in range(start_epoch, epochs):
             model.train()
-            total_loss = torch.zeros((), dtype=torch.float64)
-            correct = torch.zeros((), dtype=torch.long)
-            seen = 0
             with EpochProgress(
                 f"{tag} epoch {epoch_offset + epoch + 1}/{epoch_offset + epochs}", steps_per_epoch, show_progress, transient=True
             ) as bar:
+                bar.advance_by(position)
                 for x, y in train:
                     mult = float(lr_multipliers[min(step, len(lr_multipliers) - 1)])
                     for group, base in zip(optimizer.param_groups, base_lrs):
@@ -155,27 +202,32 @@ def fit(
                         out = method.step(model, x, y)
                     loss = out["loss"]
                     if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr "
+                        raise TrainingDiverged(
+                            f"the loss became {loss.item()} at epoch {epoch_offset + epoch + 1}; lower --lr "
                             f"(now {base_lrs[0]:g}) or check the data for corrupt values"
+                            + (f"; the last good checkpoint is kept in {checkpoint.path}" if checkpoint and checkpoint.path.exists() else "")
                         )
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
                     step += 1
+                    position += 1
                     n = len(y)
-                    seen += n
-                    total_loss += loss.detach().double().cpu() * n
-                    if "logits" in out:
-                        correct += (out["logits"].detach().argmax(1) == y).sum().cpu()
-                    bar.advance(loss=(total_loss / seen).item(), acc=correct.item() / seen)
+                    correct = (out["logits"].detach().argmax(1) == y).sum() if "logits" in out else 0
+                    sums += torch.stack([loss.detach().double().cpu() * n, torch.as_tensor(correct).double().cpu(), torch.tensor(float(n), dtype=torch.float64)])
+                    bar.advance(loss=(sums[0] / sums[2]).item(), acc=(sums[1] / sums[2]).item())
+                    if checkpoint and checkpoint.every_steps and step % checkpoint.every_steps == 0 and position < steps_per_epoch:
+                        snapshot(epoch, position, train.epoch_state)
+            seen = max(1.0, sums[2].item())
             row = {
                 "epoch": epoch_offset + epoch + 1,
                 "phase": tag,
-                "train_loss": (total_loss / max(1, seen)).item(),
-                "train_acc": correct.item() / max(1, seen),
+                "train_loss": sums[0].item() / seen,
+                "train_acc": sums[1].item() / seen,
                 "lr": optimizer.param_groups[0]["lr"],
             }
+            position = 0
+            sums.zero_()
             if val is not None:
                 logits, labels = predict_logits(model, val, prepare=prepare, device=device)
                 row["val_loss"] = nn.functional.cross_entropy(logits, labels).item()
@@ -198,7 +250,9 @@ def fit(
                 best_acc = -1.0 if score is None else score
                 result.best_epoch = row["epoch"]
                 if score is not None:
-                    result.best_state = copy.deepcopy(model.state_dict())
+                    result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if checkpoint is not None and checkpoint.due():
+                snapshot(epoch + 1, 0, train.generator.get_state())
     except KeyboardInterrupt:
         result.interrupted = True
     result.seconds = time.perf_counter() - t0

@@ -45,6 +45,11 @@ class EpochProgress:
             text = "  ".join(f"{k} {v:.4f}" if k == "loss" else f"{k} {v:.3f}" for k, v in stats.items())
             self._progress.update(self._task, advance=1, stats=text)
 
+    def advance_by(self, steps: int) -> None:
+        """Mark steps done before a resume."""
+        if self._progress is not None and steps:
+            self._progress.update(self._task, advance=steps)
+
     def __exit__(self, *exc) -> None:
         if self._progress is not None:
             self._progress.stop()

@@ -47,8 +47,9 @@ from .runfolder import LoadedRun, load_run, model_meta, save_run, write_json, wr
 
 log = logging.getLogger("headstart")
 
-# Images held in memory as one uint8 tensor when they fit in this budget (decoded once, no
-# JPEG decoding per epoch); larger folders stream through DataLoader workers.
+# Training images are held in memory as one uint8 tensor (decoded once, no JPEG decoding per
+# epoch); a folder that would need more than this at the chosen size is refused with a size that
+# fits.
 PRELOAD_BUDGET_BYTES = 4 * 1024**3
 
 
@@ -72,21 +73,15 @@ def seed_everything(seed: int) -> None:
 
 
 def _images_tensor(imageset: ImageSet, *, size: int | None, num_workers: int) -> torch.Tensor:
-    """All images of a set as uint8 (N, 3, S, S): arrays at native size, files decoded once."""
-    if imageset.is_array:
-        arr = torch.from_numpy(np.ascontiguousarray(imageset.images))
-        if arr.dim() == 3:
-            arr = arr.unsqueeze(1).expand(-1, 3, -1, -1)
-        else:
-            arr = arr.permute(0, 3, 1, 2)
-        return arr.contiguous()
-    assert size is not None
-    need = len(imageset) * 3 * size * size
-    if need > PRELOAD_BUDGET_BYTES:
-        raise DataError(
-            f"{len(imageset)} images at {size}px need {need / 1024**3:.1f} GiB in memory; "
-            f"pass a smaller --image-size (e.g. {int(size * math.sqrt(PRELOAD_BUDGET_BYTES / need))})"
-        )
+    """All images of a set as uint8 (N, 3, S, S): arrays at native size, files decoded once at
+    ``size`` (refused with advice when they would not fit in memory)."""
+    if not imageset.is_array:
+        need = len(imageset) * 3 * int(size or 0) ** 2
+        if need > PRELOAD_BUDGET_BYTES:
+            raise DataError(
+                f"{len(imageset)} images at {size}px need {need / 1024**3:.1f} GiB in memory; "
+                f"pass a smaller --image-size (e.g. {int(size * math.sqrt(PRELOAD_BUDGET_BYTES / need))})"
+            )
     return preload(imageset, size=size, num_workers=num_workers)
 
 

@@ -38,7 +38,7 @@ from .engine import Batches, FitResult, Prepare, cosine_schedule, extract_featur
 from .engine.checkpoint import Checkpointer
 from .engine.prepare import ToDevice
 from .engine.progress import console
-from .errors import DataError, HeadstartError, RunError
+from .errors import ConfigError, DataError, HeadstartError, RunError
 from .finetune import STRATEGIES, frozen_stages_for, param_groups, rules
 from .finetune.knn import KNNHead
 from .methods import Supervised
@@ -128,7 +128,7 @@ def train(config: TrainConfig) -> TrainResult:
     BACKBONES.get(config.backbone)
     POLICIES.get(config.augment or "none")
     if config.on_bad_image not in ("skip", "error"):
-        raise HeadstartError(f"--on-bad-image must be 'skip' or 'error', not {config.on_bad_image!r}")
+        raise ConfigError(f"--on-bad-image must be 'skip' or 'error', not {config.on_bad_image!r}")
     seed_everything(config.seed)
     reasons: dict[str, str] = {}
 
@@ -195,8 +195,9 @@ def train(config: TrainConfig) -> TrainResult:
             native_size=full.native_size, weights_size=model.preprocess.image_size, strategy=config.strategy
         )
         reasons["image_size"] = (
-            f"{image_size}px: native {full.native_size or 'photo'}-px images, "
-            f"{'frozen features' if config.strategy in ('linear', 'knn') else 'trainable layers'} "
+            f"{image_size}px: "
+            + (f"native {full.native_size}-px images, " if full.native_size else "photos of mixed sizes, ")
+            + f"{'frozen features' if config.strategy in ('linear', 'knn') else 'trainable layers'} "
             f"(weights trained at {model.preprocess.image_size}px)"
         )
     augment = config.augment

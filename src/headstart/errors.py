@@ -18,6 +18,10 @@ class UnknownNameError(HeadstartError, KeyError):
         return str(self.args[0])
 
 
+class ConfigError(HeadstartError, ValueError):
+    """A setting out of its range, with the range in the message."""
+
+
 class DataError(HeadstartError):
     """The data (folder, CSV, built-in set) cannot be used as given."""
 

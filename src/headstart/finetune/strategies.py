@@ -15,6 +15,7 @@ from typing import Callable
 from torch import nn
 
 from ..backbones import Backbone
+from ..errors import ConfigError
 from ..registry import Registry
 from . import rules
 
@@ -40,7 +41,7 @@ _add(StrategyInfo("linear", "freeze the whole body, train a new linear head (lin
 def _partial(n: int, k: int | None) -> int:
     k = rules.default_freeze_stages(num_stages=n) if k is None else k
     if not 0 <= k <= n:
-        raise ValueError(f"--freeze-stages must be between 0 and {n} for this backbone, not {k}")
+        raise ConfigError(f"--freeze-stages must be between 0 and {n} for this backbone, not {k}")
     return k
 
 

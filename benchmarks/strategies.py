@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
-    extra = parse_sets(args.set)
+    # every row computes its own features, so wall times compare strategies, not cache luck
+    extra = {"feature_cache": False, **parse_sets(args.set)}
     rows = []
     info = machine_info()
     print(json.dumps(info), flush=True)

@@ -11,6 +11,12 @@ import torch
 from PIL import Image
 
 os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_feature_cache(tmp_path_factory):
+    """Tests use their own feature cache, never the user's."""
+    os.environ["HEADSTART_CACHE"] = str(tmp_path_factory.mktemp("feature-cache"))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 

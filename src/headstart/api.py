@@ -35,6 +35,7 @@ from .data import (
     to_square_uint8,
 )
 from .engine import Batches, FitResult, Prepare, cosine_schedule, extract_features, fit, pick_device, predict_logits
+from .engine.cache import FeatureCache, data_fingerprint, default_cache_dir
 from .engine.checkpoint import Checkpointer
 from .engine.prepare import ToDevice
 from .engine.progress import console
@@ -274,18 +275,29 @@ def train(config: TrainConfig) -> TrainResult:
     try:
         if config.strategy in ("knn", "linear") and augment == "none":
             model.freeze(model.num_stages)
-            feats = extract_features(
-                model, Batches(train_x, train_y, batch_size=128), prepare=prepare, device=device,
-                description="features (train)", show_progress=config.progress,
-            )
-            val_feats = None
-            if val_batches is not None:
-                val_feats = extract_features(
-                    model, val_batches, prepare=prepare, device=device, description="features (val)", show_progress=config.progress
+            cache = FeatureCache(default_cache_dir() if config.feature_cache else None)
+
+            def features(imageset: ImageSet, batches: Batches, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+                key = cache.key(
+                    model=model, image_size=image_size, data_id=f"{device.type}:{data_fingerprint(imageset.images, imageset.labels)}"
                 )
+                hit = cache.get(key)
+                if hit is not None:
+                    console.print(f"  [dim]features ({what}): {len(hit[0])} from the cache[/dim]")
+                    return hit
+                out = extract_features(
+                    model, batches, prepare=prepare, device=device, description=f"features ({what})", show_progress=config.progress
+                )
+                cache.put(key, *out)
+                return out
+
+            feats = features(train_set, Batches(train_x, train_y, batch_size=128), "train")
+            val_feats = None if val_batches is None else features(val_set, val_batches, "val")  # type: ignore[arg-type]
+            extra["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
             if config.strategy == "knn":
-                k, extra = _choose_k(*feats, val_feats, num_classes, config.knn_k, int(train_set.class_counts().min()))
-                reasons["knn_k"] = extra.pop("k_reason")
+                k, chosen = _choose_k(*feats, val_feats, num_classes, config.knn_k, int(train_set.class_counts().min()))
+                reasons["knn_k"] = chosen.pop("k_reason")
+                extra.update(chosen)
                 model.head = KNNHead(*feats, num_classes, k).to(device)
                 resolved["knn_k"] = k
             else:

@@ -103,6 +103,7 @@ def train(
     config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig fields; flags given on the command line win."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run already in --output."),
+    feature_cache: bool = typer.Option(True, "--feature-cache/--no-feature-cache", help="Reuse frozen-backbone features from the disk cache (HEADSTART_CACHE)."),
     checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps inside an epoch (0: at epoch ends only)."),
     resume: Optional[Path] = typer.Option(
         None, help="Continue an interrupted run from its last checkpoint, with the configuration saved in it."

@@ -48,6 +48,9 @@ class TrainConfig:
         device: ``auto``, ``cpu``, ``cuda`` ...
         num_workers: decoding processes for image folders.
         progress: show progress bars.
+        feature_cache: keep frozen-backbone features on disk (``HEADSTART_CACHE``), keyed by
+            weights, preprocessing and data, so the next linear probe or kNN on the same images
+            skips the network entirely.
         checkpoint_every: also checkpoint every N optimizer steps inside an epoch (0: only at
             epoch ends), for epochs long enough that losing one hurts.
         resume: continue the run in ``output`` from its last checkpoint (same config), ending
@@ -83,6 +86,7 @@ class TrainConfig:
     device: str = "auto"
     num_workers: int = 2
     progress: bool = True
+    feature_cache: bool = True
     checkpoint_every: int = 0
     resume: bool = False
     overwrite: bool = False

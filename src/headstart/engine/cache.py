@@ -1,0 +1,105 @@
+"""A disk cache of frozen-backbone features, keyed so that a stale entry is never used.
+
+The key is a hash of everything the features depend on: the architecture and the exact values
+of the frozen weights (not a file name), the preprocessing (mean, std, interpolation, input
+size), and the images themselves (the pixel bytes of an in-memory set; path, size and
+modification time of each file of a folder) with their labels. Change any of them and the key
+changes. Entries are safetensors files written atomically; ``HEADSTART_CACHE`` moves the cache,
+``HEADSTART_CACHE=off`` disables it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..backbones import Backbone
+
+CACHE_VERSION = 1  # bump when the feature computation itself changes
+
+
+def default_cache_dir() -> Path | None:
+    env = os.environ.get("HEADSTART_CACHE")
+    if env and env.lower() in ("off", "0", "none", "false"):
+        return None
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "headstart" / "features"
+
+
+def weights_fingerprint(model: Backbone) -> str:
+    """Hash of the body's parameters and buffers (BatchNorm statistics included)."""
+    h = hashlib.sha256(model.name.encode())
+    for name, t in model.stages.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def data_fingerprint(images: list[str] | np.ndarray, labels: np.ndarray) -> str:
+    """Hash of the pixels (arrays) or of path, size and mtime of each file (folders), and the labels."""
+    h = hashlib.sha256()
+    if isinstance(images, np.ndarray):
+        h.update(str(images.shape).encode())
+        h.update(np.ascontiguousarray(images).tobytes())
+    else:
+        for p in images:
+            st = os.stat(p)
+            h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    h.update(np.ascontiguousarray(labels.astype(np.int64)).tobytes())
+    return h.hexdigest()
+
+
+class FeatureCache:
+    """Pooled features per (weights, preprocessing, size, data) key; ``root=None`` disables it."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = root
+        self.hits = 0
+        self.misses = 0
+
+    def key(self, *, model: Backbone, image_size: int, data_id: str) -> str:
+        parts = {
+            "version": CACHE_VERSION,
+            "weights": weights_fingerprint(model),
+            "preprocess": model.preprocess.to_dict(),
+            "image_size": image_size,
+            "data": data_id,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+    def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.root is None:
+            return None
+        path = self.root / f"{key}.safetensors"
+        if not path.is_file():
+            self.misses += 1
+            return None
+        try:
+            d = load_file(str(path))
+        except Exception:  # noqa: BLE001 - a damaged entry is recomputed, never trusted
+            path.unlink(missing_ok=True)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return d["features"], d["labels"]
+
+    def put(self, key: str, features: torch.Tensor, labels: torch.Tensor) -> None:
+        if self.root is None:
+            return
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
+            os.close(fd)
+            save_file({"features": features.contiguous(), "labels": labels.contiguous()}, tmp)
+            os.replace(tmp, self.root / f"{key}.safetensors")
+        except OSError:
+            pass  # a read-only or full disk only costs the recomputation next time

@@ -46,7 +46,8 @@ def test_file_fingerprint_sees_a_changed_file(tmp_path):
     assert a != data_fingerprint([str(f)], np.array([0]))
 
 
-def test_second_linear_probe_reuses_features_and_trains_identically(shapes_folder, tmp_path):
+def test_second_linear_probe_reuses_features_and_trains_identically(shapes_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))  # empty: the first run must miss
     runs = []
     for name in ("a", "b"):
         res = train(TrainConfig(data=str(shapes_folder), output=str(tmp_path / name), strategy="linear", image_size=40, epochs=5, device="cpu", progress=False))
@@ -57,3 +58,9 @@ def test_second_linear_probe_reuses_features_and_trains_identically(shapes_folde
     assert all(torch.equal(a[k], b[k]) for k in a)
     res = train(TrainConfig(data=str(shapes_folder), output=str(tmp_path / "c"), strategy="linear", image_size=48, epochs=5, device="cpu", progress=False))
     assert json.loads((res.run_dir / "metrics.json").read_text())["feature_cache"]["misses"] == 1  # new size, new key
+
+
+def test_cache_can_be_switched_off(shapes_folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("HEADSTART_CACHE", "off")
+    res = train(TrainConfig(data=str(shapes_folder), output=str(tmp_path / "o"), strategy="knn", image_size=40, device="cpu", progress=False))
+    assert json.loads((res.run_dir / "metrics.json").read_text())["feature_cache"] == {"hits": 0, "misses": 0}

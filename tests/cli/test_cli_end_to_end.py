@@ -65,7 +65,7 @@ def test_train_writes_a_complete_run_folder(linear_run, shapes_folder):
 def test_linear_probe_keeps_the_pretrained_body_exactly(linear_run):
     run = load_run(linear_run)
     ref = create_backbone("efficientnet_lite0", num_classes=3)
-    for (n, a), (_, b) in zip(run.model.stages.state_dict().items(), ref.stages.state_dict().items()):
+    for (n, a), (_, b) in zip(run.model.stages.state_dict().items(), ref.stages.state_dict().items(), strict=True):
         assert torch.equal(a, b), n
 
 
@@ -77,7 +77,7 @@ def test_eval_metrics_match_a_recount_from_predictions(linear_run, shapes_test_f
     files = sorted(shapes_test_folder.rglob("*.png"))
     truth = [f.parent.name for f in files]
     got = pred.predict(files)
-    recount = float(np.mean([a == b for a, b in zip(got, truth)]))
+    recount = float(np.mean([a == b for a, b in zip(got, truth, strict=True)]))
     assert m["accuracy"] == pytest.approx(recount)
     assert m["accuracy"] >= 0.8, "pretrained features separate discs, squares and stripes"
     cm = np.array(m["confusion_matrix"])
@@ -123,7 +123,7 @@ def test_partial_training_moves_only_the_unfrozen_stages(shapes_folder, tmp_path
     ref = create_backbone("efficientnet_lite0", num_classes=3)
     for i in range(run.model.num_stages):
         same = all(
-            torch.equal(a, b) for a, b in zip(run.model.stages[i].state_dict().values(), ref.stages[i].state_dict().values())
+            torch.equal(a, b) for a, b in zip(run.model.stages[i].state_dict().values(), ref.stages[i].state_dict().values(), strict=True)
         )
         assert same == (i < 5), f"stage {i} {'changed' if i < 5 else 'did not train'}"
     assert json.loads((res.run_dir / "model.json").read_text())["frozen_stages"] == 5

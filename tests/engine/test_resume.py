@@ -174,6 +174,6 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path):
     state = Checkpointer(tmp_path / "b" / "ck").load()
     assert (state["step"], state["epoch"], state["position"]) == (15, 1, 5)
     model, res, _ = _tiny_fit(tmp_path / "b", crash_at=None, resume=state, seed=123)  # other init: overwritten
-    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values()):
+    for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert res.history == ref.history and res.best_epoch == ref.best_epoch

@@ -152,14 +152,16 @@ def fit(
     best_acc = -1.0
     step = 0
     start_epoch, position = 0, 0
-    sums = torch.zeros(3, dtype=torch.float64)  # loss * n, correct, seen: the epoch so far
+    # the epoch so far: loss * n and correct on the device (no per-step sync), images seen
+    sums = torch.zeros(2, dtype=torch.float64, device=device)
+    seen = 0
     if resume is not None:
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         best_acc, result.best_epoch, result.best_state = resume["best_acc"], resume["best_epoch"], resume["best_state"]
         result.history = list(resume["history"])
         step, start_epoch, position = resume["step"], resume["epoch"], resume["position"]
-        sums = resume["sums"].clone()
+        sums, seen = resume["sums"].to(device), int(resume["seen"])
         train.resume_from(resume["batches"], position)
         set_rng_state(resume["rng"])
 
@@ -176,7 +178,8 @@ def fit(
                 "best_epoch": result.best_epoch,
                 "best_state": result.best_state,
                 "history": result.history,
-                "sums": sums,
+                "sums": sums.cpu(),
+                "seen": seen,
                 "batches": generator_state,
                 "rng": rng_state(),
                 "info": phase_info or {},
@@ -213,21 +216,28 @@ def fit(
                     step += 1
                     position += 1
                     n = len(y)
-                    correct = (out["logits"].detach().argmax(1) == y).sum() if "logits" in out else 0
-                    sums += torch.stack([loss.detach().double().cpu() * n, torch.as_tensor(correct).double().cpu(), torch.tensor(float(n), dtype=torch.float64)])
-                    bar.advance(loss=(sums[0] / sums[2]).item(), acc=(sums[1] / sums[2]).item())
+                    seen += n
+                    sums[0] += loss.detach().double() * n
+                    if "logits" in out:
+                        sums[1] += (out["logits"].detach().argmax(1) == y).sum()
+                    if bar.active:  # reading the sums waits for the device: only for a visible bar
+                        bar.advance(loss=sums[0].item() / seen, acc=sums[1].item() / seen)
+                    else:
+                        bar.advance()
                     if checkpoint and checkpoint.every_steps and step % checkpoint.every_steps == 0 and position < steps_per_epoch:
                         snapshot(epoch, position, train.epoch_state)
-            seen = max(1.0, sums[2].item())
+            totals = sums.tolist()
+            seen = max(1, seen)
             row = {
                 "epoch": epoch_offset + epoch + 1,
                 "phase": tag,
-                "train_loss": sums[0].item() / seen,
-                "train_acc": sums[1].item() / seen,
+                "train_loss": totals[0] / seen,
+                "train_acc": totals[1] / seen,
                 "lr": optimizer.param_groups[0]["lr"],
             }
             position = 0
             sums.zero_()
+            seen = 0
             if val is not None:
                 logits, labels = predict_logits(model, val, prepare=prepare, device=device)
                 row["val_loss"] = nn.functional.cross_entropy(logits, labels).item()

@@ -40,6 +40,10 @@ class EpochProgress:
             self._task = self._progress.add_task(self.description, total=self.total, stats="")
         return self
 
+    @property
+    def active(self) -> bool:
+        return self._progress is not None
+
     def advance(self, **stats: float) -> None:
         if self._progress is not None:
             text = "  ".join(f"{k} {v:.4f}" if k == "loss" else f"{k} {v:.3f}" for k, v in stats.items())

@@ -18,10 +18,12 @@ from headstart.engine import Batches
 from headstart.engine.checkpoint import rng_state, set_rng_state
 
 
+# 40 epochs of 3 steps, interrupted once the checkpoint shows step 13: the run is then far from
+# its end, so the signal always lands in a live training loop.
 def _cmd(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "headstart", "train", str(data), "-o", str(out), "--strategy", "partial",
-        "--freeze-stages", "6", "--image-size", "32", "--epochs", "12", "--val-fraction", "0.3",
+        "--freeze-stages", "6", "--image-size", "32", "--epochs", "40", "--val-fraction", "0.3",
         "--checkpoint-every", "2", "--device", "cpu", "--no-progress", *extra,
     ]
 
@@ -177,3 +179,14 @@ def test_resume_from_a_mid_epoch_checkpoint_is_exact(tmp_path):
     for a, b in zip(ref_model.state_dict().values(), model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert res.history == ref.history and res.best_epoch == ref.best_epoch
+
+
+def test_clear_removes_a_half_written_checkpoint(tmp_path):
+    from headstart.engine.checkpoint import Checkpointer
+
+    ck = Checkpointer(tmp_path / "ck")
+    ck.save({"step": 1})
+    (tmp_path / "ck" / ".last.abc.tmp").write_bytes(b"partial")  # what a kill during a save leaves
+    assert ck.load() == {"step": 1}
+    ck.clear()
+    assert not (tmp_path / "ck").exists()

@@ -87,7 +87,10 @@ class Checkpointer:
         return torch.load(self.path, map_location="cpu", weights_only=True)
 
     def clear(self) -> None:
+        """Remove the checkpoint and any half-written temporary left by a kill during a save."""
         if self.path.exists():
             self.path.unlink()
+        for tmp in self.folder.glob(".last.*.tmp") if self.folder.is_dir() else []:
+            tmp.unlink(missing_ok=True)
         if self.folder.is_dir() and not any(self.folder.iterdir()):
             self.folder.rmdir()

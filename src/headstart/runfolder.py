@@ -15,8 +15,6 @@ written last: a folder without it is an unfinished run and is refused with that 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,26 +26,16 @@ from . import __version__
 from .backbones import Backbone, Preprocess, create_backbone
 from .config import dump_yaml
 from .errors import RunError
+from .fileio import atomic_write
 from .finetune.knn import KNNHead
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def write_json(path: Path, data: Any) -> None:
-    _atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=_jsonable)))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=_jsonable)))
 
 
 def write_yaml(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write(path, lambda tmp: dump_yaml(tmp, data))
+    atomic_write(path, lambda tmp: dump_yaml(tmp, data))
 
 
 def _jsonable(obj: Any) -> Any:
@@ -97,7 +85,7 @@ def save_run(
     if marker.exists():
         marker.unlink()  # an overwritten run is incomplete until the new weights are in place
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    _atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, tmp))
+    atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, tmp))
     write_yaml(run_dir / "config.yaml", config)
     write_json(run_dir / "metrics.json", metrics)
     if splits is not None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..backbones import Backbone
+from ..fileio import atomic_write
 
 CACHE_VERSION = 1  # bump when the feature computation itself changes
 
@@ -97,9 +97,7 @@ class FeatureCache:
             return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.root, prefix=f".{key}.", suffix=".tmp")
-            os.close(fd)
-            save_file({"features": features.contiguous(), "labels": labels.contiguous()}, tmp)
-            os.replace(tmp, self.root / f"{key}.safetensors")
+            tensors = {"features": features.contiguous(), "labels": labels.contiguous()}
+            atomic_write(self.root / f"{key}.safetensors", lambda tmp: save_file(tensors, tmp))
         except OSError:
             pass  # a read-only or full disk only costs the recomputation next time

@@ -10,15 +10,15 @@ hold only tensors and plain values and load with ``weights_only=True``.
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ..fileio import atomic_write
 
 
 def rng_state() -> dict[str, Any]:
@@ -71,15 +71,8 @@ class Checkpointer:
 
     def save(self, state: dict[str, Any]) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".last.", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, self.path)
-            self._last_save = time.monotonic()
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(self.path, lambda tmp: torch.save(state, tmp))
+        self._last_save = time.monotonic()
 
     def load(self) -> dict[str, Any] | None:
         if not self.path.is_file():

@@ -34,9 +34,20 @@ from .data import (
     stratified_split,
     to_square_uint8,
 )
-from .engine import Batches, FitResult, Prepare, cosine_schedule, extract_features, fit, pick_device, predict_logits
+from .engine import (
+    Batches,
+    FitResult,
+    Prepare,
+    cosine_schedule,
+    distributed,
+    extract_features,
+    fit,
+    pick_device,
+    predict_logits,
+)
 from .engine.cache import FeatureCache, data_fingerprint, default_cache_dir
 from .engine.checkpoint import Checkpointer
+from .engine.distributed import Distributed
 from .engine.prepare import ToDevice
 from .engine.progress import console
 from .errors import ConfigError, DataError, HeadstartError, RunError
@@ -111,6 +122,16 @@ def train(config: TrainConfig) -> TrainResult:
     the decided values and their reasons are saved in ``config.yaml``.
     """
     t_start = time.perf_counter()
+    dist = distributed.from_env()
+    try:
+        return _train(config, dist, t_start)
+    finally:
+        distributed.shutdown(dist)
+
+
+def _train(config: TrainConfig, dist: Distributed, t_start: float) -> TrainResult:
+    if not dist.is_main:
+        console.quiet = True  # one log for the group: rank 0's
     run_dir = Path(config.output)
     checkpointer = Checkpointer(run_dir / "checkpoint", every_steps=config.checkpoint_every)
     resume_state = None
@@ -216,7 +237,7 @@ def train(config: TrainConfig) -> TrainResult:
     if config.epochs is None and config.strategy != "knn":
         reasons["epochs"] = f"{epochs} epochs ≈ {epochs * math.ceil(len(train_set) / batch_size)} steps for {len(train_set)} images"
     lr = config.lr or rules.default_lr(strategy=config.strategy, batch_size=batch_size)
-    device = pick_device(config.device)
+    device = distributed.device_for(dist, config.device, pick_device(config.device))
     model.to(device).to(memory_format=torch.channels_last)
     prepare = Prepare(model.preprocess, image_size, device)
 
@@ -231,12 +252,18 @@ def train(config: TrainConfig) -> TrainResult:
         val_fraction=val_fraction,
     ).to_dict()
     resolved["device"] = str(device)
+    resolved["processes"] = dist.world_size
 
     console.print(
         f"[bold]headstart train[/bold] {config.data}: {len(train_set)} training images"
         f"{f', {len(val_set)} validation' if val_set is not None else ''}, {num_classes} classes; "
         f"{config.backbone} ({'pretrained' if model.pretrained else 'RANDOM init'}), strategy {config.strategy}"
         f" ({frozen}/{model.num_stages} stages frozen), {image_size}px, device {device}"
+        + (
+            f", {dist.world_size} processes (DDP, {torch.distributed.get_backend()}; batch {batch_size} shared among them)"
+            if dist.enabled
+            else ""
+        )
     )
     for key, why in reasons.items():
         console.print(f"  [dim]{key}: {why}[/dim]")
@@ -248,51 +275,69 @@ def train(config: TrainConfig) -> TrainResult:
     val_batches = None
     if val_set is not None:
         val_x = _images_tensor(val_set, size=storage, num_workers=config.num_workers)
-        val_batches = Batches(val_x, torch.from_numpy(val_set.labels.astype(np.int64)), batch_size=256)
+        val_y = torch.from_numpy(val_set.labels.astype(np.int64))
+        val_batches = Batches(val_x, val_y, batch_size=256)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if dist.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     run_config = {"headstart_version": __version__, "requested": config.to_dict(), "resolved": resolved, "reasons": reasons}
     if config.resume:
         run_config = load_yaml(run_dir / "config.yaml")  # the run as first configured
         run_config.setdefault("resumed_at_steps", []).append(int(resume_state["step"]))  # type: ignore[index]
-    else:
+    elif dist.is_main:
         # written now, so a run killed before it finishes can still be resumed and explained
         write_yaml(run_dir / "config.yaml", run_config)
         checkpointer.clear()  # a stale checkpoint of an earlier run must never be resumed into this one
-    if config.overwrite and not config.resume and (run_dir / "tb").is_dir():
+    if dist.is_main and config.overwrite and not config.resume and (run_dir / "tb").is_dir():
         shutil.rmtree(run_dir / "tb")  # curves of the replaced run would mix with the new ones
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(str(run_dir / "tb"))
+    writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None
+    if dist.rank:
+        # model and split are already the same everywhere; augmentation and dropout draws differ
+        seed_everything(config.seed + dist.rank)
     history: list[dict] = []
     best_epoch = 0
     interrupted = False
     extra: dict[str, Any] = {}
     settings = dict(
         batch_size=batch_size, epochs=epochs, lr=lr, config=config, device=device, writer=writer,
-        checkpointer=None if config.strategy == "knn" else checkpointer, resume=resume_state,
+        checkpointer=None if config.strategy == "knn" else checkpointer, resume=resume_state, dist=dist,
     )
+    # each process validates its share of every batch during training; the final scores below
+    # are rank 0's alone, on the whole set
+    shared_val = None if val_batches is None else Batches(val_x, val_y, batch_size=256, dist=dist)
     try:
         if config.strategy in ("knn", "linear") and augment == "none":
             model.freeze(model.num_stages)
             cache = FeatureCache(default_cache_dir() if config.feature_cache else None)
 
-            def features(imageset: ImageSet, batches: Batches, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+            def features(imageset: ImageSet, x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
                 key = cache.key(
                     model=model, image_size=image_size, data_id=f"{device.type}:{data_fingerprint(imageset.images, imageset.labels)}"
                 )
-                hit = cache.get(key)
-                if hit is not None:
-                    console.print(f"  [dim]features ({what}): {len(hit[0])} from the cache[/dim]")
-                    return hit
+                # rank 0 decides hit or miss for the group, so all processes take the same path
+                hit = cache.get(key) if dist.is_main else None
+                if dist.from_main(hit is not None):
+                    hit = hit or cache.get(key)
+                    if hit is not None:
+                        console.print(f"  [dim]features ({what}): {len(hit[0])} from the cache[/dim]")
+                        return hit
+                # each process computes a contiguous share; the shares are gathered in order
+                lo, hi = (len(x) * dist.rank) // dist.world_size, (len(x) * (dist.rank + 1)) // dist.world_size
                 out = extract_features(
-                    model, batches, prepare=prepare, device=device, description=f"features ({what})", show_progress=config.progress
+                    model, Batches(x[lo:hi], y[lo:hi], batch_size=128), prepare=prepare, device=device,
+                    description=f"features ({what})", show_progress=config.progress,
                 )
-                cache.put(key, *out)
+                if dist.enabled:
+                    parts = dist.gather(out)
+                    out = (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+                if dist.is_main:
+                    cache.put(key, *out)
                 return out
 
-            feats = features(train_set, Batches(train_x, train_y, batch_size=128), "train")
-            val_feats = None if val_batches is None else features(val_set, val_batches, "val")  # type: ignore[arg-type]
+            feats = features(train_set, train_x, train_y, "train")
+            val_feats = None if val_set is None else features(val_set, val_x, val_y, "val")
             extra["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
             if config.strategy == "knn":
                 k, chosen = _choose_k(*feats, val_feats, num_classes, config.knn_k, int(train_set.class_counts().min()))
@@ -305,12 +350,18 @@ def train(config: TrainConfig) -> TrainResult:
                 history, best_epoch, interrupted = fr.history, fr.best_epoch, fr.interrupted
         else:
             policy = build_policy(augment, int(train_x.shape[-1]))
-            train_batches = Batches(train_x, train_y, batch_size=batch_size, shuffle=True, seed=config.seed, augment=policy)
+            train_batches = Batches(train_x, train_y, batch_size=batch_size, shuffle=True, seed=config.seed, augment=policy, dist=dist)
             history, best_epoch, interrupted = _finetune(
-                model, train_batches, val_batches, frozen=frozen, prepare=prepare, **settings
+                model, train_batches, shared_val, frozen=frozen, prepare=prepare, **settings
             )
     finally:
-        writer.flush()
+        if writer is not None:
+            writer.flush()
+    if not dist.is_main:
+        return TrainResult(
+            run_dir=run_dir, val_accuracy=None, best_epoch=best_epoch, seconds=time.perf_counter() - t_start,
+            resolved=resolved, history=history, interrupted=interrupted,
+        )
 
     # -- final validation and the run folder --------------------------------------------
     val_metrics = None
@@ -382,6 +433,7 @@ def _fit_phase(
     checkpointer: Checkpointer | None = None,
     resume: dict[str, Any] | None = None,
     phase_info: dict[str, Any] | None = None,
+    dist: Distributed = distributed.SINGLE,
 ) -> FitResult:
     """One phase of training with its own AdamW and warm-up + cosine schedule (warm-up: the
     first epoch or 10 % of the steps, whichever is shorter)."""
@@ -405,6 +457,7 @@ def _fit_phase(
         checkpoint=checkpointer,
         resume=resume if resume is not None and resume["tag"] == tag else None,
         phase_info=phase_info,
+        dist=dist,
     )
 
 
@@ -421,13 +474,14 @@ def _train_head_on_features(
     writer: Any,
     checkpointer: Checkpointer | None = None,
     resume: dict[str, Any] | None = None,
+    dist: Distributed = distributed.SINGLE,
 ) -> FitResult:
     """The linear probe: only the head trains, on features the frozen body produced once."""
     head = nn.Sequential(model.drop, model.head)
     return _fit_phase(
         head,
-        Batches(*feats, batch_size=batch_size, shuffle=True, seed=config.seed),
-        None if val_feats is None else Batches(*val_feats, batch_size=1024),
+        Batches(*feats, batch_size=batch_size, shuffle=True, seed=config.seed, dist=dist),
+        None if val_feats is None else Batches(*val_feats, batch_size=1024, dist=dist),
         epochs=epochs,
         groups=[{"name": "head", "params": list(model.head.parameters()), "lr": lr, "weight_decay": config.weight_decay}],
         config=config,
@@ -437,6 +491,7 @@ def _train_head_on_features(
         tag="linear",
         checkpointer=checkpointer,
         resume=resume,
+        dist=dist,
     )
 
 
@@ -455,12 +510,13 @@ def _finetune(
     writer: Any,
     checkpointer: Checkpointer | None = None,
     resume: dict[str, Any] | None = None,
+    dist: Distributed = distributed.SINGLE,
 ) -> tuple[list[dict], int, bool]:
     """Optional head-only warm-up, then the first ``frozen`` stages stay frozen while the rest
     train at the discriminative rates of ``param_groups``. A resumed run skips a warm-up that
     its checkpoint shows was finished."""
     history: list[dict] = []
-    common = dict(config=config, prepare=prepare, device=device, writer=writer, checkpointer=checkpointer, resume=resume)
+    common = dict(config=config, prepare=prepare, device=device, writer=writer, checkpointer=checkpointer, resume=resume, dist=dist)
     offset = 0
     in_main_phase = resume is not None and resume["tag"] == "train"
     if config.warmup_epochs > 0 and frozen < model.num_stages:

@@ -108,14 +108,25 @@ def train(
     resume: Optional[Path] = typer.Option(
         None, help="Continue an interrupted run from its last checkpoint, with the configuration saved in it."
     ),
+    devices: int = typer.Option(
+        1,
+        help="Train in N processes with DistributedDataParallel (one per GPU; on CPUs, gloo): launches torchrun. "
+        "--batch-size stays the batch of one optimizer step, shared among the processes.",
+    ),
 ) -> None:
     """Train a classifier and write a run folder (config.yaml, model.safetensors, model.json, metrics.json, tb/)."""
     from . import api
     from .config import TrainConfig, load_yaml
 
+    if devices > 1 and "WORLD_SIZE" not in os.environ:
+        raise typer.Exit(_launch(devices))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "devices" in {k for k in ctx.params if ctx.get_parameter_source(k).name == "COMMANDLINE"} and devices != world:
+        raise HeadstartError(f"--devices {devices} disagrees with the {world} process(es) torchrun started; give one or the other")
     given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
     values = dict(ctx.params)
     values.pop("config")
+    values.pop("devices")
     values["progress"] = not values.pop("no_progress")
     if resume is not None:
         cfg = _resume_config(resume, given, values)
@@ -135,6 +146,21 @@ def train(
     _summary(result)
 
 
+def _launch(processes: int) -> int:
+    """Re-run this ``train`` command under torchrun with ``processes`` workers on this machine;
+    its exit status. CPU workers share the cores (OMP_NUM_THREADS = cores / workers unless set)."""
+    import subprocess
+
+    argv = sys.argv[sys.argv.index("train") :] if "train" in sys.argv else None
+    if argv is None:
+        raise HeadstartError("--devices works from the command line; from Python, start the script with torchrun")
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "headstart", *argv]
+    console.print(f"[dim]launching {processes} processes: {' '.join(cmd[2:])}[/dim]")
+    return subprocess.call(cmd, env=env)
+
+
 def _resume_config(run: Path, given: dict, values: dict):
     """The saved configuration of ``run``; only device and progress may differ on resume
     (anything else would not be the same run)."""
@@ -145,7 +171,7 @@ def _resume_config(run: Path, given: dict, values: dict):
     if not saved.is_file():
         raise RunError(f"{saved} is missing: {run} is not a run folder that can be resumed")
     requested = dict(load_yaml(saved)["requested"])
-    changed = sorted(k for k in given if k not in ("resume", "device", "no_progress", "data", "output"))
+    changed = sorted(k for k in given if k not in ("resume", "device", "devices", "no_progress", "data", "output"))
     if changed:
         raise HeadstartError(f"--resume continues the run as it was configured; drop {', '.join('--' + c.replace('_', '-') for c in changed)}")
     requested.update(output=str(run), resume=True, overwrite=True, progress=values["progress"])
@@ -251,7 +277,9 @@ def main() -> None:
     try:
         app()
     except HeadstartError as exc:
-        console.print(f"[bold red]error:[/bold red] {exc}")
+        rank = int(os.environ.get("RANK", "0"))
+        console.quiet = False  # errors are shown by every process of a group, marked with its rank
+        console.print(f"{f'rank {rank}: ' if rank else ''}[bold red]error:[/bold red] {exc}")
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow] before training began or after it ended; nothing new was written")

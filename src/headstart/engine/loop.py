@@ -7,7 +7,6 @@ at the run's resolution, or cached features passed through).
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -17,9 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import TrainingDiverged
+from ..errors import RunError, TrainingDiverged
 from ..methods import Method
 from .checkpoint import Checkpointer, rng_state, set_rng_state
+from .distributed import SINGLE, Distributed
 from .progress import EpochProgress, console
 
 
@@ -29,6 +29,11 @@ class Batches:
     Faster than a DataLoader for data that already sits in one tensor: no worker processes, no
     per-item collation, one index per batch. ``augment`` runs per sample, so every image in a
     batch gets its own random crop.
+
+    In a process group (``dist``), every process draws the same global order and yields its
+    contiguous share of each global batch; ``shard_weight`` (share size × processes / batch
+    size) makes DDP's gradient average equal the whole batch's. A last global batch smaller
+    than the number of processes is dropped (a process must never get an empty share).
     """
 
     def __init__(
@@ -40,6 +45,7 @@ class Batches:
         shuffle: bool = False,
         seed: int = 0,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        dist: Distributed = SINGLE,
     ) -> None:
         if len(inputs) != len(labels):
             raise ValueError("inputs and labels differ in length")
@@ -48,6 +54,8 @@ class Batches:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
+        self.dist = dist
+        self.shard_weight = 1.0
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch_state = self.generator.get_state()
         self._skip = 0
@@ -59,15 +67,24 @@ class Batches:
         self._skip = position
 
     def __len__(self) -> int:
-        return math.ceil(len(self.inputs) / self.batch_size)
+        n, world = len(self.inputs), self.dist.world_size
+        full, rest = divmod(n, self.batch_size)
+        return full + (1 if rest >= world else 0)
 
     def __iter__(self):
         n = len(self.inputs)
         self.epoch_state = self.generator.get_state()
         skip, self._skip = self._skip, 0
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
+        world = self.dist.world_size
         for start in range(skip * self.batch_size, n, self.batch_size):
             idx = order[start : start + self.batch_size]
+            if world > 1:
+                if len(idx) < world:
+                    break
+                share = torch.tensor_split(idx, world)[self.dist.rank]
+                self.shard_weight = len(share) * world / len(idx)
+                idx = share
             x = self.inputs[idx]
             if self.augment is not None:
                 x = torch.stack([self.augment(img) for img in x])
@@ -103,7 +120,7 @@ class FitResult:
     seconds: float = 0.0
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def predict_logits(
     model: nn.Module, batches: Iterable, *, prepare: Callable, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,6 +134,24 @@ def predict_logits(
             ys.append(torch.as_tensor(y).cpu())
     model.train(was_training)
     return torch.cat(outs), torch.cat(ys)
+
+
+def _validation_scores(model: nn.Module, batches: Iterable, *, prepare: Callable, device: torch.device, dist: Distributed) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy over a validation set; in a group each process scores
+    its share of every batch and the sums are added up."""
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n
+    with torch.inference_mode(), autocast_for(device):
+        for x, y in batches:
+            logits = model(prepare(x)).float()
+            y = torch.as_tensor(y).to(device)
+            sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum").double()
+            sums[1] += (logits.argmax(1) == y).sum()
+            sums[2] += len(y)
+    model.train(was_training)
+    loss_sum, correct, n = dist.sum(sums).tolist()
+    return loss_sum / max(1.0, n), correct / max(1.0, n)
 
 
 def fit(
@@ -137,6 +172,7 @@ def fit(
     checkpoint: Checkpointer | None = None,
     resume: dict[str, Any] | None = None,
     phase_info: dict[str, Any] | None = None,
+    dist: Distributed = SINGLE,
 ) -> FitResult:
     """Train for ``epochs`` epochs; keep the weights of the best validation epoch.
 
@@ -146,6 +182,13 @@ def fit(
     ``phase_info`` is stored in each checkpoint for the caller. A keyboard interrupt ends
     training after the current step and returns what was learned so far (marked
     ``interrupted``); the last checkpoint stays, so ``--resume`` can still finish the run.
+
+    In a process group (``dist``) the model trains inside DDP on each process's share of the
+    batches (``train`` and ``val`` must be sharded with the same ``dist``); only rank 0 writes
+    checkpoints, and it stores every process's random state.
+
+    A step that runs out of GPU memory is retried in two halves with gradients accumulated
+    (then four, ...): the same batch and optimizer step, in pieces that fit.
     """
     result = FitResult()
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -156,36 +199,73 @@ def fit(
     sums = torch.zeros(2, dtype=torch.float64, device=device)
     seen = 0
     if resume is not None:
+        if int(resume.get("world_size", 1)) != dist.world_size:
+            raise RunError(
+                f"the checkpoint was written by {resume.get('world_size', 1)} process(es); resume it with the same "
+                f"number (now {dist.world_size}) so every process continues its own random state"
+            )
         model.load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
         best_acc, result.best_epoch, result.best_state = resume["best_acc"], resume["best_epoch"], resume["best_state"]
         result.history = list(resume["history"])
         step, start_epoch, position = resume["step"], resume["epoch"], resume["position"]
-        sums, seen = resume["sums"].to(device), int(resume["seen"])
+        sums, seen = resume["sums"][dist.rank].to(device), int(resume["seen"][dist.rank])
         train.resume_from(resume["batches"], position)
-        set_rng_state(resume["rng"])
+        set_rng_state(resume["rng"][dist.rank])
+    net = dist.wrap(model, device)
 
     def snapshot(epoch: int, position: int, generator_state: torch.Tensor) -> None:
+        # every process's own running sums and random state; rank 0 writes them all
+        per_rank = dist.gather((sums.cpu(), seen, rng_state()))
+        if not dist.is_main:
+            return
         checkpoint.save(  # type: ignore[union-attr]
             {
                 "tag": tag,
                 "epoch": epoch,
                 "position": position,
                 "step": step,
+                "world_size": dist.world_size,
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "best_acc": best_acc,
                 "best_epoch": result.best_epoch,
                 "best_state": result.best_state,
                 "history": result.history,
-                "sums": sums.cpu(),
-                "seen": seen,
+                "sums": [r[0] for r in per_rank],
+                "seen": [r[1] for r in per_rank],
                 "batches": generator_state,
-                "rng": rng_state(),
+                "rng": [r[2] for r in per_rank],
                 "info": phase_info or {},
             }
         )
 
+    micro = 1  # pieces each batch is split into after running out of GPU memory
+
+    def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
+        """Forward and backward over one batch (in ``micro`` pieces), adding to ``sums``."""
+        pieces = zip(x.tensor_split(micro), y.tensor_split(micro)) if micro > 1 else [(x, y)]
+        for xp, yp in pieces:
+            with autocast_for(device):
+                out = method.step(net, xp, yp)
+            loss = out["loss"]
+            weight = train.shard_weight * len(yp) / len(y)
+            (loss if weight == 1.0 else loss * weight).backward()
+            sums[0] += loss.detach().double() * len(yp)
+            if "logits" in out:
+                sums[1] += (out["logits"].detach().argmax(1) == yp).sum()
+
+    def check_finite(epoch: int) -> None:
+        if not torch.isfinite(sums[0]):
+            raise TrainingDiverged(
+                f"the loss became {sums[0].item()} in epoch {epoch_offset + epoch + 1}; lower --lr "
+                f"(now {base_lrs[0]:g}) or check the data for corrupt values"
+                + (f"; the last good checkpoint is kept in {checkpoint.path}" if checkpoint and checkpoint.path.exists() else "")
+            )
+
+    # Reading the loss on the host waits for the device: every step on a CPU (free), every few
+    # dozen steps on a GPU, and always before a checkpoint, so no non-finite state is saved.
+    finite_every = 1 if device.type == "cpu" else 32
     t0 = time.perf_counter()
     steps_per_epoch = len(train)
     try:
@@ -201,47 +281,54 @@ def fit(
                         group["lr"] = base * mult
                     x = prepare(x)
                     y = y.to(device, non_blocking=True)
-                    with autocast_for(device):
-                        out = method.step(model, x, y)
-                    loss = out["loss"]
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"the loss became {loss.item()} at epoch {epoch_offset + epoch + 1}; lower --lr "
-                            f"(now {base_lrs[0]:g}) or check the data for corrupt values"
-                            + (f"; the last good checkpoint is kept in {checkpoint.path}" if checkpoint and checkpoint.path.exists() else "")
-                        )
                     optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
+                    while True:
+                        try:
+                            train_step(x, y)
+                            break
+                        except torch.cuda.OutOfMemoryError:
+                            if dist.enabled or micro >= len(y):
+                                raise RunError(
+                                    f"out of GPU memory at batch size {len(y)}"
+                                    + (" per process" if dist.enabled else f" even in {micro} pieces")
+                                    + "; pass a smaller --batch-size or --image-size"
+                                ) from None
+                            optimizer.zero_grad(set_to_none=True)
+                            torch.cuda.empty_cache()
+                            micro *= 2
+                            console.print(
+                                f"[yellow]out of GPU memory: each batch of {len(y)} now runs in {micro} pieces with "
+                                f"gradients accumulated (same optimizer steps); --batch-size {len(y) // micro} "
+                                "would avoid the retry[/yellow]"
+                            )
                     step += 1
                     position += 1
-                    n = len(y)
-                    seen += n
-                    sums[0] += loss.detach().double() * n
-                    if "logits" in out:
-                        sums[1] += (out["logits"].detach().argmax(1) == y).sum()
+                    seen += len(y)
+                    if step % finite_every == 0:
+                        check_finite(epoch)
+                    optimizer.step()
                     if bar.active:  # reading the sums waits for the device: only for a visible bar
                         bar.advance(loss=sums[0].item() / seen, acc=sums[1].item() / seen)
                     else:
                         bar.advance()
                     if checkpoint and checkpoint.every_steps and step % checkpoint.every_steps == 0 and position < steps_per_epoch:
+                        check_finite(epoch)
                         snapshot(epoch, position, train.epoch_state)
-            totals = sums.tolist()
-            seen = max(1, seen)
+            check_finite(epoch)
+            totals = dist.sum(torch.cat([sums, torch.tensor([float(seen)], dtype=torch.float64, device=device)])).tolist()
+            total_seen = max(1.0, totals[2])
             row = {
                 "epoch": epoch_offset + epoch + 1,
                 "phase": tag,
-                "train_loss": totals[0] / seen,
-                "train_acc": totals[1] / seen,
+                "train_loss": totals[0] / total_seen,
+                "train_acc": totals[1] / total_seen,
                 "lr": optimizer.param_groups[0]["lr"],
             }
             position = 0
             sums.zero_()
             seen = 0
             if val is not None:
-                logits, labels = predict_logits(model, val, prepare=prepare, device=device)
-                row["val_loss"] = nn.functional.cross_entropy(logits, labels).item()
-                row["val_acc"] = (logits.argmax(1) == labels).float().mean().item()
+                row["val_loss"], row["val_acc"] = _validation_scores(model, val, prepare=prepare, device=device, dist=dist)
             if writer is not None:
                 for k, v in row.items():
                     if k not in ("epoch", "phase"):
@@ -261,7 +348,7 @@ def fit(
                 result.best_epoch = row["epoch"]
                 if score is not None:
                     result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if checkpoint is not None and checkpoint.due():
+            if checkpoint is not None and dist.from_main(checkpoint.due()):
                 snapshot(epoch + 1, 0, train.generator.get_state())
     except KeyboardInterrupt:
         result.interrupted = True

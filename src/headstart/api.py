@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -59,10 +61,10 @@ from .runfolder import LoadedRun, load_run, model_meta, save_run, write_json, wr
 
 log = logging.getLogger("headstart")
 
-# Training images are held in memory as one uint8 tensor (decoded once, no JPEG decoding per
-# epoch); a folder that would need more than this at the chosen size is refused with a size that
-# fits.
-PRELOAD_BUDGET_BYTES = 4 * 1024**3
+# Training images are decoded once into one uint8 tensor (no JPEG decoding per epoch), held in
+# memory up to this size; a larger set is decoded into a memory-mapped file instead (kept in the
+# cache folder, so the next run on the same files and size skips decoding too).
+PRELOAD_BUDGET_BYTES = int(os.environ.get("HEADSTART_MEMORY_BUDGET_MB", 4096)) * 1024**2
 
 
 @dataclass
@@ -86,15 +88,31 @@ def seed_everything(seed: int) -> None:
 
 def _images_tensor(imageset: ImageSet, *, size: int | None, num_workers: int) -> torch.Tensor:
     """All images of a set as uint8 (N, 3, S, S): arrays at native size, files decoded once at
-    ``size`` (refused with advice when they would not fit in memory)."""
-    if not imageset.is_array:
-        need = len(imageset) * 3 * int(size or 0) ** 2
-        if need > PRELOAD_BUDGET_BYTES:
-            raise DataError(
-                f"{len(imageset)} images at {size}px need {need / 1024**3:.1f} GiB in memory; "
-                f"pass a smaller --image-size (e.g. {int(size * math.sqrt(PRELOAD_BUDGET_BYTES / need))})"
-            )
-    return preload(imageset, size=size, num_workers=num_workers)
+    ``size`` — into memory, or into a memory-mapped file when larger than the memory budget."""
+    if imageset.is_array or len(imageset) * 3 * int(size or 0) ** 2 <= PRELOAD_BUDGET_BYTES:
+        return preload(imageset, size=size, num_workers=num_workers)
+    assert size is not None
+    cache = default_cache_dir()
+    folder = Path(tempfile.gettempdir()) if cache is None else cache.parent / "decoded"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{data_fingerprint(imageset.images, imageset.labels)[:32]}-{size}px.u8"
+    shape = (len(imageset), 3, size, size)
+    if cache is not None and path.is_file() and path.stat().st_size == math.prod(shape):
+        console.print(f"  [dim]{len(imageset)} images at {size}px: decoded earlier, mapped from {path}[/dim]")
+        return torch.from_file(str(path), shared=False, size=math.prod(shape), dtype=torch.uint8).view(shape)
+    console.print(
+        f"  [dim]{len(imageset)} images at {size}px exceed the memory budget "
+        f"({PRELOAD_BUDGET_BYTES / 1024**3:.1f} GiB, HEADSTART_MEMORY_BUDGET_MB): decoding into {path}[/dim]"
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        out = preload(imageset, size=size, num_workers=num_workers, into=tmp)
+        os.replace(tmp, path)  # complete files only: a killed decode leaves a temporary, never a short entry
+    finally:
+        tmp.unlink(missing_ok=True)
+    if cache is None:
+        path.unlink()  # the mapping stays valid until the tensor is freed; nothing is left behind
+    return out
 
 
 def _align_classes(val: ImageSet, classes: list[str], source: str) -> ImageSet:

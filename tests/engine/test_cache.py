@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from headstart import TrainConfig, train
 from headstart.backbones import create_backbone
-from headstart.engine.cache import FeatureCache, data_fingerprint
+from headstart.engine.cache import FeatureCache, data_fingerprint, default_cache_dir
 
 
 def test_keys_change_with_everything_the_features_depend_on(tmp_path):
@@ -64,3 +64,23 @@ def test_cache_can_be_switched_off(shapes_folder, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADSTART_CACHE", "off")
     res = train(TrainConfig(data=str(shapes_folder), output=str(tmp_path / "o"), strategy="knn", image_size=40, device="cpu", progress=False))
     assert json.loads((res.run_dir / "metrics.json").read_text())["feature_cache"] == {"hits": 0, "misses": 0}
+
+
+def test_sets_over_the_memory_budget_train_from_a_mapped_file_identically(shapes_folder, tmp_path, monkeypatch, capsys):
+    from headstart import api
+
+    cfg = dict(data=str(shapes_folder), strategy="partial", image_size=40, epochs=2, batch_size=8, device="cpu", progress=False)
+    train(TrainConfig(output=str(tmp_path / "memory"), **cfg))
+    monkeypatch.setattr(api, "PRELOAD_BUDGET_BYTES", 1000)  # every folder is now "too big for memory"
+    capsys.readouterr()
+    train(TrainConfig(output=str(tmp_path / "mapped"), **cfg))
+    assert "decoding into" in capsys.readouterr().err
+    decoded = list((default_cache_dir().parent / "decoded").glob("*-40px.u8"))
+    assert len(decoded) == 1 and decoded[0].stat().st_size == 30 * 3 * 40 * 40  # the 30 readable images
+    assert not list(decoded[0].parent.glob(".*.tmp"))
+    a, b = load_file(str(tmp_path / "memory" / "model.safetensors")), load_file(str(tmp_path / "mapped" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)  # the same pixels, the same run
+    train(TrainConfig(output=str(tmp_path / "again"), **cfg))
+    assert "decoded earlier, mapped from" in capsys.readouterr().err
+    c = load_file(str(tmp_path / "again" / "model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)

@@ -113,3 +113,52 @@ def test_device_names_are_checked():
     if not torch.cuda.is_available():
         with pytest.raises(HeadstartError, match="no CUDA GPU"):
             pick_device("cuda")
+
+
+class _SmallMemory(Supervised):
+    """Runs out of (pretend) GPU memory on any batch bigger than ``limit``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(label_smoothing=0.0)
+        self.limit = limit
+        self.sizes: list[int] = []
+
+    def step(self, model, inputs, targets):
+        if len(targets) > self.limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        self.sizes.append(len(targets))
+        return super().step(model, inputs, targets)
+
+
+def _linear_run(method, x, y):
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    result = fit(
+        model=model, method=method, train=Batches(x, y, batch_size=16, shuffle=True, seed=1), val=None, epochs=3,
+        optimizer=opt, lr_multipliers=np.ones(100), prepare=lambda t: t, device=torch.device("cpu"), show_progress=False,
+    )
+    return model, result
+
+
+def test_out_of_memory_splits_the_batch_and_takes_the_same_steps(capsys):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=g), torch.randint(0, 3, (40,), generator=g)
+    reference, ref_result = _linear_run(Supervised(label_smoothing=0.0), x, y)
+    small = _SmallMemory(limit=5)
+    model, result = _linear_run(small, x, y)
+    # 16 → 2 pieces of 8 still too big → 4 pieces of 4; the 8-image last batch runs in 4 pieces of 2
+    assert max(small.sizes) <= 5 and set(small.sizes) == {4, 2}
+    assert "4 pieces" in capsys.readouterr().err
+    # accumulated pieces weighted by their size: the gradient of the whole batch, the same steps
+    for a, b in zip(reference.parameters(), model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert [h["train_loss"] for h in result.history] == pytest.approx([h["train_loss"] for h in ref_result.history], rel=1e-5)
+
+
+def test_out_of_memory_on_a_single_image_says_what_to_set():
+    from headstart.errors import RunError
+
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with pytest.raises(RunError, match="--batch-size"):
+        _linear_run(_SmallMemory(limit=0), x, y)

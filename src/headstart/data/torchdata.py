@@ -7,6 +7,7 @@ which network will read it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -55,7 +56,7 @@ class ImageDataset(Dataset):
         return image, int(self.imageset.labels[index])
 
 
-def preload(imageset: ImageSet, size: int | None, num_workers: int = 0) -> torch.Tensor:
+def preload(imageset: ImageSet, size: int | None, num_workers: int = 0, *, into: Path | None = None) -> torch.Tensor:
     """Decode every image once into one uint8 tensor of shape (N, 3, S, S).
 
     Decoding and resizing a JPEG costs far more than a training step of a small head, so sets that
@@ -67,6 +68,9 @@ def preload(imageset: ImageSet, size: int | None, num_workers: int = 0) -> torch
         size: Output side; ``None`` means an array set's native size (required for file sets).
         num_workers: Decoding threads for file sets (Pillow releases the GIL while decoding);
             0 decodes in this thread, a negative value picks one per core up to 8.
+        into: A file to hold the tensor instead of memory (memory-mapped: the operating system
+            pages in the batches being read), for sets larger than memory allows. The caller
+            owns the file.
 
     Raises:
         ValueError: ``size`` is ``None`` for a set of files.
@@ -84,7 +88,11 @@ def preload(imageset: ImageSet, size: int | None, num_workers: int = 0) -> torch
         arr = images if images.ndim == 4 else np.repeat(images[..., None], 3, axis=3)
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(0, 3, 1, 2)))
     workers = default_workers() if num_workers < 0 else num_workers
-    out = torch.empty((n, 3, size, size), dtype=torch.uint8)
+    shape = (n, 3, size, size)
+    if into is None:
+        out = torch.empty(shape, dtype=torch.uint8)
+    else:
+        out = torch.from_file(str(into), shared=True, size=n * 3 * size * size, dtype=torch.uint8).view(shape)
 
     def fill(i: int) -> None:
         out[i] = _chw(imageset.get_rgb(i, size))

@@ -140,7 +140,7 @@ def train(config: TrainConfig) -> TrainResult:
     the decided values and their reasons are saved in ``config.yaml``.
     """
     t_start = time.perf_counter()
-    dist = distributed.from_env()
+    dist = distributed.from_env(config.device)
     try:
         return _train(config, dist, t_start)
     finally:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from headstart.backbones import Preprocess, create_backbone
@@ -40,8 +41,14 @@ def test_prepare_matches_naive_normalisation():
     out = Prepare(pre, 16, torch.device("cpu"))(x)
     ref = (x.float() / 255 - torch.tensor(pre.mean).view(1, 3, 1, 1)) / torch.tensor(pre.std).view(1, 3, 1, 1)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
-    assert Prepare(pre, 40, torch.device("cpu"))(x).shape == (2, 3, 40, 40)
-    assert Prepare(pre, 8, torch.device("cpu"))(x).shape == (2, 3, 8, 8)
+    # resizing after normalising equals the naive resize-then-normalise (up and down; bilinear is this Preprocess's default)
+    mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
+    for size, antialias in ((40, False), (8, True)):
+        resized = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+        naive = (resized / 255 - mean) / std
+        out = Prepare(pre, size, torch.device("cpu"))(x)
+        assert out.shape == (2, 3, size, size) and out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, naive, atol=1e-4, rtol=1e-4)
 
 
 def test_fit_learns_and_keeps_the_best_validation_epoch():

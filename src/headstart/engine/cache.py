@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from ..backbones import Backbone
 from ..fileio import atomic_write
 
-CACHE_VERSION = 1  # bump when the feature computation itself changes
+CACHE_VERSION = 2  # bump when the feature computation itself changes
 
 
 def default_cache_dir() -> Path | None:

@@ -83,8 +83,10 @@ class Distributed:
 SINGLE = Distributed()
 
 
-def from_env() -> Distributed:
-    """The group torchrun described in the environment, joined; ``SINGLE`` when there is none."""
+def from_env(requested_device: str = "auto") -> Distributed:
+    """The group torchrun described in the environment, joined; ``SINGLE`` when there is none.
+    NCCL when the processes train on GPUs (``--device auto`` with GPUs present, or ``cuda``),
+    gloo otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
@@ -92,7 +94,8 @@ def from_env() -> Distributed:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     _stop_with_launcher()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
+        on_gpu = torch.cuda.is_available() and (requested_device == "auto" or requested_device.startswith("cuda"))
+        backend = "nccl" if on_gpu and dist.is_nccl_available() else "gloo"
         if backend == "nccl":
             if local_rank >= torch.cuda.device_count():
                 raise HeadstartError(

@@ -136,6 +136,15 @@ def predict_logits(
     return torch.cat(outs), torch.cat(ys)
 
 
+def _out_of_memory(exc: RuntimeError) -> bool:
+    """GPU memory ran out: PyTorch's own error, or a cuBLAS/cuDNN handle or workspace that
+    could not be allocated because the caching allocator had taken everything."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return any(s in text for s in ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "NOT_ENOUGH_WORKSPACE"))
+
+
 def _validation_scores(model: nn.Module, batches: Iterable, *, prepare: Callable, device: torch.device, dist: Distributed) -> tuple[float, float]:
     """Mean cross-entropy and accuracy over a validation set; in a group each process scores
     its share of every batch and the sums are added up."""
@@ -245,15 +254,17 @@ def fit(
     def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
         """Forward and backward over one batch (in ``micro`` pieces), adding to ``sums``."""
         pieces = zip(x.tensor_split(micro), y.tensor_split(micro)) if micro > 1 else [(x, y)]
+        step_sums = torch.zeros_like(sums)  # added to the epoch's only once the whole batch went through
         for xp, yp in pieces:
             with autocast_for(device):
                 out = method.step(net, xp, yp)
             loss = out["loss"]
             weight = train.shard_weight * len(yp) / len(y)
             (loss if weight == 1.0 else loss * weight).backward()
-            sums[0] += loss.detach().double() * len(yp)
+            step_sums[0] += loss.detach().double() * len(yp)
             if "logits" in out:
-                sums[1] += (out["logits"].detach().argmax(1) == yp).sum()
+                step_sums[1] += (out["logits"].detach().argmax(1) == yp).sum()
+        sums.add_(step_sums)
 
     def check_finite(epoch: int) -> None:
         if not torch.isfinite(sums[0]):
@@ -286,21 +297,24 @@ def fit(
                         try:
                             train_step(x, y)
                             break
-                        except torch.cuda.OutOfMemoryError:
-                            if dist.enabled or micro >= len(y):
-                                raise RunError(
-                                    f"out of GPU memory at batch size {len(y)}"
-                                    + (" per process" if dist.enabled else f" even in {micro} pieces")
-                                    + "; pass a smaller --batch-size or --image-size"
-                                ) from None
-                            optimizer.zero_grad(set_to_none=True)
-                            torch.cuda.empty_cache()
-                            micro *= 2
-                            console.print(
-                                f"[yellow]out of GPU memory: each batch of {len(y)} now runs in {micro} pieces with "
-                                f"gradients accumulated (same optimizer steps); --batch-size {len(y) // micro} "
-                                "would avoid the retry[/yellow]"
+                        except RuntimeError as exc:
+                            if not _out_of_memory(exc):
+                                raise
+                        # past the handler, the failed attempt's tensors (held by its traceback) are freed
+                        if dist.enabled or micro >= len(y):
+                            raise RunError(
+                                f"out of GPU memory at batch size {len(y)}"
+                                + (" per process" if dist.enabled else f" even in {micro} pieces")
+                                + "; pass a smaller --batch-size or --image-size"
                             )
+                        optimizer.zero_grad(set_to_none=True)
+                        torch.cuda.empty_cache()
+                        micro *= 2
+                        console.print(
+                            f"[yellow]out of GPU memory: each batch of {len(y)} now runs in {micro} pieces with "
+                            f"gradients accumulated (same optimizer steps); --batch-size {len(y) // micro} "
+                            "would avoid the retry[/yellow]"
+                        )
                     step += 1
                     position += 1
                     seen += len(y)

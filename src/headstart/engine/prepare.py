@@ -27,7 +27,9 @@ class Prepare:
 
     Resizing happens per batch on the device, after the (cheap) native-resolution
     augmentation: stored images stay small (28 px for Fashion-MNIST) and the upsampling to
-    64–112 px is a single interpolate call. ``channels_last`` speeds convolutions on CPU by
+    64–112 px is a single interpolate call. Normalising comes first, on the smaller image:
+    interpolation weights sum to one, so it commutes with the per-channel affine map (equal up
+    to float rounding) and costs ~20 % less. ``channels_last`` speeds convolutions on CPU by
     ~25 % (731 vs 576 img/s for EfficientNet-Lite0 at 64 px on 2 cores).
     """
 
@@ -41,13 +43,12 @@ class Prepare:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
-            x = x.float()
+            x = (x.float() - self.mean) / self.std
             if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
                 down = x.shape[-1] > self.image_size
                 x = F.interpolate(
                     x, size=(self.image_size, self.image_size), mode=self.mode, align_corners=False, antialias=down
                 )
-            x = (x - self.mean) / self.std
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 

@@ -95,7 +95,8 @@ def _images_tensor(imageset: ImageSet, *, size: int | None, num_workers: int) ->
     cache = default_cache_dir()
     folder = Path(tempfile.gettempdir()) if cache is None else cache.parent / "decoded"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{data_fingerprint(imageset.images, imageset.labels)[:32]}-{size}px.u8"
+    # without a cache the file is this process's own, removed once mapped
+    path = folder / f"{data_fingerprint(imageset.images, imageset.labels)[:32]}-{size}px{'' if cache else f'-{os.getpid()}'}.u8"
     shape = (len(imageset), 3, size, size)
     if cache is not None and path.is_file() and path.stat().st_size == math.prod(shape):
         console.print(f"  [dim]{len(imageset)} images at {size}px: decoded earlier, mapped from {path}[/dim]")
@@ -111,7 +112,7 @@ def _images_tensor(imageset: ImageSet, *, size: int | None, num_workers: int) ->
     finally:
         tmp.unlink(missing_ok=True)
     if cache is None:
-        path.unlink()  # the mapping stays valid until the tensor is freed; nothing is left behind
+        path.unlink(missing_ok=True)  # the mapping stays valid until the tensor is freed; nothing is left behind
     return out
 
 

@@ -208,9 +208,11 @@ def fit(
     sums = torch.zeros(2, dtype=torch.float64, device=device)
     seen = 0
     if resume is not None:
-        if int(resume.get("world_size", 1)) != dist.world_size:
+        if "world_size" not in resume:
+            raise RunError("the checkpoint was written by an older headstart whose format this one cannot continue; train again")
+        if int(resume["world_size"]) != dist.world_size:
             raise RunError(
-                f"the checkpoint was written by {resume.get('world_size', 1)} process(es); resume it with the same "
+                f"the checkpoint was written by {resume['world_size']} process(es); resume it with the same "
                 f"number (now {dist.world_size}) so every process continues its own random state"
             )
         model.load_state_dict(resume["model"])

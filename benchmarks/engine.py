@@ -55,8 +55,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import torch
 import torch.nn.functional as F
-from strategies import machine_info  # sibling script: the same machine record
 from torch import nn
+
+try:  # the same machine record as the other benchmarks, as a module or as a sibling script
+    from benchmarks.strategies import machine_info
+except ModuleNotFoundError:
+    from strategies import machine_info
 
 import headstart.api
 from headstart import TrainConfig

@@ -71,6 +71,40 @@ def pixel_floor(data: str, k: int, seed: int) -> tuple[float, float]:
     return acc, time.perf_counter() - t0
 
 
+def run_strategy(data: str, k: int, seed: int, strategy: str, *, device: str, workdir: str, extra: dict) -> dict:
+    """Train ``strategy`` on K labels per class, score it on the official test split: one row."""
+    cfg = TrainConfig(
+        data=data,
+        output=f"{workdir}/{strategy}-{k}-{seed}",
+        strategy=strategy,
+        labels_per_class=k,
+        seed=seed,
+        device=device,
+        progress=False,
+        **extra,
+    )
+    t0 = time.perf_counter()
+    result = train(cfg)
+    train_s = time.perf_counter() - t0
+    m = evaluate(result.run_dir, device=device)
+    r = result.resolved
+    return {
+        "method": strategy,
+        "labels_per_class": k,
+        "seed": seed,
+        "test_acc": m["accuracy"],
+        "train_s": train_s,
+        "eval_s": m["seconds"],
+        "image_size": r["image_size"],
+        "epochs": r["epochs"],
+        "batch_size": r["batch_size"],
+        "lr": r["lr"],
+        "freeze_stages": r["freeze_stages"],
+        "augment": r["augment"],
+        "device": r["device"],
+    }
+
+
 def parse_sets(pairs: list[str]) -> dict:
     out = {}
     for p in pairs:
@@ -108,38 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"method": "pixels+logreg", "labels_per_class": k, "seed": seed, "test_acc": acc, "train_s": secs})
                 print(json.dumps(rows[-1]), flush=True)
                 for strategy in args.strategies:
-                    cfg = TrainConfig(
-                        data=args.data,
-                        output=f"{tmp}/{strategy}-{k}-{seed}",
-                        strategy=strategy,
-                        labels_per_class=k,
-                        seed=seed,
-                        device=args.device,
-                        progress=False,
-                        **extra,
-                    )
-                    t0 = time.perf_counter()
-                    result = train(cfg)
-                    train_s = time.perf_counter() - t0
-                    m = evaluate(result.run_dir, device=args.device)
-                    r = result.resolved
-                    rows.append(
-                        {
-                            "method": strategy,
-                            "labels_per_class": k,
-                            "seed": seed,
-                            "test_acc": m["accuracy"],
-                            "train_s": train_s,
-                            "eval_s": m["seconds"],
-                            "image_size": r["image_size"],
-                            "epochs": r["epochs"],
-                            "batch_size": r["batch_size"],
-                            "lr": r["lr"],
-                            "freeze_stages": r["freeze_stages"],
-                            "augment": r["augment"],
-                            "device": r["device"],
-                        }
-                    )
+                    rows.append(run_strategy(args.data, k, seed, strategy, device=args.device, workdir=tmp, extra=extra))
                     print(json.dumps(rows[-1]), flush=True)
     name = f"strategies-{args.data.split(':')[0]}{('-' + args.tag) if args.tag else ''}"
     out = Path(args.out)

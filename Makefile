@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 # The CPU/CUDA wheels pip finds for this torch pin; see README "Installing".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast bench bench-engine data clean
+.PHONY: setup demo test test-fast bench bench-peers bench-engine data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,8 +37,14 @@ test: setup data
 test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
+# Accuracy per label on Fashion-MNIST (1/10/100 labels per class): ~40 min on 2 idle cores.
 bench: setup data
-	HF_HUB_OFFLINE=1 $(PY) benchmarks/strategies.py --labels 10 100 --seeds 0 --device cpu
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.run labels
+
+# headstart's best vs fastai vs a plain loop, same budget (fastai from the bench extra).
+bench-peers: setup data
+	$(PIP) install -q -e '.[bench]'
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.run peers
 
 # The engine's claims (cache, loop overhead, fastai, 10k vs 60k): ~20 min on 2 idle cores.
 bench-engine: setup data

@@ -1,0 +1,64 @@
+"""The benchmark harness runs and writes well-formed results. Numbers are never asserted against
+wall-clock limits here: a person (or ``python -m benchmarks.run compare``) compares them with
+the committed results."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.run import ROW_KEYS, compare  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bench")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return out
+
+
+def test_smoke_suite_writes_json_markdown_and_plot(smoke):
+    doc = json.loads((smoke / "smoke.json").read_text())
+    assert doc["suite"] == "smoke" and doc["data"] == "digits"
+    for key in ("cpu", "cores", "torch", "commit", "date"):
+        assert key in doc["machine"]
+    rows = doc["rows"]
+    # every (labels per class, method) of the suite is present, the raw-pixel floor included
+    assert {(r["labels_per_class"], r["method"]) for r in rows} == {
+        (k, m) for k in (5, 20) for m in ("pixels+logreg", "knn", "linear", "partial")
+    }
+    for r in rows:
+        assert ROW_KEYS <= set(r)
+        assert 0.0 <= r["test_acc"] <= 1.0 and r["train_s"] >= 0.0
+    # the floor is a real fit: far above chance (0.1) on digits
+    assert min(r["test_acc"] for r in rows if r["method"] == "pixels+logreg") > 0.5
+    assert len(doc["summary"]) == 8
+    md = (smoke / "smoke.md").read_text()
+    assert "| labels/class | method | test accuracy (mean ± sd)" in md and doc["machine"]["cpu"] in md
+    assert md.count("\n| 5 |") == 4 and md.count("\n| 20 |") == 4
+    png = (smoke / "smoke.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_compare_flags_a_drop_and_passes_an_identical_run(smoke, tmp_path, capsys):
+    path = smoke / "smoke.json"
+    assert compare(str(path), str(path)) == 0
+    doc = json.loads(path.read_text())
+    worse = next(s for s in doc["summary"] if s["method"] == "knn")
+    worse["mean"] -= 0.05
+    changed = tmp_path / "worse.json"
+    changed.write_text(json.dumps(doc))
+    assert compare(str(path), str(changed)) == 1
+    assert "WORSE" in capsys.readouterr().out

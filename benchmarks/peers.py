@@ -34,7 +34,7 @@ from benchmarks.engine import write_png_folder
 from benchmarks.run import Suite
 from headstart import Predictor, TrainConfig, train
 from headstart.backbones import create_backbone
-from headstart.data import few_shot, resolve
+from headstart.data import few_shot, preload, resolve
 from headstart.engine import Batches, predict_logits
 
 PEERS_SUITE = Suite(data="fashion-mnist", labels={10: [0], 100: [0]}, methods=[], budget="≤ 60 min")
@@ -181,8 +181,7 @@ def run_peers(labels: list[int], *, device: str, results: Path, log: Callable[[d
     train_set, test_set = resolve("fashion-mnist", split="train"), resolve("fashion-mnist", split="test")
     if test_limit:
         test_set = test_set.subset(np.arange(test_limit))
-    as_tensor = lambda a: torch.from_numpy(np.repeat(a[:, None], 3, axis=1))  # noqa: E731 - (N,28,28) grey -> (N,3,28,28)
-    test = (as_tensor(test_set.images), torch.from_numpy(test_set.labels.astype(np.int64)))
+    test = (preload(test_set, None), torch.from_numpy(test_set.labels.astype(np.int64)))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -197,7 +196,7 @@ def run_peers(labels: list[int], *, device: str, results: Path, log: Callable[[d
             budget, size = rows[-1]["train_s"], rows[-1]["image_size"]
             rows.append(fastai_row(k, tmp / f"train-{k}", test_files, size, budget))
             log(rows[-1])
-            x, y = as_tensor(subset.images), torch.from_numpy(subset.labels.astype(np.int64))
+            x, y = preload(subset, None), torch.from_numpy(subset.labels.astype(np.int64))
             rows.append(plain_loop_row(k, x, y, test, size, budget, device))
             log(rows[-1])
             for r in rows[-3:]:

@@ -53,6 +53,7 @@ from .engine.distributed import Distributed
 from .engine.prepare import ToDevice
 from .engine.progress import console
 from .errors import ConfigError, DataError, HeadstartError, RunError
+from .fileio import atomic_write
 from .finetune import STRATEGIES, frozen_stages_for, param_groups, rules
 from .finetune.knn import KNNHead
 from .methods import Supervised
@@ -105,12 +106,9 @@ def _images_tensor(imageset: ImageSet, *, size: int | None, num_workers: int) ->
         f"  [dim]{len(imageset)} images at {size}px exceed the memory budget "
         f"({PRELOAD_BUDGET_BYTES / 1024**3:.1f} GiB, HEADSTART_MEMORY_BUDGET_MB): decoding into {path}[/dim]"
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        out = preload(imageset, size=size, num_workers=num_workers, into=tmp)
-        os.replace(tmp, path)  # complete files only: a killed decode leaves a temporary, never a short entry
-    finally:
-        tmp.unlink(missing_ok=True)
+    decoded: list[torch.Tensor] = []  # the mapping follows its file through the rename
+    atomic_write(path, lambda tmp: decoded.append(preload(imageset, size=size, num_workers=num_workers, into=Path(tmp))))
+    out = decoded[0]
     if cache is None:
         path.unlink(missing_ok=True)  # the mapping stays valid until the tensor is freed; nothing is left behind
     return out
@@ -141,14 +139,15 @@ def train(config: TrainConfig) -> TrainResult:
     the decided values and their reasons are saved in ``config.yaml``.
     """
     t_start = time.perf_counter()
-    dist = distributed.from_env(config.device)
+    picked = pick_device(config.device)
+    dist = distributed.from_env(picked)
     try:
-        return _train(config, dist, t_start)
+        return _train(config, dist, distributed.device_for(dist, config.device, picked), t_start)
     finally:
         distributed.shutdown(dist)
 
 
-def _train(config: TrainConfig, dist: Distributed, t_start: float) -> TrainResult:
+def _train(config: TrainConfig, dist: Distributed, device: torch.device, t_start: float) -> TrainResult:
     if not dist.is_main:
         console.quiet = True  # one log for the group: rank 0's
     run_dir = Path(config.output)
@@ -256,7 +255,6 @@ def _train(config: TrainConfig, dist: Distributed, t_start: float) -> TrainResul
     if config.epochs is None and config.strategy != "knn":
         reasons["epochs"] = f"{epochs} epochs ≈ {epochs * math.ceil(len(train_set) / batch_size)} steps for {len(train_set)} images"
     lr = config.lr or rules.default_lr(strategy=config.strategy, batch_size=batch_size)
-    device = distributed.device_for(dist, config.device, pick_device(config.device))
     model.to(device).to(memory_format=torch.channels_last)
     prepare = Prepare(model.preprocess, image_size, device)
 

@@ -120,10 +120,10 @@ def train(
 
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(_launch(devices))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if "devices" in {k for k in ctx.params if ctx.get_parameter_source(k).name == "COMMANDLINE"} and devices != world:
-        raise HeadstartError(f"--devices {devices} disagrees with the {world} process(es) torchrun started; give one or the other")
     given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if "devices" in given and devices != world:
+        raise HeadstartError(f"--devices {devices} disagrees with the {world} process(es) torchrun started; give one or the other")
     values = dict(ctx.params)
     values.pop("config")
     values.pop("devices")

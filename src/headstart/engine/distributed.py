@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,10 +84,10 @@ class Distributed:
 SINGLE = Distributed()
 
 
-def from_env(requested_device: str = "auto") -> Distributed:
+def from_env(device: torch.device) -> Distributed:
     """The group torchrun described in the environment, joined; ``SINGLE`` when there is none.
-    NCCL when the processes train on GPUs (``--device auto`` with GPUs present, or ``cuda``),
-    gloo otherwise."""
+    NCCL when the processes train on GPUs (``device``, as ``pick_device`` chose it), gloo
+    otherwise."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
@@ -94,8 +95,7 @@ def from_env(requested_device: str = "auto") -> Distributed:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     _stop_with_launcher()
     if not dist.is_initialized():
-        on_gpu = torch.cuda.is_available() and (requested_device == "auto" or requested_device.startswith("cuda"))
-        backend = "nccl" if on_gpu and dist.is_nccl_available() else "gloo"
+        backend = "nccl" if device.type == "cuda" and dist.is_nccl_available() else "gloo"
         if backend == "nccl":
             if local_rank >= torch.cuda.device_count():
                 raise HeadstartError(
@@ -115,7 +115,7 @@ def _stop_with_launcher() -> None:
     """Workers stop like a Ctrl-C (training state saved, checkpoint kept) when torchrun asks
     them to (SIGTERM, e.g. after Ctrl-C) and when the launcher itself is killed: torchrun puts
     workers in their own session, so a ``kill -9`` of it would otherwise leave them running."""
-    if threading_main():
+    if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
     if sys.platform.startswith("linux"):
         import ctypes
@@ -124,12 +124,6 @@ def _stop_with_launcher() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
         if os.getppid() == 1:  # the launcher died before the request took effect
             raise KeyboardInterrupt
-
-
-def threading_main() -> bool:
-    import threading
-
-    return threading.current_thread() is threading.main_thread()
 
 
 def device_for(ctx: Distributed, requested: str, picked: torch.device) -> torch.device:

@@ -3,6 +3,7 @@
     python -m benchmarks.run smoke     # ≤ 5 min: digits, a few rows: checks the harness itself
     python -m benchmarks.run labels    # ≤ 60 min: Fashion-MNIST at 1/10/100 labels per class
     python -m benchmarks.run peers     # ≤ 60 min: headstart's best vs fastai vs a plain loop, same budget
+    python -m benchmarks.run advise    # ~1 h: strategy auto beside every fixed strategy, 5 cases
     python -m benchmarks.run compare benchmarks/results/labels.json NEW.json   # a person's regression check
 
 Every accuracy is on the data set's official test split (digits: its fixed 25 % test split).
@@ -67,6 +68,7 @@ def run_labels(name: str, suite: Suite, device: str, log) -> list[dict]:
                 log(rows[-1])
                 for method in suite.methods:
                     rows.append(run_strategy(suite.data, k, seed, method, device=device, workdir=tmp, extra=extra))
+                    rows[-1].pop("run_dir")
                     log(rows[-1])
     return rows
 
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return compare(argv[1], argv[2])
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("suite", choices=[*SUITES, "peers"])
+    ap.add_argument("suite", choices=[*SUITES, "peers", "advise"])
+    ap.add_argument("--cases", nargs="+", help="advise: only these cases (e.g. digits@10 icons@50)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--labels", type=int, nargs="+", help="peers: labels per class to compare at (default 10 100)")
@@ -202,6 +205,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row), flush=True)
 
     t0 = time.perf_counter()
+    if args.suite == "advise":
+        from benchmarks import advise
+
+        rows = advise.run_advise(args.device, log, only=args.cases)
+        wall = time.perf_counter() - t0
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        summary = advise.summarise_cases(rows)
+        name = "advise" if not args.cases else "advise-" + "-".join(c.replace("@", "") for c in args.cases)
+        (out / f"{name}.json").write_text(json.dumps({"suite": "advise", "machine": info, "command": command, "wall_s": wall,
+                                                      "rows": rows, "summary": summary}, indent=2))
+        (out / f"{name}.md").write_text(advise.to_markdown(summary, info, command, wall))
+        print((out / f"{name}.md").read_text())
+        return 0
     if args.suite == "peers":
         from benchmarks.peers import PEERS_SUITE, run_peers
 

@@ -71,11 +71,15 @@ def pixel_floor(data: str, k: int, seed: int) -> tuple[float, float]:
     return acc, time.perf_counter() - t0
 
 
-def run_strategy(data: str, k: int, seed: int, strategy: str, *, device: str, workdir: str, extra: dict) -> dict:
-    """Train ``strategy`` on K labels per class, score it on the official test split: one row."""
+def run_strategy(
+    data: str, k: int | None, seed: int, strategy: str, *, device: str, workdir: str, extra: dict, test: str | None = None
+) -> dict:
+    """Train ``strategy`` on K labels per class (all labels when ``k`` is None), score it on the
+    official test split (or on the ``test`` folder): one row."""
     cfg = TrainConfig(
         data=data,
         output=f"{workdir}/{strategy}-{k}-{seed}",
+        overwrite=True,
         strategy=strategy,
         labels_per_class=k,
         seed=seed,
@@ -86,7 +90,7 @@ def run_strategy(data: str, k: int, seed: int, strategy: str, *, device: str, wo
     t0 = time.perf_counter()
     result = train(cfg)
     train_s = time.perf_counter() - t0
-    m = evaluate(result.run_dir, device=device)
+    m = evaluate(result.run_dir, test, device=device)
     r = result.resolved
     return {
         "method": strategy,
@@ -101,7 +105,9 @@ def run_strategy(data: str, k: int, seed: int, strategy: str, *, device: str, wo
         "lr": r["lr"],
         "freeze_stages": r["freeze_stages"],
         "augment": r["augment"],
+        "backbone_lr_mult": r["backbone_lr_mult"],
         "device": r["device"],
+        "run_dir": str(result.run_dir),
     }
 
 

@@ -12,7 +12,8 @@ from headstart.demo import run_demo
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path):
     rows = run_demo(output=str(tmp_path / "demo"), labels_per_class=10, device="cpu")
-    assert [r["strategy"] for r in rows] == ["knn", "linear", "partial"]
+    assert [r["strategy"] for r in rows] == ["knn", "linear", "partial", "auto"]
+    assert (tmp_path / "demo" / "auto" / "advice.json").is_file()
     for r in rows:
         assert (tmp_path / "demo" / r["strategy"] / "model.json").is_file()
         evals = list((tmp_path / "demo" / r["strategy"]).glob("eval-*.json"))

@@ -20,6 +20,10 @@ import torch
 from torch import nn
 
 from . import __version__
+from .advise import Advice, advise_from
+from .advise.advisor import MAX_IMAGES
+from .advise.measure import subsample
+from .advise.search import successive_halving
 from .augment import POLICIES, build_policy
 from .backbones import BACKBONES, Backbone, create_backbone
 from .config import TrainConfig, load_yaml
@@ -47,7 +51,12 @@ from .engine import (
     pick_device,
     predict_logits,
 )
-from .engine.cache import FeatureCache, data_fingerprint, default_cache_dir
+from .engine.cache import (
+    FeatureCache,
+    data_fingerprint,
+    default_cache_dir,
+    weights_fingerprint,
+)
 from .engine.checkpoint import Checkpointer
 from .engine.distributed import Distributed
 from .engine.prepare import ToDevice
@@ -142,12 +151,25 @@ def train(config: TrainConfig) -> TrainResult:
     picked = pick_device(config.device)
     dist = distributed.from_env(picked)
     try:
-        return _train(config, dist, distributed.device_for(dist, config.device, picked), t_start)
+        device = distributed.device_for(dist, config.device, picked)
+        if config.search and not config.resume:
+            return _search_then_train(config, dist, device, t_start)
+        return _train(config, dist, device, t_start)
     finally:
         distributed.shutdown(dist)
 
 
-def _train(config: TrainConfig, dist: Distributed, device: torch.device, t_start: float) -> TrainResult:
+def _train(
+    config: TrainConfig,
+    dist: Distributed,
+    device: torch.device,
+    t_start: float,
+    *,
+    choice: dict[str, Any] | None = None,
+    search_log: list[dict[str, Any]] | None = None,
+) -> TrainResult:
+    """One training run. With ``strategy='auto'`` the advisor's decision (or ``choice``, the
+    winner of a search) fills every field the user left open."""
     if not dist.is_main:
         console.quiet = True  # one log for the group: rank 0's
     run_dir = Path(config.output)
@@ -164,7 +186,10 @@ def _train(config: TrainConfig, dist: Distributed, device: torch.device, t_start
         raise HeadstartError(
             f"{run_dir} already holds a finished run; choose another --output or pass --overwrite to replace it"
         )
-    STRATEGIES.get(config.strategy)  # unknown names fail here, before any data is read
+    if config.strategy != AUTO:
+        STRATEGIES.get(config.strategy)  # unknown names fail here, before any data is read
+    if config.search and config.strategy != AUTO:
+        raise ConfigError("--search compares the advisor's candidates; use it with --strategy auto")
     BACKBONES.get(config.backbone)
     POLICIES.get(config.augment or "none")
     if config.on_bad_image not in ("skip", "error"):
@@ -184,6 +209,14 @@ def _train(config: TrainConfig, dist: Distributed, device: torch.device, t_start
     labeled = full.subset(labeled_idx)
     train_idx, val_idx = labeled_idx, np.array([], dtype=np.int64)
     counts = labeled.class_counts()
+    requested = config.to_dict()
+    advice: Advice | None = None
+    if config.strategy == AUTO:
+        advice, saved_choice = _advice_for_run(config, full, labeled, dist, device, run_dir)
+        choice = choice or saved_choice
+        config = _apply_advice(config, advice, choice, reasons)
+    if config.backbone_lr_mult is None:
+        config = config.with_updates(backbone_lr_mult=rules.BACKBONE_LR_MULT)
     unlabeled_count = None
     if config.unlabeled:
         pool = load_unlabeled(config.unlabeled, on_bad_image=config.on_bad_image)
@@ -231,12 +264,13 @@ def _train(config: TrainConfig, dist: Distributed, device: torch.device, t_start
         )
     image_size = config.image_size
     if image_size is None:
+        typical = full.typical_size()
         image_size = rules.default_image_size(
-            native_size=full.native_size, weights_size=model.preprocess.image_size, strategy=config.strategy
+            native_size=typical, weights_size=model.preprocess.image_size, strategy=config.strategy
         )
         reasons["image_size"] = (
             f"{image_size}px: "
-            + (f"native {full.native_size}-px images, " if full.native_size else "photos of mixed sizes, ")
+            + (f"native {typical}-px images{'' if full.is_array else ' (median side)'}, " if typical else "images of unknown size, ")
             + f"{'frozen features' if config.strategy in ('linear', 'knn') else 'trainable layers'} "
             f"(weights trained at {model.preprocess.image_size}px)"
         )
@@ -275,6 +309,7 @@ def _train(config: TrainConfig, dist: Distributed, device: torch.device, t_start
         f"[bold]headstart train[/bold] {config.data}: {len(train_set)} training images"
         f"{f', {len(val_set)} validation' if val_set is not None else ''}, {num_classes} classes; "
         f"{config.backbone} ({'pretrained' if model.pretrained else 'RANDOM init'}), strategy {config.strategy}"
+        f"{' (chosen by auto)' if advice is not None else ''}"
         f" ({frozen}/{model.num_stages} stages frozen), {image_size}px, device {device}"
         + (
             f", {dist.world_size} processes (DDP, {torch.distributed.get_backend()}; batch {batch_size} shared among them)"
@@ -297,13 +332,17 @@ def _train(config: TrainConfig, dist: Distributed, device: torch.device, t_start
 
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    run_config = {"headstart_version": __version__, "requested": config.to_dict(), "resolved": resolved, "reasons": reasons}
+    run_config = {"headstart_version": __version__, "requested": requested, "resolved": resolved, "reasons": reasons}
     if config.resume:
         run_config = load_yaml(run_dir / "config.yaml")  # the run as first configured
         run_config.setdefault("resumed_at_steps", []).append(int(resume_state["step"]))  # type: ignore[index]
     elif dist.is_main:
         # written now, so a run killed before it finishes can still be resumed and explained
         write_yaml(run_dir / "config.yaml", run_config)
+        if advice is not None:
+            write_json(run_dir / "advice.json", {**advice.to_dict(), "search": search_log, "search_winner": choice})
+        elif (run_dir / "advice.json").exists():
+            (run_dir / "advice.json").unlink()  # left by a replaced auto run
         checkpointer.clear()  # a stale checkpoint of an earlier run must never be resumed into this one
     if dist.is_main and config.overwrite and not config.resume and (run_dir / "tb").is_dir():
         shutil.rmtree(run_dir / "tb")  # curves of the replaced run would mix with the new ones
@@ -432,6 +471,201 @@ def _train(config: TrainConfig, dist: Distributed, device: torch.device, t_start
         history=history,
         interrupted=interrupted,
     )
+
+
+# -- the strategy advisor ------------------------------------------------------------------
+
+AUTO = "auto"  # --strategy auto: measure the data, let advise/rules.py choose
+
+
+def _advise_labeled(
+    labeled: ImageSet,
+    *,
+    native_size: int | None,
+    backbone: str,
+    weights: str,
+    seed: int,
+    device: torch.device,
+    image_size: int | None,
+    num_workers: int,
+    use_cache: bool,
+    val_fraction: float | None,
+) -> Advice:
+    """Measure ``labeled`` against ``backbone`` and decide; cached on disk (keyed by the exact
+    weights, the images and labels, the size and the seed), so ``advise`` followed by ``train
+    --strategy auto`` measures once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = create_backbone(backbone, num_classes=len(labeled.classes), weights=None if weights == "none" else weights)
+    size = image_size or rules.default_image_size(
+        native_size=native_size, weights_size=model.preprocess.image_size, strategy="partial"
+    )
+    keep = subsample(labeled.labels, MAX_IMAGES, seed)
+    cache_dir = default_cache_dir() if use_cache else None
+    path = None
+    if cache_dir is not None:
+        import hashlib
+
+        from .advise import ADVICE_VERSION
+
+        key = hashlib.sha256(
+            json.dumps(
+                [ADVICE_VERSION, weights_fingerprint(model), data_fingerprint(labeled.images, labeled.labels),
+                 size, seed, MAX_IMAGES, val_fraction, str(device.type)]
+            ).encode()
+        ).hexdigest()[:40]
+        path = cache_dir.parent / "advice" / f"{key}.json"
+        if path.is_file():
+            try:
+                advice = Advice.from_dict(json.loads(path.read_text()))
+                console.print(f"  [dim]advice: measured earlier, read from {path}[/dim]")
+                return advice
+            except (OSError, ValueError, TypeError):
+                pass  # unreadable or older layout: measure again
+    random_model = None
+    if model.pretrained:
+        torch.manual_seed(seed)  # the random-init reference is the same network every time
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            random_model = create_backbone(backbone, num_classes=len(labeled.classes), weights=None)
+        random_model.to(device).to(memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)
+    sample = labeled.subset(keep)
+    x = _images_tensor(sample, size=None if sample.is_array else size, num_workers=num_workers)
+    advice = advise_from(
+        model, random_model, x, sample.labels, list(labeled.classes), Prepare(model.preprocess, size, device),
+        image_size=size, seed=seed, val_fraction=val_fraction, all_labels=labeled.labels,
+        log=lambda msg: console.print(f"  [dim]advise: {msg}[/dim]"),
+    )
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, advice.to_dict())
+    return advice
+
+
+def advise(
+    data: str,
+    *,
+    backbone: str = "efficientnet_lite0",
+    weights: str = "default",
+    labels_per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    image_size: int | None = None,
+    val_fraction: float | None = None,
+    num_workers: int = 2,
+    on_bad_image: str = "skip",
+    use_cache: bool = True,
+) -> Advice:
+    """Measure ``data`` (as ``train`` would read it) and return the advisor's recipe with its
+    evidence: what ``train(TrainConfig(data, strategy="auto"))`` will do, and why."""
+    BACKBONES.get(backbone)
+    full = resolve(data, split="train", on_bad_image=on_bad_image)
+    _report_skipped(full)
+    check_trainable(full)
+    labeled = full if not labels_per_class else full.subset(few_shot(full.labels, labels_per_class, seed)[0])
+    return _advise_labeled(
+        labeled, native_size=full.typical_size(), backbone=backbone, weights=weights, seed=seed, device=pick_device(device),
+        image_size=image_size, num_workers=num_workers, use_cache=use_cache, val_fraction=val_fraction,
+    )
+
+
+def _advice_for_run(
+    config: TrainConfig, full: ImageSet, labeled: ImageSet, dist: Distributed, device: torch.device, run_dir: Path
+) -> tuple[Advice, dict[str, Any] | None]:
+    """The advice for this run, measured by rank 0 and shared with the group; a resumed run
+    reads the advice it started with, and the search's winner if it had one."""
+    saved = run_dir / "advice.json"
+    if config.resume and saved.is_file():
+        d = json.loads(saved.read_text())
+        d.pop("search", None)
+        return Advice.from_dict({k: v for k, v in d.items() if k != "search_winner"}), d.get("search_winner")
+    d = None
+    if dist.is_main:
+        d = _advise_labeled(
+            labeled, native_size=full.typical_size(), backbone=config.backbone, weights=config.weights, seed=config.seed,
+            device=device, image_size=config.image_size, num_workers=config.num_workers, use_cache=config.feature_cache,
+            val_fraction=0.0 if config.val else config.val_fraction,
+        ).to_dict()
+    return Advice.from_dict(dist.from_main(d)), None
+
+
+def _apply_advice(config: TrainConfig, advice: Advice, choice: dict[str, Any] | None, reasons: dict[str, str]) -> TrainConfig:
+    """Fill the fields the user left open with the advisor's decision (or a search's winner);
+    what the user set explicitly stays."""
+    decision = {**advice.decision, **(choice or {})}
+    updates: dict[str, Any] = {"strategy": decision["strategy"]}
+    console.print(f"  [bold]advice[/bold] ({advice.seconds:.0f} s of measurements): {advice.summary()}")
+    reasons["advice"] = advice.reasons["strategy"] + " — " + advice.reasons["size"] + "; " + advice.reasons["similarity"]
+    if choice:
+        reasons["advice"] += f"; search chose {choice}"
+    if config.freeze_stages is None and decision["strategy"] == "partial":
+        updates["freeze_stages"] = int(decision["freeze_stages"])
+        reasons["freeze_stages"] = advice.reasons["freeze_stages"]
+    if config.backbone_lr_mult is None:
+        updates["backbone_lr_mult"] = float(decision["backbone_lr_mult"])
+        if decision["strategy"] in ("partial", "full"):
+            reasons["backbone_lr_mult"] = advice.reasons["backbone_lr_mult"]
+    if config.augment is None:
+        updates["augment"] = decision["augment"]
+        reasons["augment"] = advice.reasons["augment"]
+    return config.with_updates(**updates)
+
+
+def _search_then_train(config: TrainConfig, dist: Distributed, device: torch.device, t_start: float) -> TrainResult:
+    """``--search``: successive halving over the advisor's candidates on a validation split,
+    then the winner trains in full as an ordinary ``auto`` run that records the search."""
+    if config.strategy != AUTO:
+        raise ConfigError("--search compares the advisor's candidates; use it with --strategy auto")
+    if dist.enabled:
+        raise ConfigError("--search trains its candidates in one process; drop --devices (or torchrun) for the search")
+    advice = advise(
+        config.data, backbone=config.backbone, weights=config.weights, labels_per_class=config.labels_per_class,
+        seed=config.seed, device=str(device), image_size=config.image_size, num_workers=config.num_workers,
+        on_bad_image=config.on_bad_image, use_cache=config.feature_cache,
+        val_fraction=0.0 if config.val else config.val_fraction,
+    )
+    cands = advice.candidates
+    min_count = int(advice.size["min_per_class"])
+    if len(cands) < 2 or (config.val is None and min_count < 2):
+        why = "only one candidate" if len(cands) < 2 else f"the smallest class has {min_count} labeled image(s): nothing to validate on"
+        console.print(f"[yellow]--search skipped:[/yellow] {why}; training the advisor's choice")
+        return _train(config, dist, device, t_start, search_log=[])
+    # the search needs a validation split even where training alone would use every label
+    val_fraction = config.val_fraction or (0.0 if config.val else 0.2)
+    num_train = int(round(advice.size["total"] * (1 - val_fraction))) if not config.val else int(advice.size["total"])
+    batch = config.batch_size or rules.default_batch_size(num_train=num_train)
+    console.print(f"[bold]search[/bold]: {len(cands)} candidates, successive halving at {', '.join(f'{f:.0%}' for f in (0.25, 0.5))} of their epochs")
+
+    def score(cand: dict[str, Any], fraction: float) -> float:
+        epochs = config.epochs or rules.default_epochs(num_train=num_train, batch_size=batch, strategy=cand["strategy"])
+        trial_epochs = max(1, round(epochs * fraction))
+        with tempfile.TemporaryDirectory() as tmp:
+            trial = config.with_updates(
+                output=tmp, search=False, progress=False, val_fraction=val_fraction, epochs=trial_epochs,
+                **{k: v for k, v in cand.items() if k == "strategy" or getattr(config, k) is None},  # the user's settings stay
+            )
+            quiet, console.quiet = console.quiet, True
+            try:
+                result = _train(trial, dist, device, time.perf_counter())
+            finally:
+                console.quiet = quiet
+        acc = float(result.val_accuracy or 0.0)
+        console.print(f"  {_describe(cand)}, {trial_epochs} epochs: validation accuracy {acc:.4f} ({result.seconds:.0f} s)")
+        return acc
+
+    winner, log = successive_halving(cands, score)
+    console.print(f"  [bold]search winner[/bold]: {_describe(winner)}")
+    return _train(config, dist, device, t_start, choice=winner, search_log=log)
+
+
+def _describe(cand: dict[str, Any]) -> str:
+    s = cand["strategy"]
+    if s == "partial":
+        s += f" (first {cand['freeze_stages']} stages frozen)"
+    if cand["strategy"] in ("partial", "full"):
+        s += f", body lr ×{cand['backbone_lr_mult']:g}"
+    return s
 
 
 def _fit_phase(

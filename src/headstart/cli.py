@@ -18,7 +18,9 @@ from .errors import HeadstartError
 from .finetune import STRATEGIES
 
 # Choices shown in --help come from the registries: a new entry appears here by itself.
-STRATEGY_HELP = " | ".join(f"{n}: {STRATEGIES.get(n).description}" for n in STRATEGIES)
+STRATEGY_HELP = "auto: measure the data and choose (see `headstart advise`) | " + " | ".join(
+    f"{n}: {STRATEGIES.get(n).description}" for n in STRATEGIES
+)
 BACKBONE_HELP = "One of: " + ", ".join(BACKBONES.names()) + " (`headstart models` shows them)."
 AUGMENT_HELP = "Augmentation policy: " + " | ".join(POLICIES.names()) + " (default: none when the body is frozen, else light)."
 
@@ -76,7 +78,7 @@ def train(
         None, help="Class-per-folder directory, a path,label CSV, or a built-in set: fashion-mnist, fashion-mnist:/dir, digits."
     ),
     output: str = typer.Option("runs/latest", "--output", "-o", help="Run folder to write."),
-    strategy: str = typer.Option("partial", help=STRATEGY_HELP),
+    strategy: str = typer.Option("auto", help=STRATEGY_HELP),
     backbone: str = typer.Option("efficientnet_lite0", help=BACKBONE_HELP),
     weights: str = typer.Option("default", help="'default' (installed ImageNet weights), a state-dict file, or 'none'."),
     freeze_stages: Optional[int] = typer.Option(None, help="For partial: number of leading stages kept frozen (default: half)."),
@@ -89,7 +91,9 @@ def train(
     epochs: Optional[int] = typer.Option(None, help="Training epochs (default: ~600 optimizer steps, at most 60 epochs when layers train)."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64, smaller for tiny sets)."),
     lr: Optional[float] = typer.Option(None, help="Head learning rate (AdamW; default 1e-3 at batch 64)."),
-    backbone_lr_mult: float = typer.Option(0.1, help="Backbone learning rate as a fraction of the head's."),
+    backbone_lr_mult: Optional[float] = typer.Option(
+        None, help="Backbone learning rate as a fraction of the head's (default: auto decides; 0.1 for fixed strategies)."
+    ),
     stage_lr_decay: float = typer.Option(1.0, help="Extra learning-rate factor per stage towards the input (e.g. 0.7)."),
     weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
     label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
@@ -107,6 +111,9 @@ def train(
     checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps inside an epoch (0: at epoch ends only)."),
     resume: Optional[Path] = typer.Option(
         None, help="Continue an interrupted run from its last checkpoint, with the configuration saved in it."
+    ),
+    search: bool = typer.Option(
+        False, "--search", help="With --strategy auto: try the advisor's top candidates briefly, keep the best on validation."
     ),
     devices: int = typer.Option(
         1,
@@ -144,6 +151,91 @@ def train(
     cfg = TrainConfig.from_dict(values)
     result = api.train(cfg)
     _summary(result)
+
+
+@app.command()
+def advise(
+    data: str = typer.Argument(..., help="Class-per-folder directory, a path,label CSV, or a built-in set (as for train)."),
+    backbone: str = typer.Option("efficientnet_lite0", help=BACKBONE_HELP),
+    weights: str = typer.Option("default", help="'default' (installed ImageNet weights), a state-dict file, or 'none'."),
+    labels_per_class: Optional[int] = typer.Option(None, help="Advise for K labeled images per class (as train would use them)."),
+    seed: int = typer.Option(0, help="Seed for the few-label draw and the probe's folds."),
+    image_size: Optional[int] = typer.Option(None, help="Measure at this input side (default: the size fine-tuning would use)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the advice (evidence and decision) as JSON here."),
+    as_json: bool = typer.Option(False, "--json", help="Print the advice as JSON instead of tables."),
+    feature_cache: bool = typer.Option(True, "--feature-cache/--no-feature-cache", help="Reuse earlier measurements of the same images and weights."),
+) -> None:
+    """Measure the data against a backbone and say how to fine-tune it, and why: the choice
+    `headstart train --strategy auto` makes."""
+    from . import api
+
+    adv = api.advise(
+        data, backbone=backbone, weights=weights, labels_per_class=labels_per_class, seed=seed, device=device,
+        image_size=image_size, use_cache=feature_cache,
+    )
+    d = adv.to_dict()
+    if output is not None:
+        from .runfolder import write_json
+
+        output.parent.mkdir(parents=True, exist_ok=True)
+        write_json(output, d)
+    if as_json:
+        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+        return
+    _print_advice(adv, data)
+    if output is not None:
+        console.print(f"written to {output}")
+
+
+def _print_advice(adv, data: str) -> None:
+    size, sig, dec, why = adv.size, adv.signals, adv.decision, adv.reasons
+    ev = Table(title=f"evidence: {data} on {adv.backbone} ({'pretrained' if adv.pretrained else 'RANDOM init'}, {adv.image_size}px)")
+    ev.add_column("measurement", no_wrap=True)
+    ev.add_column("value", overflow="fold")
+    ev.add_row(
+        "labeled images", f"{size['total']} in {len(size['per_class'])} classes; per class min {size['min_per_class']}, "
+        f"median {size['median_per_class']:g}, largest/smallest {size['imbalance']:.1f}"
+    )
+    ev.add_row("BatchNorm statistics", "n/a (no BatchNorm layers, or random weights)" if sig["bn_kl_mean"] is None
+               else f"mean KL {sig['bn_kl_mean']:.2f} from the running statistics → similarity {sig['bn_similarity']:.2f}")
+    ev.add_row("pretrained vs random init", "n/a" if sig["transfer_gain"] is None
+               else f"best probe {_best(adv.probe):.3f} vs {_best(adv.random_probe):.3f} → gain {sig['transfer_gain']:.2f}")
+    ev.add_row("similarity", why["similarity"])
+    ev.add_row("measured on", f"{adv.measured_on} images in {adv.seconds:.0f} s")
+    console.print(ev)
+    st = Table(title="stage-wise linear probe (cross-validated accuracy on pooled features)")
+    for col in ("stage", "pretrained", "random init", "BatchNorm KL"):
+        st.add_column(col, justify="left" if col == "stage" else "right")
+    frozen = dec["freeze_stages"] if dec["strategy"] == "partial" else None
+    for i, name in enumerate(adv.stage_names):
+        cells = [_fmt(adv.probe, i), _fmt(adv.random_probe, i), _fmt(adv.bn_kl, i, digits=2)]
+        mark = "  ❄" if frozen is not None and i < frozen else ""
+        st.add_row(f"{i + 1} {name}{mark}", *cells)
+    console.print(st)
+    de = Table(title="decision")
+    de.add_column("choice", no_wrap=True)
+    de.add_column("value", no_wrap=True)
+    de.add_column("because", overflow="fold")
+    de.add_row("size", "", why["size"])
+    de.add_row("strategy", dec["strategy"], why["strategy"])
+    de.add_row("freeze stages", f"{dec['freeze_stages']} of {len(adv.stage_names)}", why["freeze_stages"])
+    de.add_row("body lr", f"×{dec['backbone_lr_mult']:g} of the head's", why["backbone_lr_mult"])
+    de.add_row("schedule", f"lr {dec['lr']:g}, {dec['epochs']} epochs, batch {dec['batch_size']}", why["schedule"])
+    de.add_row("augmentation", f"{dec['augment']} ({dec['augment_strength']:.2f})", why["augment"])
+    console.print(de)
+    alts = ", ".join(c["strategy"] + (f"({c['freeze_stages']})" if c["strategy"] == "partial" else "") for c in adv.candidates)
+    console.print(f"train with it: [bold]headstart train {data} --strategy auto[/bold]   (add --search to try {alts} on validation)")
+
+
+def _best(curve) -> float:
+    return max(v for v in curve if v is not None)
+
+
+def _fmt(curve, i: int, digits: int = 3) -> str:
+    if curve is None or curve[i] is None:
+        return "—"
+    return f"{curve[i]:.{digits}f}"
 
 
 def _launch(processes: int) -> int:

@@ -27,13 +27,15 @@ class TrainConfig:
         backbone: a registered architecture (``headstart models``).
         weights: ``default`` (weights shipped with headstart, if any), a state-dict path, or
             ``none`` for random initialisation.
-        strategy: ``linear``, ``partial``, ``full`` or ``knn``.
+        strategy: ``auto`` (measure the data and choose: ``headstart advise``), ``linear``,
+            ``partial``, ``full`` or ``knn``.
         freeze_stages: for ``partial``, how many leading stages stay frozen.
         warmup_epochs: head-only epochs before the chosen stages unfreeze, so a random head
             does not send large gradients into pretrained layers.
         image_size: input side in pixels.
         epochs, batch_size, lr: optimisation; ``lr`` is the head's rate.
-        backbone_lr_mult: body learning rate as a fraction of the head's (1/10 by default).
+        backbone_lr_mult: body learning rate as a fraction of the head's (``auto`` chooses 1/10
+            for data similar to the pretraining images, 1 for different data; 1/10 otherwise).
         stage_lr_decay: further factor per stage towards the input (1 = none).
         weight_decay, label_smoothing, drop_rate: regularisation.
         augment: ``none`` or ``light`` (random crop + horizontal flip).
@@ -57,20 +59,22 @@ class TrainConfig:
             with the same weights and metrics as an uninterrupted run.
         overwrite: replace a finished run already in ``output`` (otherwise refused, so a
             typo never destroys a trained model).
+        search: with ``strategy="auto"``, try the advisor's top candidates briefly and keep
+            the best on validation (successive halving) instead of trusting the rules alone.
     """
 
     data: str
     output: str = "runs/latest"
     backbone: str = "efficientnet_lite0"
     weights: str = "default"
-    strategy: str = "partial"
+    strategy: str = "auto"
     freeze_stages: int | None = None
     warmup_epochs: int = 0
     image_size: int | None = None
     epochs: int | None = None
     batch_size: int | None = None
     lr: float | None = None
-    backbone_lr_mult: float = 0.1
+    backbone_lr_mult: float | None = None
     stage_lr_decay: float = 1.0
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
@@ -90,6 +94,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     resume: bool = False
     overwrite: bool = False
+    search: bool = False
 
     def with_updates(self, **changes: Any) -> "TrainConfig":
         return replace(self, **changes)

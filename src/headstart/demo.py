@@ -2,8 +2,9 @@
 
 Fashion-MNIST with 10 labels per class (Debian package ``dataset-fashion-mnist``) when it is
 installed, else scikit-learn's digits, which always is. It trains the memorisation baseline,
-a linear probe and a partial fine-tune from real ImageNet weights, scores each on the official
-test split, shows a few predictions, and says where everything is.
+a linear probe, a partial fine-tune from real ImageNet weights and ``auto`` (the strategy
+advisor measures the data and chooses), scores each on the official test split, shows a few
+predictions, and says where everything is.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ def run_demo(*, output: str = "runs/demo", labels_per_class: int = 10, device: s
     out = Path(output)
     console.rule(f"[bold]headstart demo: {data}, {labels_per_class} labels per class, EfficientNet-Lite0 (ImageNet)")
     rows = []
-    for strategy in ("knn", "linear", "partial"):
+    for strategy in ("knn", "linear", "partial", "auto"):
         t0 = time.perf_counter()
         result = train(
             TrainConfig(
@@ -53,7 +54,8 @@ def run_demo(*, output: str = "runs/demo", labels_per_class: int = 10, device: s
         train_s = time.perf_counter() - t0
         m = evaluate(result.run_dir, device=device)
         rows.append({"strategy": strategy, "accuracy": m["accuracy"], "train_s": train_s, "eval_s": m["seconds"], "run": str(result.run_dir)})
-        console.print(f"[bold]{strategy}[/bold]: test accuracy {m['accuracy']:.4f} ({m['num_images']} test images), trained in {train_s:.0f} s")
+        chose = f" (chose {result.resolved['strategy']})" if strategy == "auto" else ""
+        console.print(f"[bold]{strategy}[/bold]{chose}: test accuracy {m['accuracy']:.4f} ({m['num_images']} test images), trained in {train_s:.0f} s")
 
     table = Table(title=f"{data}: {labels_per_class} labels/class, official test split")
     for col in ("strategy", "test accuracy", "train time", "run folder"):
@@ -73,6 +75,7 @@ def run_demo(*, output: str = "runs/demo", labels_per_class: int = 10, device: s
     console.print(
         "\nWhere to look:\n"
         f"  run folders   {out}/<strategy>/ (config.yaml with the reason for every default, metrics.json, eval-*.json)\n"
+        f"  the advice    {out}/auto/advice.json (evidence and decision) · headstart advise {data} --labels-per-class {labels_per_class}\n"
         f"  TensorBoard   tensorboard --logdir {out}\n"
         f"  more          headstart eval {best['run']}   ·   headstart predict {best['run']} IMAGES --top-k 3"
     )

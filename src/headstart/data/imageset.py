@@ -80,6 +80,24 @@ class ImageSet:
             return int(self.images.shape[1])
         return None
 
+    def typical_size(self, sample: int = 256) -> int | None:
+        """The native side of an array set; for files, the median longer side of up to
+        ``sample`` of them (read from the headers, evenly spaced through the list), so rules can
+        treat a folder of 48-px icons like other small images. ``None`` if none can be read."""
+        if self.native_size is not None:
+            return self.native_size
+        from PIL import Image
+
+        step = max(1, len(self.images) // sample)
+        sides = []
+        for p in list(self.images)[::step][:sample]:
+            try:
+                with Image.open(p) as img:
+                    sides.append(max(img.size))
+            except (OSError, ValueError):
+                continue
+        return int(np.median(sides)) if sides else None
+
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
         """The images at ``indices``, with the same classes so label numbers stay meaningful."""
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)

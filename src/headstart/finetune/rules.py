@@ -28,7 +28,8 @@ def default_val_fraction(min_class_count: int) -> float:
 def default_image_size(*, native_size: int | None, weights_size: int, strategy: str) -> int:
     """Input side in pixels.
 
-    Small native images (Fashion-MNIST's 28 px, digits' 8 px) are upsampled to 112 px: the
+    Small native images (Fashion-MNIST's 28 px, digits' 8 px, a folder of 48-px icons — for
+    files, the median longer side) are upsampled to 112 px: the
     ImageNet filters need the object to span enough of their receptive fields, and measured on
     Fashion-MNIST at 10 / 100 labels per class, fine-tuning at 112 px beat 64 px by 4 / 4.5
     points (partial) and 8 / 4.5 points (full) (benchmarks/results/strategies-*-gpu-*), and a

@@ -39,11 +39,11 @@ class Case:
 
 def cases(icons_dir: Path) -> list[Case]:
     return [
+        Case("digits@10", "digits", 10, [0, 1, 2]),
+        Case("icons@50", str(icons_dir / "train"), None, [0], test=str(icons_dir / "test")),
         Case("fashion-mnist@1", "fashion-mnist", 1, [0, 1, 2]),
         Case("fashion-mnist@10", "fashion-mnist", 10, [0, 1, 2]),
         Case("fashion-mnist@100", "fashion-mnist", 100, [0]),
-        Case("digits@10", "digits", 10, [0, 1, 2]),
-        Case("icons@50", str(icons_dir / "train"), None, [0], test=str(icons_dir / "test")),
     ]
 
 

@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 # The CPU/CUDA wheels pip finds for this torch pin; see README "Installing".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast bench bench-peers bench-engine data clean
+.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-engine data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,14 @@ bench: setup data
 bench-peers: setup data
 	$(PIP) install -q -e '.[bench]'
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.run peers
+
+# --strategy auto beside every fixed strategy (~80 min on 2 cores); the icons case needs the
+# icon themes (see benchmarks/folders.py), installed here when apt is available.
+bench-advise: setup data
+	@if command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/icons/Faenza ]; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gnome-icon-theme faenza-icon-theme elementary-xfce-icon-theme oxygen-icon-theme adwaita-icon-theme; fi
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.run advise
 
 # The engine's claims (cache, loop overhead, fastai, 10k vs 60k): ~20 min on 2 idle cores.
 bench-engine: setup data

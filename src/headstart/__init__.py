@@ -3,7 +3,8 @@
 Public API::
 
     import headstart
-    clf = headstart.fit("fashion-mnist", strategy="partial", labels_per_class=10, output="runs/a")
+    headstart.advise("fashion-mnist", labels_per_class=10).decision   # what auto will do, and why
+    clf = headstart.fit("fashion-mnist", labels_per_class=10, output="runs/a")   # strategy="auto"
     clf.predict(["shoe.jpg"])
     headstart.evaluate("runs/a")            # official test split for built-in sets
     headstart.ImageClassifier.load("runs/a").predict_proba(images)
@@ -11,7 +12,7 @@ Public API::
 
 __version__ = "0.1.0"
 
-from .api import ImageClassifier, Predictor, TrainResult, evaluate, predict, train  # noqa: E402
+from .api import ImageClassifier, Predictor, TrainResult, advise, evaluate, predict, train  # noqa: E402
 from .api import fit_classifier as fit  # noqa: E402
 from .backbones import BACKBONES, create_backbone  # noqa: E402
 from .config import TrainConfig  # noqa: E402
@@ -22,6 +23,7 @@ __all__ = [
     "Predictor",
     "TrainConfig",
     "TrainResult",
+    "advise",
     "create_backbone",
     "evaluate",
     "fit",

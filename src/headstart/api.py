@@ -186,8 +186,8 @@ def _train(
         raise HeadstartError(
             f"{run_dir} already holds a finished run; choose another --output or pass --overwrite to replace it"
         )
-    if config.strategy != AUTO:
-        STRATEGIES.get(config.strategy)  # unknown names fail here, before any data is read
+    if config.strategy != AUTO and config.strategy not in STRATEGIES:  # fail before any data is read
+        raise ConfigError(f"unknown strategy {config.strategy!r}; choose one of: {AUTO}, {', '.join(STRATEGIES.names())}")
     if config.search and config.strategy != AUTO:
         raise ConfigError("--search compares the advisor's candidates; use it with --strategy auto")
     BACKBONES.get(config.backbone)
@@ -522,21 +522,24 @@ def _advise_labeled(
                 return advice
             except (OSError, ValueError, TypeError):
                 pass  # unreadable or older layout: measure again
-    random_model = None
-    if model.pretrained:
-        torch.manual_seed(seed)  # the random-init reference is the same network every time
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            random_model = create_backbone(backbone, num_classes=len(labeled.classes), weights=None)
-        random_model.to(device).to(memory_format=torch.channels_last)
-    model.to(device).to(memory_format=torch.channels_last)
-    sample = labeled.subset(keep)
-    x = _images_tensor(sample, size=None if sample.is_array else size, num_workers=num_workers)
-    advice = advise_from(
-        model, random_model, x, sample.labels, list(labeled.classes), Prepare(model.preprocess, size, device),
-        image_size=size, seed=seed, val_fraction=val_fraction, all_labels=labeled.labels,
-        log=lambda msg: console.print(f"  [dim]advise: {msg}[/dim]"),
-    )
+    # the caller's random state is left as it was, so a run trains the same whether its advice
+    # was measured now or read from the cache
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        random_model = None
+        if model.pretrained:
+            torch.manual_seed(seed)  # the random-init reference is the same network every time
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                random_model = create_backbone(backbone, num_classes=len(labeled.classes), weights=None)
+            random_model.to(device).to(memory_format=torch.channels_last)
+        model.to(device).to(memory_format=torch.channels_last)
+        sample = labeled.subset(keep)
+        x = _images_tensor(sample, size=None if sample.is_array else size, num_workers=num_workers)
+        advice = advise_from(
+            model, random_model, x, sample.labels, list(labeled.classes), Prepare(model.preprocess, size, device),
+            image_size=size, seed=seed, val_fraction=val_fraction, all_labels=labeled.labels,
+            log=lambda msg: console.print(f"  [dim]advise: {msg}[/dim]"),
+        )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, advice.to_dict())

@@ -80,11 +80,14 @@ def test_search_tries_the_candidates_and_trains_the_winner(tmp_path):
     assert len(res.history) == 4
 
 
-def test_search_needs_auto():
+def test_search_needs_auto_and_unknown_strategies_list_auto(tmp_path):
     from headstart.errors import ConfigError
 
     with pytest.raises(ConfigError, match="--strategy auto"):
-        train(TrainConfig(data="digits", output="unused", strategy="linear", search=True, **FAST))
+        train(TrainConfig(data="digits", output=str(tmp_path / "x"), strategy="linear", search=True, **FAST))
+    with pytest.raises(ConfigError, match="auto, linear, partial, full, knn"):
+        train(TrainConfig(data="digits", output=str(tmp_path / "y"), strategy="nope", **FAST))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 def test_cli_advise_table_and_json(tmp_path):

@@ -12,7 +12,15 @@ Public API::
 
 __version__ = "0.1.0"
 
-from .api import ImageClassifier, Predictor, TrainResult, advise, evaluate, predict, train  # noqa: E402
+from .api import (  # noqa: E402
+    ImageClassifier,
+    Predictor,
+    TrainResult,
+    advise,
+    evaluate,
+    predict,
+    train,
+)
 from .api import fit_classifier as fit  # noqa: E402
 from .backbones import BACKBONES, create_backbone  # noqa: E402
 from .config import TrainConfig  # noqa: E402

@@ -66,7 +66,13 @@ def floor(case: Case, seed: int) -> float:
     return float((clf.predict(pixels(te)) == test_labels).mean())
 
 
-def run_advise(device: str, log, only: list[str] | None = None) -> list[dict]:
+def describe(d: dict) -> str:
+    return d["strategy"] + (f"(freeze {d['freeze_stages']})" if d["strategy"] == "partial" else "") + (
+        f", body lr ×{d['backbone_lr_mult']:g}" if d["strategy"] in ("partial", "full") else "")
+
+
+def run_advise(device: str, log, only: list[str] | None = None, methods: list[str] | None = None) -> list[dict]:
+    """One row per (case, seed, method); ``auto+search`` is auto with ``--search``."""
     from benchmarks.folders import build_icons
 
     rows: list[dict] = []
@@ -80,19 +86,19 @@ def run_advise(device: str, log, only: list[str] | None = None) -> list[dict]:
                 rows.append({"case": case.name, "method": "pixels+logreg", "labels_per_class": case.labels_per_class or 0,
                              "seed": seed, "test_acc": floor(case, seed), "train_s": time.perf_counter() - t0})
                 log(rows[-1])
-                for method in [*FIXED, "auto"]:
+                for method in methods or [*FIXED, "auto"]:
+                    search = method == "auto+search"
                     row = run_strategy(
-                        case.data, case.labels_per_class, seed, method, device=device, workdir=tmp,
-                        extra={"feature_cache": False}, test=case.test,
+                        case.data, case.labels_per_class, seed, "auto" if search else method, device=device, workdir=tmp,
+                        extra={"feature_cache": False, "search": search}, test=case.test,
                     )
                     run_dir = Path(row.pop("run_dir"))
+                    row["method"] = method
                     row["case"] = case.name
                     row["labels_per_class"] = case.labels_per_class or 0
-                    if method == "auto":
+                    if method.startswith("auto"):
                         advice = json.loads((run_dir / "advice.json").read_text())
-                        d = advice["decision"]
-                        row["decision"] = f"{d['strategy']}" + (f"(freeze {d['freeze_stages']})" if d["strategy"] == "partial" else "") + (
-                            f", body lr ×{d['backbone_lr_mult']:g}" if d["strategy"] in ("partial", "full") else "")
+                        row["decision"] = describe(advice["search_winner"] or advice["decision"])
                         row["advice_s"] = advice["seconds"]
                         row["similarity"] = advice["signals"]["similarity"]
                     rows.append(row)
@@ -118,7 +124,7 @@ def summarise_cases(rows: list[dict]) -> list[dict]:
         best = max(fixed, key=lambda m: fixed[m]["mean"])
         worst = min(fixed, key=lambda m: fixed[m]["mean"])
         auto = methods.get("auto")
-        decisions = sorted({r["decision"] for r in rs if r["method"] == "auto"})
+        decisions = sorted({f"{r['method']}: {r['decision']}" for r in rs if r["method"].startswith("auto")})
         out.append({
             "case": case,
             "methods": methods,
@@ -131,7 +137,7 @@ def summarise_cases(rows: list[dict]) -> list[dict]:
 
 
 def to_markdown(summary: list[dict], info: dict, command: str, wall_s: float) -> str:
-    cols = ["pixels+logreg", *FIXED, "auto"]
+    cols = ["pixels+logreg", *FIXED, "auto"] + (["auto+search"] if any("auto+search" in s["methods"] for s in summary) else [])
     lines = [
         "# Benchmark `advise`: auto beside every fixed strategy (test accuracy, mean ± sd over seeds)",
         "",

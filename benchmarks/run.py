@@ -192,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("suite", choices=[*SUITES, "peers", "advise"])
     ap.add_argument("--cases", nargs="+", help="advise: only these cases (e.g. digits@10 icons@50)")
+    ap.add_argument("--methods", nargs="+", help="advise: only these methods (knn linear partial full auto auto+search)")
+    ap.add_argument("--merge", help="advise: add the rows of these cases from an earlier result file (e.g. results/advise.json)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--labels", type=int, nargs="+", help="peers: labels per class to compare at (default 10 100)")
@@ -208,12 +210,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "advise":
         from benchmarks import advise
 
-        rows = advise.run_advise(args.device, log, only=args.cases)
+        rows = advise.run_advise(args.device, log, only=args.cases, methods=args.methods)
         wall = time.perf_counter() - t0
+        if args.merge:
+            earlier = json.loads(Path(args.merge).read_text())["rows"]
+            rows = [r for r in earlier if not args.cases or r["case"] in args.cases] + rows
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         summary = advise.summarise_cases(rows)
-        name = "advise" if not args.cases else "advise-" + "-".join(c.replace("@", "") for c in args.cases)
+        name = "advise" if not (args.cases or args.methods) else "advise-" + "-".join(
+            x.replace("@", "").replace("+", "-") for x in (args.methods or []) + (args.cases or []))
         (out / f"{name}.json").write_text(json.dumps({"suite": "advise", "machine": info, "command": command, "wall_s": wall,
                                                       "rows": rows, "summary": summary}, indent=2))
         (out / f"{name}.md").write_text(advise.to_markdown(summary, info, command, wall))

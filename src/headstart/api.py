@@ -478,7 +478,15 @@ def _train(
 AUTO = "auto"  # --strategy auto: measure the data, let advise/rules.py choose
 
 
-def _advise_labeled(
+def _advise_labeled(labeled: ImageSet, *, device: torch.device, **settings: Any) -> Advice:
+    """Measure ``labeled`` against a backbone and decide (``_measure_and_decide``), leaving the
+    caller's random state as it was — building networks draws random numbers — so a run trains
+    the same whether its advice was measured now or read from the cache."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        return _measure_and_decide(labeled, device=device, **settings)
+
+
+def _measure_and_decide(
     labeled: ImageSet,
     *,
     native_size: int | None,
@@ -491,9 +499,9 @@ def _advise_labeled(
     use_cache: bool,
     val_fraction: float | None,
 ) -> Advice:
-    """Measure ``labeled`` against ``backbone`` and decide; cached on disk (keyed by the exact
-    weights, the images and labels, the size and the seed), so ``advise`` followed by ``train
-    --strategy auto`` measures once."""
+    """The advice for ``labeled``; cached on disk (keyed by the exact weights, the images and
+    labels, the size and the seed), so ``advise`` followed by ``train --strategy auto``
+    measures once."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = create_backbone(backbone, num_classes=len(labeled.classes), weights=None if weights == "none" else weights)
@@ -522,24 +530,21 @@ def _advise_labeled(
                 return advice
             except (OSError, ValueError, TypeError):
                 pass  # unreadable or older layout: measure again
-    # the caller's random state is left as it was, so a run trains the same whether its advice
-    # was measured now or read from the cache
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        random_model = None
-        if model.pretrained:
-            torch.manual_seed(seed)  # the random-init reference is the same network every time
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                random_model = create_backbone(backbone, num_classes=len(labeled.classes), weights=None)
-            random_model.to(device).to(memory_format=torch.channels_last)
-        model.to(device).to(memory_format=torch.channels_last)
-        sample = labeled.subset(keep)
-        x = _images_tensor(sample, size=None if sample.is_array else size, num_workers=num_workers)
-        advice = advise_from(
-            model, random_model, x, sample.labels, list(labeled.classes), Prepare(model.preprocess, size, device),
-            image_size=size, seed=seed, val_fraction=val_fraction, all_labels=labeled.labels,
-            log=lambda msg: console.print(f"  [dim]advise: {msg}[/dim]"),
-        )
+    random_model = None
+    if model.pretrained:
+        torch.manual_seed(seed)  # the random-init reference is the same network every time
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            random_model = create_backbone(backbone, num_classes=len(labeled.classes), weights=None)
+        random_model.to(device).to(memory_format=torch.channels_last)
+    model.to(device).to(memory_format=torch.channels_last)
+    sample = labeled.subset(keep)
+    x = _images_tensor(sample, size=None if sample.is_array else size, num_workers=num_workers)
+    advice = advise_from(
+        model, random_model, x, sample.labels, list(labeled.classes), Prepare(model.preprocess, size, device),
+        image_size=size, seed=seed, val_fraction=val_fraction, all_labels=labeled.labels,
+        log=lambda msg: console.print(f"  [dim]advise: {msg}[/dim]"),
+    )
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, advice.to_dict())

@@ -45,8 +45,9 @@ SIMILAR_AT = 0.6
 # The body's learning rate as a fraction of the head's. Similar data: 1/10 (the notes' rule;
 # the weights are already right and large steps from few images would wash them out).
 # Different data: the same rate as the head — the body has to move to new features. Measured on
-# Fashion-MNIST at 10 labels/class (seed 0): partial 0.718 → 0.755, full 0.710 → 0.762 when the
-# body rate goes from 0.1 to 1.0 (benchmarks/results/advise.md has all seeds).
+# Fashion-MNIST (benchmarks/results/strategies-fashion-mnist-blr1*.md vs labels.md, same seeds):
+# at 10 labels/class (3 seeds) partial 0.739 → 0.771 and full 0.720 → 0.770, at 100 labels/class
+# partial 0.851 → 0.874, when the body rate goes from 0.1 to 1.0 of the head's.
 BODY_LR_SIMILAR, BODY_LR_DIFFERENT = 0.1, 1.0
 # A stage counts as "already there" when its probe accuracy is within this share of the best
 # stage's: the stages before the first such stage are kept frozen.

@@ -23,6 +23,7 @@ from . import __version__
 from .advise import Advice, advise_from
 from .advise.advisor import MAX_IMAGES
 from .advise.measure import subsample
+from .advise.search import ROUNDS as SEARCH_ROUNDS
 from .advise.search import successive_halving
 from .augment import POLICIES, build_policy
 from .backbones import BACKBONES, Backbone, create_backbone
@@ -643,7 +644,7 @@ def _search_then_train(config: TrainConfig, dist: Distributed, device: torch.dev
     val_fraction = config.val_fraction or (0.0 if config.val else 0.2)
     num_train = int(round(advice.size["total"] * (1 - val_fraction))) if not config.val else int(advice.size["total"])
     batch = config.batch_size or rules.default_batch_size(num_train=num_train)
-    console.print(f"[bold]search[/bold]: {len(cands)} candidates, successive halving at {', '.join(f'{f:.0%}' for f in (0.25, 0.5))} of their epochs")
+    console.print(f"[bold]search[/bold]: {len(cands)} candidates, successive halving at {', '.join(f'{f:.0%}' for f in SEARCH_ROUNDS)} of their epochs")
 
     def score(cand: dict[str, Any], fraction: float) -> float:
         epochs = config.epochs or rules.default_epochs(num_train=num_train, batch_size=batch, strategy=cand["strategy"])

@@ -81,7 +81,7 @@ def train(
     strategy: str = typer.Option("auto", help=STRATEGY_HELP),
     backbone: str = typer.Option("efficientnet_lite0", help=BACKBONE_HELP),
     weights: str = typer.Option("default", help="'default' (installed ImageNet weights), a state-dict file, or 'none'."),
-    freeze_stages: Optional[int] = typer.Option(None, help="For partial: number of leading stages kept frozen (default: half)."),
+    freeze_stages: Optional[int] = typer.Option(None, help="For partial: number of leading stages kept frozen (default: half; auto: from the stage-wise probe)."),
     warmup_epochs: int = typer.Option(0, help="Head-only epochs before unfreezing."),
     labels_per_class: Optional[int] = typer.Option(None, help="Keep only K labeled images per class; the rest becomes the unlabeled pool."),
     val: Optional[str] = typer.Option(None, help="Separate validation data (otherwise a stratified split when classes are big enough)."),
@@ -176,10 +176,8 @@ def advise(
     )
     d = adv.to_dict()
     if output is not None:
-        from .runfolder import write_json
-
         output.parent.mkdir(parents=True, exist_ok=True)
-        write_json(output, d)
+        api.write_json(output, d)
     if as_json:
         sys.stdout.write(json.dumps(d, indent=2) + "\n")
         return

@@ -150,7 +150,7 @@ def test_candidates_are_distinct_and_start_with_the_choice():
         {"strategy": "partial", "freeze_stages": 6, "backbone_lr_mult": 1.0, "augment": "light"},
         {"strategy": "full", "freeze_stages": 0, "backbone_lr_mult": 1.0, "augment": "light"},
     ):
-        cands = candidates({**choice, "augment_strength": 0.5}, n_stages=9, band="small", pretrained=True)
+        cands = candidates({**choice, "augment_strength": 0.5}, n_stages=9, pretrained=True)
         assert cands[0] == choice
         assert len(cands) == 3 and len({tuple(sorted(c.items())) for c in cands}) == 3
 

@@ -179,11 +179,11 @@ def decide(m: dict[str, Any], *, backbone: str, image_size: int, val_fraction: f
         signals={"bn_kl_mean": m["bn_kl_mean"], "bn_similarity": bn, "transfer_gain": gain, "similarity": sim.value},
         decision=decision,
         reasons=reasons,
-        candidates=candidates(decision, n_stages=n_stages, band=band.value, pretrained=m["pretrained"]),
+        candidates=candidates(decision, n_stages=n_stages, pretrained=m["pretrained"]),
     )
 
 
-def candidates(decision: dict[str, Any], *, n_stages: int, band: str, pretrained: bool) -> list[dict[str, Any]]:
+def candidates(decision: dict[str, Any], *, n_stages: int, pretrained: bool) -> list[dict[str, Any]]:
     """Up to three recipes for ``--search``, the rules' choice first: the runners-up are the
     neighbouring cells of the 2×2 table (one step more and one step less of the body trained).
     Each is a set of ``TrainConfig`` fields."""

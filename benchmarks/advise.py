@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.strategies import run_strategy
+from headstart.advise import describe
 
 FIXED = ["knn", "linear", "partial", "full"]
 
@@ -64,11 +65,6 @@ def floor(case: Case, seed: int) -> float:
     clf = LogisticRegression(max_iter=2000).fit(pixels(tr.subset(idx)), tr.labels[idx])
     test_labels = np.array([tr.classes.index(c) for c in te.classes])[te.labels]
     return float((clf.predict(pixels(te)) == test_labels).mean())
-
-
-def describe(d: dict) -> str:
-    return d["strategy"] + (f"(freeze {d['freeze_stages']})" if d["strategy"] == "partial" else "") + (
-        f", body lr ×{d['backbone_lr_mult']:g}" if d["strategy"] in ("partial", "full") else "")
 
 
 def run_advise(device: str, log, only: list[str] | None = None, methods: list[str] | None = None) -> list[dict]:

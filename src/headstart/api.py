@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -20,8 +21,7 @@ import torch
 from torch import nn
 
 from . import __version__
-from .advise import Advice, advise_from
-from .advise.advisor import MAX_IMAGES
+from .advise import ADVICE_VERSION, MAX_IMAGES, Advice, decide, describe, measure
 from .advise.measure import subsample
 from .advise.search import ROUNDS as SEARCH_ROUNDS
 from .advise.search import successive_halving
@@ -166,11 +166,13 @@ def _train(
     device: torch.device,
     t_start: float,
     *,
+    advice: Advice | None = None,
     choice: dict[str, Any] | None = None,
     search_log: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
-    """One training run. With ``strategy='auto'`` the advisor's decision (or ``choice``, the
-    winner of a search) fills every field the user left open."""
+    """One training run. With ``strategy='auto'`` the advisor's decision (``advice``, measured
+    here unless given, or ``choice``, the winner of a search) fills every field the user left
+    open."""
     if not dist.is_main:
         console.quiet = True  # one log for the group: rank 0's
     run_dir = Path(config.output)
@@ -189,8 +191,6 @@ def _train(
         )
     if config.strategy != AUTO and config.strategy not in STRATEGIES:  # fail before any data is read
         raise ConfigError(f"unknown strategy {config.strategy!r}; choose one of: {AUTO}, {', '.join(STRATEGIES.names())}")
-    if config.search and config.strategy != AUTO:
-        raise ConfigError("--search compares the advisor's candidates; use it with --strategy auto")
     BACKBONES.get(config.backbone)
     POLICIES.get(config.augment or "none")
     if config.on_bad_image not in ("skip", "error"):
@@ -211,10 +211,12 @@ def _train(
     train_idx, val_idx = labeled_idx, np.array([], dtype=np.int64)
     counts = labeled.class_counts()
     requested = config.to_dict()
-    advice: Advice | None = None
-    if config.strategy == AUTO:
+    if config.strategy != AUTO:
+        advice = None
+    elif advice is None:
         advice, saved_choice = _advice_for_run(config, full, labeled, dist, device, run_dir)
         choice = choice or saved_choice
+    if advice is not None:
         config = _apply_advice(config, advice, choice, reasons)
     if config.backbone_lr_mult is None:
         config = config.with_updates(backbone_lr_mult=rules.BACKBONE_LR_MULT)
@@ -513,10 +515,6 @@ def _measure_and_decide(
     cache_dir = default_cache_dir() if use_cache else None
     path = None
     if cache_dir is not None:
-        import hashlib
-
-        from .advise import ADVICE_VERSION
-
         key = hashlib.sha256(
             json.dumps(
                 [ADVICE_VERSION, weights_fingerprint(model), data_fingerprint(labeled.images, labeled.labels),
@@ -541,11 +539,13 @@ def _measure_and_decide(
     model.to(device).to(memory_format=torch.channels_last)
     sample = labeled.subset(keep)
     x = _images_tensor(sample, size=None if sample.is_array else size, num_workers=num_workers)
-    advice = advise_from(
+    t0 = time.perf_counter()
+    measured = measure(
         model, random_model, x, sample.labels, list(labeled.classes), Prepare(model.preprocess, size, device),
-        image_size=size, seed=seed, val_fraction=val_fraction, all_labels=labeled.labels,
-        log=lambda msg: console.print(f"  [dim]advise: {msg}[/dim]"),
+        seed=seed, all_labels=labeled.labels, log=lambda msg: console.print(f"  [dim]advise: {msg}[/dim]"),
     )
+    advice = decide(measured, backbone=model.name, image_size=size, val_fraction=val_fraction)
+    advice.seconds = time.perf_counter() - t0
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_json(path, advice.to_dict())
@@ -639,7 +639,7 @@ def _search_then_train(config: TrainConfig, dist: Distributed, device: torch.dev
     if len(cands) < 2 or (config.val is None and min_count < 2):
         why = "only one candidate" if len(cands) < 2 else f"the smallest class has {min_count} labeled image(s): nothing to validate on"
         console.print(f"[yellow]--search skipped:[/yellow] {why}; training the advisor's choice")
-        return _train(config, dist, device, t_start, search_log=[])
+        return _train(config, dist, device, t_start, advice=advice, search_log=[])
     # the search needs a validation split even where training alone would use every label
     val_fraction = config.val_fraction or (0.0 if config.val else 0.2)
     num_train = int(round(advice.size["total"] * (1 - val_fraction))) if not config.val else int(advice.size["total"])
@@ -660,21 +660,12 @@ def _search_then_train(config: TrainConfig, dist: Distributed, device: torch.dev
             finally:
                 console.quiet = quiet
         acc = float(result.val_accuracy or 0.0)
-        console.print(f"  {_describe(cand)}, {trial_epochs} epochs: validation accuracy {acc:.4f} ({result.seconds:.0f} s)")
+        console.print(f"  {describe(cand)}, {trial_epochs} epochs: validation accuracy {acc:.4f} ({result.seconds:.0f} s)")
         return acc
 
     winner, log = successive_halving(cands, score)
-    console.print(f"  [bold]search winner[/bold]: {_describe(winner)}")
-    return _train(config, dist, device, t_start, choice=winner, search_log=log)
-
-
-def _describe(cand: dict[str, Any]) -> str:
-    s = cand["strategy"]
-    if s == "partial":
-        s += f" (first {cand['freeze_stages']} stages frozen)"
-    if cand["strategy"] in ("partial", "full"):
-        s += f", body lr ×{cand['backbone_lr_mult']:g}"
-    return s
+    console.print(f"  [bold]search winner[/bold]: {describe(winner)}")
+    return _train(config, dist, device, t_start, advice=advice, choice=winner, search_log=log)
 
 
 def _fit_phase(

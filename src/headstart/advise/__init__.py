@@ -5,10 +5,10 @@ from .advisor import (
     ADVICE_VERSION,
     MAX_IMAGES,
     Advice,
-    advise_from,
     candidates,
     decide,
+    describe,
     measure,
 )
 
-__all__ = ["ADVICE_VERSION", "MAX_IMAGES", "Advice", "advise_from", "candidates", "decide", "measure"]
+__all__ = ["ADVICE_VERSION", "MAX_IMAGES", "Advice", "candidates", "decide", "describe", "measure"]

@@ -8,7 +8,6 @@ an ``Advice``, holds both, prints as a table and is saved in every ``--strategy 
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
@@ -18,7 +17,7 @@ import torch
 from ..backbones import Backbone
 from ..finetune import rules as finetune_rules
 from . import rules
-from .measure import probe_accuracy, size_stats, stage_pass, subsample
+from .measure import probe_accuracy, size_stats, stage_pass
 
 # Measurements use at most this many labeled images (the same share of every class): the probe
 # ranks stages as well at 1,000 images as at 60,000, and 1,000 images cost two forward passes
@@ -57,13 +56,17 @@ class Advice:
 
     def summary(self) -> str:
         d = self.decision
-        parts = [f"strategy {d['strategy']}"]
-        if d["strategy"] == "partial":
-            parts.append(f"first {d['freeze_stages']} of {len(self.stage_names)} stages frozen")
-        if d["strategy"] in ("partial", "full"):
-            parts.append(f"body lr ×{d['backbone_lr_mult']:g}")
-        parts.append(f"augment {d['augment']} (strength {d['augment_strength']:.2f})")
-        return ", ".join(parts)
+        return f"{describe(d)}, augment {d['augment']} (strength {d['augment_strength']:.2f})"
+
+
+def describe(recipe: dict[str, Any]) -> str:
+    """One line for a decision or a search candidate: strategy, frozen stages, body rate."""
+    s = recipe["strategy"]
+    if s == "partial":
+        s += f" (first {recipe['freeze_stages']} stages frozen)"
+    if recipe["strategy"] in ("partial", "full"):
+        s += f", body lr ×{recipe['backbone_lr_mult']:g}"
+    return s
 
 
 def measure(
@@ -78,15 +81,15 @@ def measure(
     all_labels: np.ndarray | None = None,
     log: Callable[[str], None] = lambda s: None,
 ) -> dict[str, Any]:
-    """Every measurement the rules read, from ``images`` (uint8 N×3×H×W) and ``labels``.
+    """Every measurement the rules read, from ``images`` (uint8 N×3×H×W, at most
+    ``MAX_IMAGES``: the caller samples with ``measure.subsample`` before decoding) and ``labels``.
 
     ``random_model`` is the same architecture with random weights (``None`` when ``model``
     itself is not pretrained: then there is nothing to compare). ``all_labels`` are the labels
     of the whole labeled set when ``images`` are a sample of it (class sizes come from them)."""
     stats = size_stats(labels if all_labels is None else all_labels, classes)
-    keep = subsample(labels, MAX_IMAGES, seed)
-    x, y = images[keep], np.asarray(labels)[keep]
-    log(f"stage-wise probe on {len(keep)} images ({model.name}, pretrained)")
+    x, y = images, np.asarray(labels)
+    log(f"stage-wise probe on {len(y)} images ({model.name}, {'pretrained' if model.pretrained else 'random init'})")
     feats, kl_layers = stage_pass(model, x, prepare)
     probe = [probe_accuracy(f, y, seed=seed) for f in feats]
     random_probe = None
@@ -105,7 +108,7 @@ def measure(
         bn_kl_mean = None
     return {
         "size": stats.to_dict(),
-        "measured_on": int(len(keep)),
+        "measured_on": int(len(y)),
         "stage_names": list(model.stage_names),
         "probe": probe,
         "random_probe": random_probe,
@@ -205,25 +208,3 @@ def candidates(decision: dict[str, Any], *, n_stages: int, pretrained: bool) -> 
         if c not in out:
             out.append(c)
     return out[:3]
-
-
-def advise_from(
-    model: Backbone,
-    random_model: Backbone | None,
-    images: torch.Tensor,
-    labels: np.ndarray,
-    classes: list[str],
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-    *,
-    image_size: int,
-    seed: int = 0,
-    val_fraction: float | None = None,
-    all_labels: np.ndarray | None = None,
-    log: Callable[[str], None] = lambda s: None,
-) -> Advice:
-    """``measure`` then ``decide``, timed."""
-    t0 = time.perf_counter()
-    m = measure(model, random_model, images, labels, classes, prepare, seed=seed, all_labels=all_labels, log=log)
-    advice = decide(m, backbone=model.name, image_size=image_size, val_fraction=val_fraction)
-    advice.seconds = time.perf_counter() - t0
-    return advice

@@ -25,7 +25,19 @@ from .advise import ADVICE_VERSION, MAX_IMAGES, Advice, decide, describe, measur
 from .advise.measure import subsample
 from .advise.search import ROUNDS as SEARCH_ROUNDS
 from .advise.search import successive_halving
-from .augment import POLICIES, build_policy
+from .augment import (
+    BuiltPolicy,
+    batch_mix,
+    build_policy,
+    contact_sheet,
+    flagged_steps,
+    parse_invariances,
+    policy_steps,
+    run_audit,
+    tta_views,
+    unsafe_magnitudes,
+    write_sheet,
+)
 from .backbones import BACKBONES, Backbone, create_backbone
 from .config import TrainConfig, load_yaml
 from .data import (
@@ -192,7 +204,9 @@ def _train(
     if config.strategy != AUTO and config.strategy not in STRATEGIES:  # fail before any data is read
         raise ConfigError(f"unknown strategy {config.strategy!r}; choose one of: {AUTO}, {', '.join(STRATEGIES.names())}")
     BACKBONES.get(config.backbone)
-    POLICIES.get(config.augment or "none")
+    policy_steps(config.augment, 1.0 if config.augment_strength is None else config.augment_strength)  # a bad policy fails here
+    parse_invariances(config.invariances)
+    batch_mix(num_classes=2, cutmix=config.cutmix, mixup=config.mixup)
     if config.on_bad_image not in ("skip", "error"):
         raise ConfigError(f"--on-bad-image must be 'skip' or 'error', not {config.on_bad_image!r}")
     seed_everything(config.seed)
@@ -285,8 +299,25 @@ def _train(
             if augment == "none"
             else "light (crop + flip): trainable layers overfit a few hundred images without it"
         )
-    if config.strategy == "knn" and augment != "none":
-        raise HeadstartError("--strategy knn memorises features as they are; use --augment none")
+    strength = 1.0 if config.augment_strength is None else config.augment_strength
+    invariances = parse_invariances(config.invariances, classes)
+    storage = None if full.is_array else image_size
+    policy = build_policy(augment, int(storage or full.images.shape[1]), strength=strength, invariances=invariances, classes=classes)
+    mix = batch_mix(num_classes=num_classes, cutmix=config.cutmix, mixup=config.mixup)
+    if config.strategy == "knn" and (policy.augmenter is not None or mix is not None):
+        raise HeadstartError("--strategy knn memorises features as they are; use --augment none and no --cutmix/--mixup")
+    if policy.augmenter is not None or mix is not None:
+        reasons["augmentation"] = f"{policy.describe()}" + (f"; {mix.describe()}" if mix is not None else "")
+    if policy.notes:
+        reasons["invariances"] = f"declared {invariances.text!r}: " + "; ".join(policy.notes)  # type: ignore[union-attr]
+    # frozen features are cached only when every image is seen as it is; random augmentation or
+    # mixing through a frozen body computes its features at every step
+    cached_features = config.strategy in ("knn", "linear") and policy.augmenter is None and mix is None
+    if config.strategy == "linear" and not cached_features:
+        reasons["features"] = "augmented images pass through the frozen body at every step (no feature cache: each draw differs)"
+    audit_warnings = _audit_warnings(config.data, policy, int(storage or full.images.shape[1]))
+    for w in audit_warnings:
+        console.print(f"[bold red]warning:[/bold red] {w}")
     batch_size = config.batch_size or rules.default_batch_size(num_train=len(train_set))
     epochs = config.epochs or rules.default_epochs(num_train=len(train_set), batch_size=batch_size, strategy=config.strategy)
     if config.epochs is None and config.strategy != "knn":
@@ -303,6 +334,7 @@ def _train(
         batch_size=batch_size,
         lr=lr,
         augment=augment,
+        augment_strength=strength,
         val_fraction=val_fraction,
     ).to_dict()
     resolved["device"] = str(device)
@@ -324,7 +356,6 @@ def _train(
         console.print(f"  [dim]{key}: {why}[/dim]")
 
     # -- tensors ----------------------------------------------------------------------------
-    storage = None if full.is_array else image_size
     train_x = _images_tensor(train_set, size=storage, num_workers=config.num_workers)
     train_y = torch.from_numpy(train_set.labels.astype(np.int64))
     val_batches = None
@@ -335,7 +366,13 @@ def _train(
 
     if dist.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    run_config = {"headstart_version": __version__, "requested": requested, "resolved": resolved, "reasons": reasons}
+    run_config = {
+        "headstart_version": __version__, "requested": requested, "resolved": resolved, "reasons": reasons,
+        "augmentation": {
+            "policy": policy.name, "strength": strength, "applied": policy.describe(), "notes": policy.notes,
+            "mix": None if mix is None else mix.describe(), "audit_warnings": audit_warnings,
+        },
+    }
     if config.resume:
         run_config = load_yaml(run_dir / "config.yaml")  # the run as first configured
         run_config.setdefault("resumed_at_steps", []).append(int(resume_state["step"]))  # type: ignore[index]
@@ -367,7 +404,7 @@ def _train(
     # are rank 0's alone, on the whole set
     shared_val = None if val_batches is None else Batches(val_x, val_y, batch_size=256, dist=dist)
     try:
-        if config.strategy in ("knn", "linear") and augment == "none":
+        if cached_features:
             model.freeze(model.num_stages)
             cache = FeatureCache(default_cache_dir() if config.feature_cache else None)
 
@@ -408,10 +445,11 @@ def _train(
                 fr = _train_head_on_features(model, feats, val_feats, **settings)
                 history, best_epoch, interrupted = fr.history, fr.best_epoch, fr.interrupted
         else:
-            policy = build_policy(augment, int(train_x.shape[-1]))
-            train_batches = Batches(train_x, train_y, batch_size=batch_size, shuffle=True, seed=config.seed, augment=policy, dist=dist)
+            train_batches = Batches(
+                train_x, train_y, batch_size=batch_size, shuffle=True, seed=config.seed, augment=policy.augmenter, dist=dist
+            )
             history, best_epoch, interrupted = _finetune(
-                model, train_batches, shared_val, frozen=frozen, prepare=prepare, **settings
+                model, train_batches, shared_val, frozen=frozen, prepare=prepare, mix=mix, **settings
             )
     finally:
         if writer is not None:
@@ -474,6 +512,150 @@ def _train(
         history=history,
         interrupted=interrupted,
     )
+
+
+# -- augmentation: the label-safety audit and the preview -----------------------------------
+
+AUDIT_FILE = "augment-audit.json"
+
+
+def _audit_store(data: str) -> Path | None:
+    """Where the latest audit of models trained on ``data`` is kept for ``train`` to read."""
+    cache = default_cache_dir()
+    if cache is None or not data:
+        return None
+    key = data if _is_builtin(data) else str(Path(data).resolve())
+    return cache.parent / "audits" / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+
+
+def _audit_warnings(data: str, policy: BuiltPolicy, size: int) -> list[str]:
+    """One warning per step of ``policy`` that an earlier audit of a run on the same data flagged."""
+    path = _audit_store(data)
+    if path is None or not path.is_file():
+        return []
+    try:
+        audit = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return []
+    steps = list(policy.steps) + [s for steps in policy.per_class_steps.values() for s in steps]
+    bad = sorted(set(flagged_steps(steps, audit, size)))
+    if not bad:
+        return []
+    return [
+        f"the policy contains {', '.join(bad)}, which the label-safety audit of {audit.get('run', 'an earlier run')} flagged "
+        f"(some class loses {audit['max_drop']:.0%}+ of its accuracy under it); the audit supports "
+        f"--invariances {audit['recommended_invariances']!r}"
+    ]
+
+
+def _run_policy(run: LoadedRun, size: int) -> BuiltPolicy | None:
+    """The augmentation policy a run trained with, rebuilt from its config."""
+    cfg = load_yaml(run.path / "config.yaml") if (run.path / "config.yaml").is_file() else {}
+    resolved = cfg.get("resolved") or {}
+    if not resolved:
+        return None
+    return build_policy(
+        resolved.get("augment") or "none", size, strength=float(resolved.get("augment_strength") or 1.0),
+        invariances=parse_invariances(resolved.get("invariances"), run.classes), classes=run.classes,
+    )
+
+
+def augment_audit(
+    run_dir: str | Path,
+    data: str | None = None,
+    *,
+    per_class: int = 100,
+    families: Sequence[str] | None = None,
+    max_drop: float | None = None,
+    device: str = "auto",
+    seed: int = 0,
+    on_bad_image: str = "skip",
+) -> dict[str, Any]:
+    """Apply each transform family at a few exact magnitudes to labeled images (default: the
+    run's validation split, or the official test split of a built-in set) and report, per class,
+    how the trained model's predictions change; written to ``<run>/augment-audit.json`` and kept
+    where ``train`` on the same data finds it and warns about flagged transforms."""
+    from .augment import MAX_DROP, audit_families
+
+    predictor = Predictor(run_dir, device=device)
+    run = predictor.run
+    chosen = list(families) if families else audit_families()
+    unknown = sorted(set(chosen) - set(audit_families()))
+    if unknown:
+        raise ConfigError(f"--families: {unknown} cannot be audited; choose from {', '.join(audit_families())}")
+    if data is None:
+        trained_on = run.meta.get("trained_on")
+        splits = json.loads((run.path / "splits.json").read_text()) if (run.path / "splits.json").is_file() else {}
+        data = "test" if trained_on and _is_builtin(trained_on) else ("val" if splits.get("val_indices") or splits.get("val_data") else None)
+    imageset, name, caution = _eval_data(run, data, on_bad_image)
+    _report_skipped(imageset)
+    imageset = _align_classes(imageset, predictor.classes, name)
+    rng = np.random.default_rng(seed)
+    keep = [rng.permutation(np.flatnonzero(imageset.labels == c))[:per_class] for c in range(len(predictor.classes))]
+    imageset = imageset.subset(np.sort(np.concatenate(keep)))
+    images = _images_tensor(imageset, size=None if imageset.is_array else run.image_size, num_workers=2)
+    console.print(
+        f"[bold]augment audit[/bold] {run.path} on {name}: {len(imageset)} images, {len(chosen)} transform families"
+        + (f" [yellow]({caution})[/yellow]" if caution else "")
+    )
+    t0 = time.perf_counter()
+    result = run_audit(
+        lambda x: predictor.proba_tensor(x).argmax(1), images, imageset.labels, list(predictor.classes),
+        families=chosen, max_drop=MAX_DROP if max_drop is None else max_drop, log=lambda m: console.print(f"  {m}"),
+    )
+    result.update({"run": str(run.path), "data": name, "caution": caution, "seconds": time.perf_counter() - t0})
+    policy = _run_policy(run, int(images.shape[-1]))
+    if policy is not None:
+        steps = list(policy.steps) + [s for st in policy.per_class_steps.values() for s in st]
+        result["run_policy"] = policy.describe()
+        result["run_policy_flagged"] = sorted(set(flagged_steps(steps, result, int(images.shape[-1]))))
+    write_json(run.path / AUDIT_FILE, result)
+    result["written_to"] = str(run.path / AUDIT_FILE)
+    store = _audit_store(run.meta.get("trained_on") or "")
+    if store is not None:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        write_json(store, {k: v for k, v in result.items() if k != "written_to"})
+    return result
+
+
+def augment_preview(
+    data: str,
+    output: str | Path,
+    *,
+    policy: Any = "standard",
+    strength: float = 1.0,
+    invariances: Any = None,
+    rows: int = 8,
+    copies: int = 6,
+    image_size: int | None = None,
+    seed: int = 0,
+    on_bad_image: str = "skip",
+) -> Path:
+    """A contact sheet (PNG) of ``rows`` images of ``data`` (one per class first), each original
+    beside ``copies`` draws of the policy, exactly as training would apply it."""
+    imageset = resolve(data, split="train", on_bad_image=on_bad_image)
+    _report_skipped(imageset)
+    check_trainable(imageset)
+    rng = np.random.default_rng(seed)
+    order = [rng.permutation(np.flatnonzero(imageset.labels == c)) for c in range(len(imageset.classes))]
+    picks: list[int] = []
+    depth = 0
+    while len(picks) < rows and depth < max(len(o) for o in order):
+        picks += [int(o[depth]) for o in order if depth < len(o)][: rows - len(picks)]
+        depth += 1
+    chosen = imageset.subset(np.array(picks))
+    size = None if chosen.is_array else (image_size or 128)
+    images = _images_tensor(chosen, size=size, num_workers=1)
+    built = build_policy(
+        policy, int(images.shape[-1]), strength=strength, invariances=parse_invariances(invariances, list(imageset.classes)),
+        classes=list(imageset.classes),
+    )
+    torch.manual_seed(seed)
+    sheet = contact_sheet(
+        images, [imageset.classes[i] for i in chosen.labels], built.augmenter, [int(i) for i in chosen.labels],
+        copies=copies, title=f"{data}: {built.describe()}",
+    )
+    return write_sheet(sheet, output)
 
 
 # -- the strategy advisor ------------------------------------------------------------------
@@ -685,15 +867,16 @@ def _fit_phase(
     resume: dict[str, Any] | None = None,
     phase_info: dict[str, Any] | None = None,
     dist: Distributed = distributed.SINGLE,
+    mix: Any = None,
 ) -> FitResult:
     """One phase of training with its own AdamW and warm-up + cosine schedule (warm-up: the
-    first epoch or 10 % of the steps, whichever is shorter)."""
+    first epoch or 10 % of the steps, whichever is shorter); ``mix``: CutMix/MixUp per batch."""
     optimizer = torch.optim.AdamW(groups, lr=groups[0]["lr"])
     total = epochs * len(train_batches)
     mults = cosine_schedule(total_steps=total, warmup_steps=min(len(train_batches), total // 10))
     return fit(
         model=model,
-        method=Supervised(label_smoothing=config.label_smoothing),
+        method=Supervised(label_smoothing=config.label_smoothing, mix=mix),
         train=train_batches,
         val=val_batches,
         epochs=epochs,
@@ -762,12 +945,15 @@ def _finetune(
     checkpointer: Checkpointer | None = None,
     resume: dict[str, Any] | None = None,
     dist: Distributed = distributed.SINGLE,
+    mix: Any = None,
 ) -> tuple[list[dict], int, bool]:
     """Optional head-only warm-up, then the first ``frozen`` stages stay frozen while the rest
     train at the discriminative rates of ``param_groups``. A resumed run skips a warm-up that
     its checkpoint shows was finished."""
     history: list[dict] = []
-    common = dict(config=config, prepare=prepare, device=device, writer=writer, checkpointer=checkpointer, resume=resume, dist=dist)
+    common = dict(
+        config=config, prepare=prepare, device=device, writer=writer, checkpointer=checkpointer, resume=resume, dist=dist, mix=mix
+    )
     offset = 0
     in_main_phase = resume is not None and resume["tag"] == "train"
     if config.warmup_epochs > 0 and frozen < model.num_stages:
@@ -850,17 +1036,44 @@ class Predictor:
     def classes(self) -> list[str]:
         return self.run.classes
 
-    def proba_tensor(self, images: torch.Tensor, *, batch_size: int = 128) -> np.ndarray:
-        """Probabilities for uint8 (N, 3, H, W) images."""
+    def proba_tensor(self, images: torch.Tensor, *, batch_size: int = 128, views: Sequence[Any] | None = None) -> np.ndarray:
+        """Probabilities for uint8 (N, 3, H, W) images; with ``views`` (test-time augmentation),
+        the mean of the probabilities over the views."""
+        per_view = self.proba_views(images, views or [None], batch_size=batch_size)
+        return per_view[0] if len(per_view) == 1 else np.mean(per_view, axis=0)
+
+    def proba_views(self, images: torch.Tensor, views: Sequence[Any], *, batch_size: int = 128) -> list[np.ndarray]:
+        """Probabilities for each view (a uint8 → uint8 transform, applied batch by batch; None:
+        the image itself)."""
         labels = torch.zeros(len(images), dtype=torch.long)
-        logits, _ = predict_logits(self.model, Batches(images, labels, batch_size=batch_size), prepare=self.prepare, device=self.device)
-        return logits.softmax(1).numpy()
+        out = []
+        for view in views:
+            prepare = self.prepare if view is None else (lambda x, v=view: self.prepare(v(x)))
+            logits, _ = predict_logits(self.model, Batches(images, labels, batch_size=batch_size), prepare=prepare, device=self.device)
+            out.append(logits.softmax(1).numpy())
+        return out
 
-    def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2) -> np.ndarray:
-        size = None if imageset.is_array else self.run.image_size
-        return self.proba_tensor(_images_tensor(imageset, size=size, num_workers=num_workers))
+    def tta_views(self, spec: str | None = None) -> tuple[list[Any], list[str]]:
+        """The label-safe test-time views for this run: the defaults (or ``spec``) less those the
+        run's declared invariances exclude or its label-safety audit flagged."""
+        declared = None
+        cfg_path = self.run.path / "config.yaml"
+        if cfg_path.is_file():
+            inv = parse_invariances((load_yaml(cfg_path).get("resolved") or {}).get("invariances"), self.classes)
+            declared = None if inv is None else inv.default
+        audit_path = self.run.path / AUDIT_FILE
+        unsafe = unsafe_magnitudes(json.loads(audit_path.read_text())) if audit_path.is_file() else None
+        return tta_views(spec, declared=declared, unsafe=unsafe)
 
-    def proba_files(self, paths: Iterable[str | Path]) -> tuple[list[Path], np.ndarray, list[tuple[str, str]]]:
+    def images_of(self, imageset: ImageSet, *, num_workers: int = 2) -> torch.Tensor:
+        return _images_tensor(imageset, size=None if imageset.is_array else self.run.image_size, num_workers=num_workers)
+
+    def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2, views: Sequence[Any] | None = None) -> np.ndarray:
+        return self.proba_tensor(self.images_of(imageset, num_workers=num_workers), views=views)
+
+    def proba_files(
+        self, paths: Iterable[str | Path], *, views: Sequence[Any] | None = None
+    ) -> tuple[list[Path], np.ndarray, list[tuple[str, str]]]:
         """Probabilities for image files; unreadable files are returned with their reason."""
         ok, arrays, bad = [], [], []
         for p in paths:
@@ -872,7 +1085,7 @@ class Predictor:
         if not arrays:
             return ok, np.zeros((0, len(self.classes))), bad
         x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
-        return ok, self.proba_tensor(x), bad
+        return ok, self.proba_tensor(x, views=views), bad
 
 
 SPLIT_WORDS = ("test", "train", "val")
@@ -917,42 +1130,79 @@ def _is_builtin(spec: str) -> bool:
     return spec.split(":", 1)[0] in BUILTIN_DATASETS
 
 
-def evaluate(run_dir: str | Path, data: str | None = None, *, device: str = "auto", on_bad_image: str = "skip") -> dict[str, Any]:
+def evaluate(
+    run_dir: str | Path,
+    data: str | None = None,
+    *,
+    device: str = "auto",
+    on_bad_image: str = "skip",
+    tta: bool = False,
+    tta_views: str | None = None,
+) -> dict[str, Any]:
     """Score a run on labeled data and write ``eval-<name>.json`` into the run folder.
 
     ``data`` defaults to the official test split for a run trained on a built-in set (never
     its training images), and to the training folder or CSV otherwise (with a caution that the
-    number is optimistic); ``train``/``val``/``test`` pick a split by name.
+    number is optimistic); ``train``/``val``/``test`` pick a split by name. With ``tta`` the
+    metrics are those of the probabilities averaged over the label-safe views, and ``tta``
+    holds the accuracy without them and of every view alone (same images).
     """
     predictor = Predictor(run_dir, device=device)
     imageset, name, caution = _eval_data(predictor.run, data, on_bad_image)
     _report_skipped(imageset)
     imageset = _align_classes(imageset, predictor.classes, name)
     t0 = time.perf_counter()
-    probs = predictor.proba_imageset(imageset)
+    tta_info = None
+    if tta:
+        views, left_out = predictor.tta_views(tta_views)
+        per_view = predictor.proba_views(predictor.images_of(imageset), views)
+        probs = np.mean(per_view, axis=0)
+        tta_info = {
+            "views": [v.name for v in views],
+            "left_out": left_out,
+            "accuracy": float((probs.argmax(1) == imageset.labels).mean()),
+            "accuracy_without_tta": float((per_view[0].argmax(1) == imageset.labels).mean()),
+            "accuracy_per_view": {v.name: float((p.argmax(1) == imageset.labels).mean()) for v, p in zip(views, per_view)},
+        }
+    else:
+        probs = predictor.proba_imageset(imageset)
     metrics = classification_metrics(predictions=probs.argmax(1), labels=imageset.labels, classes=predictor.classes)
     metrics.update(
-        {"data": name, "caution": caution, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped]}
+        {"data": name, "caution": caution, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped],
+         "tta": tta_info}
     )
     key = data if data in SPLIT_WORDS or data is None else (Path(data).name or data)
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key or "test"))
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key or "test")) + ("-tta" if tta else "")
     target = Path(run_dir) / f"eval-{safe}.json"
     write_json(target, metrics)
     metrics["written_to"] = str(target)
     return metrics
 
 
-def predict(run_dir: str | Path, inputs: Sequence[str | Path], *, top_k: int = 3, device: str = "auto") -> dict[str, Any]:
-    """Top-k classes with probabilities for each image file (folders are searched)."""
+def predict(
+    run_dir: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    top_k: int = 3,
+    device: str = "auto",
+    tta: bool = False,
+    tta_views: str | None = None,
+) -> dict[str, Any]:
+    """Top-k classes with probabilities for each image file (folders are searched); with
+    ``tta``, probabilities averaged over the run's label-safe test-time views."""
     predictor = Predictor(run_dir, device=device)
     paths = _gather_paths(inputs)
-    ok, probs, bad = predictor.proba_files(paths)
+    views, left_out = predictor.tta_views(tta_views) if tta else (None, [])
+    ok, probs, bad = predictor.proba_files(paths, views=views)
     k = min(top_k, len(predictor.classes))
     rows = []
     for p, pr in zip(ok, probs):
         top = np.argsort(pr)[::-1][:k]
         rows.append({"path": str(p), "top": [{"class": predictor.classes[i], "probability": float(pr[i])} for i in top]})
-    return {"predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in bad]}
+    out: dict[str, Any] = {"predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in bad]}
+    if tta:
+        out["tta"] = {"views": [v.name for v in views or []], "left_out": left_out}
+    return out
 
 
 class ImageClassifier:

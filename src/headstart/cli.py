@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 from rich.table import Table
 
-from .augment import POLICIES
+from .augment import POLICIES, TRANSFORMS
 from .backbones import BACKBONES
 from .engine.progress import console
 from .errors import HeadstartError
@@ -22,7 +22,10 @@ STRATEGY_HELP = "auto: measure the data and choose (see `headstart advise`) | " 
     f"{n}: {STRATEGIES.get(n).description}" for n in STRATEGIES
 )
 BACKBONE_HELP = "One of: " + ", ".join(BACKBONES.names()) + " (`headstart models` shows them)."
-AUGMENT_HELP = "Augmentation policy: " + " | ".join(POLICIES.names()) + " (default: none when the body is frozen, else light)."
+AUGMENT_HELP = (
+    "Augmentation policy: " + " | ".join(POLICIES.names())
+    + ", or transforms 'crop:0.6,hflip,rotate:10' (`headstart augment list`; default: none when the body is frozen, else light)."
+)
 
 app = typer.Typer(
     help="headstart: a strong image classifier from a few hundred labeled images, on a laptop.",
@@ -99,6 +102,13 @@ def train(
     label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
     drop_rate: float = typer.Option(0.1, help="Dropout before the head."),
     augment: Optional[str] = typer.Option(None, help=AUGMENT_HELP),
+    augment_strength: Optional[float] = typer.Option(None, help="Scale every magnitude of the policy (1 = as written)."),
+    invariances: Optional[str] = typer.Option(
+        None, help="Transforms that keep labels, e.g. 'hflip,rotate:15' or per class 'hflip,rotate:15;6=hflip;9=hflip': "
+        "the policy keeps only these, magnitudes capped.",
+    ),
+    cutmix: float = typer.Option(0.0, help="CutMix Beta(α, α) per batch (0: off; 1.0 usual)."),
+    mixup: float = typer.Option(0.0, help="MixUp Beta(α, α) per batch (0: off; 0.2 usual). With --cutmix: one of the two per batch."),
     knn_k: Optional[int] = typer.Option(None, help="Neighbours for --strategy knn (default: chosen on validation)."),
     seed: int = typer.Option(0, help="Seed for splits, initialisation and batch order."),
     on_bad_image: str = typer.Option("skip", help="skip: list unreadable files and go on | error: stop at the first."),
@@ -293,16 +303,27 @@ def eval_(
     ),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     on_bad_image: str = typer.Option("skip", help="skip | error"),
+    tta: bool = typer.Option(False, "--tta", help="Average over label-safe test-time views; report accuracy with and without."),
+    tta_views: Optional[str] = typer.Option(None, help="Views for --tta (default 'hflip,crop:0.85'; the image itself is always one)."),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Accuracy, per-class precision/recall and the confusion matrix of a run on labeled data."""
     from . import api
 
-    m = api.evaluate(run, data, device=device, on_bad_image=on_bad_image)
+    m = api.evaluate(run, data, device=device, on_bad_image=on_bad_image, tta=tta, tta_views=tta_views)
     if as_json:
         sys.stdout.write(json.dumps(m, indent=2) + "\n")
         return
     console.print(f"[bold]accuracy {m['accuracy']:.4f}[/bold] on {m['num_images']} images of {m['data']}")
+    if m.get("tta"):
+        t = m["tta"]
+        console.print(
+            f"  test-time augmentation over {len(t['views'])} views ({', '.join(t['views'])}): {t['accuracy']:.4f} "
+            f"vs {t['accuracy_without_tta']:.4f} without ({(t['accuracy'] - t['accuracy_without_tta']) * 100:+.1f} points); "
+            "each view alone: " + ", ".join(f"{k} {v:.4f}" for k, v in t["accuracy_per_view"].items())
+        )
+        for note in t["left_out"]:
+            console.print(f"  [dim]{note}[/dim]")
     if m.get("caution"):
         console.print(f"[yellow]note: {m['caution']}[/yellow]")
     table = Table(title="per class")
@@ -330,12 +351,14 @@ def predict(
     images: List[str] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    tta: bool = typer.Option(False, "--tta", help="Average over the run's label-safe test-time views."),
+    tta_views: Optional[str] = typer.Option(None, help="Views for --tta (default 'hflip,crop:0.85')."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Top-k classes with probabilities for each image."""
     from . import api
 
-    out = api.predict(run, images, top_k=top_k, device=device)
+    out = api.predict(run, images, top_k=top_k, device=device, tta=tta, tta_views=tta_views)
     if as_json:
         sys.stdout.write(json.dumps(out, indent=2) + "\n")
         return
@@ -348,6 +371,103 @@ def predict(
     console.print(table)
     for s in out["skipped"]:
         console.print(f"[yellow]skipped[/yellow] {s['path']}: {s['reason']}")
+
+
+augment_app = typer.Typer(help="Augmentation: the transform families, a preview sheet, the label-safety audit.", no_args_is_help=True)
+app.add_typer(augment_app, name="augment")
+
+
+@augment_app.command("list")
+def augment_list() -> None:
+    """The named policies and the transform families (with the magnitude each takes)."""
+    from .augment import policy_steps
+
+    pol = Table(title="policies (--augment NAME)")
+    pol.add_column("name")
+    pol.add_column("transforms")
+    pol.add_column("what it does", overflow="fold")
+    for name in POLICIES:
+        entry = POLICIES.get(name)
+        pol.add_row(name, ",".join(s.describe() for s in policy_steps(name)[1]) or "-", entry.doc)
+    console.print(pol)
+    fam = Table(title="transform families (--augment / --invariances 'family:magnitude,...')")
+    for col in ("family", "magnitude", "default", "range", "audited at", "what it does"):
+        fam.add_column(col, overflow="fold")
+    for name in TRANSFORMS:
+        f = TRANSFORMS.get(name)
+        fam.add_row(name, f.unit, f"{f.default:g}", f"{f.low:g}..{f.high:g}", ", ".join(f"{v:g}" for v in f.audit_levels) or "-", f.doc)
+    console.print(fam)
+    console.print("--invariances also takes 'tone' (RandAugment's posterize/solarize/equalize/autocontrast/sharpness).")
+
+
+@augment_app.command("preview")
+def augment_preview(
+    data: str = typer.Argument(..., help="Class-per-folder directory, a CSV or a built-in set (as for train)."),
+    output: Path = typer.Option(Path("augment-preview.png"), "--output", "-o", help="PNG file to write."),
+    policy: str = typer.Option("standard", "--policy", "-p", help=AUGMENT_HELP),
+    strength: float = typer.Option(1.0, help="Scale every magnitude of the policy (1 = as written)."),
+    invariances: Optional[str] = typer.Option(None, help="Declared label-keeping transforms, as for train."),
+    rows: int = typer.Option(8, help="Images shown (one per class first)."),
+    copies: int = typer.Option(6, help="Augmented draws per image."),
+    image_size: Optional[int] = typer.Option(None, help="Decode image files at this side (default 128; arrays stay native)."),
+    seed: int = typer.Option(0, help="Seed of the image choice and the draws."),
+) -> None:
+    """Write a contact sheet: originals beside augmented versions, as training would draw them."""
+    from . import api
+
+    path = api.augment_preview(
+        data, output, policy=policy, strength=strength, invariances=invariances, rows=rows, copies=copies,
+        image_size=image_size, seed=seed,
+    )
+    console.print(f"written to {path}")
+
+
+@augment_app.command("audit")
+def augment_audit(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
+    data: Optional[str] = typer.Argument(
+        None, help="Labeled images to audit on (as for eval). Default: the test split of a built-in set, else the run's validation split."
+    ),
+    per_class: int = typer.Option(100, help="Images per class audited (a random sample)."),
+    families: Optional[str] = typer.Option(None, help="Comma-separated families to audit (default: all with an exact form)."),
+    max_drop: Optional[float] = typer.Option(None, help="Flag a transform when a class loses this much accuracy under it (default 0.2)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
+) -> None:
+    """Apply each transform at a few strengths to labeled images and report, per class, how
+    often the model's prediction changes and to which class; flag the transforms that change labels."""
+    from . import api
+
+    res = api.augment_audit(
+        run, data, per_class=per_class, families=[f.strip() for f in families.split(",")] if families else None,
+        max_drop=max_drop, device=device,
+    )
+    if as_json:
+        sys.stdout.write(json.dumps(res, indent=2) + "\n")
+        return
+    table = Table(title=f"label-safety audit: {res['num_images']} images of {res['data']}, accuracy {res['accuracy']:.3f}")
+    for col in ("transform", "accuracy", "changed", "label change", "erased", "fragile"):
+        table.add_column(col, overflow="fold")
+    for row in res["rows"]:
+        def cells(kind: str) -> str:
+            return ", ".join(
+                f"{c['class']}→{c['flips_to']} ({c['accuracy']:.2f}→{c['accuracy_transformed']:.2f})"
+                for c in row["per_class"] if c["kind"] == kind
+            ) or "-"
+
+        table.add_row(
+            f"{row['family']}:{row['magnitude']:g}", f"{row['accuracy_transformed']:.3f}", f"{row['flip_rate']:.0%}",
+            cells("label change"), cells("erased"), ", ".join(row["fragile_classes"]) or "-",
+        )
+    console.print(table)
+    for fam, s in res["families"].items():
+        if s["flagged_at"] is not None:
+            safe = "unsafe even at its mildest audited strength" if s["safe_up_to"] is None else f"safe up to {fam}:{s['safe_up_to']:g}"
+            console.print(f"  [bold red]flagged[/bold red] {fam} from {fam}:{s['flagged_at']:g} ({safe})")
+    console.print(f"  supported invariances: --invariances '{res['recommended_invariances']}'")
+    if res.get("run_policy_flagged"):
+        console.print(f"  [bold red]this run trained with flagged transforms:[/bold red] {', '.join(res['run_policy_flagged'])}")
+    console.print(f"written to {res['written_to']}")
 
 
 @app.command()

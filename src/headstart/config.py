@@ -38,7 +38,16 @@ class TrainConfig:
             for data similar to the pretraining images, 1 for different data; 1/10 otherwise).
         stage_lr_decay: further factor per stage towards the input (1 = none).
         weight_decay, label_smoothing, drop_rate: regularisation.
-        augment: ``none`` or ``light`` (random crop + horizontal flip).
+        augment: a policy name (``none``, ``light``: crop + flip, ``standard``: + rotation,
+            shifts, brightness/contrast, ``strong``: crop + flip + RandAugment), a transform list
+            ``"crop:0.6,hflip,rotate:10"``, or (YAML) a list ``[crop: 0.6, hflip, rotate: 10]``
+            (``headstart augment list`` shows the families).
+        augment_strength: scales every magnitude of the policy (1 = as written; ``auto`` picks it).
+        invariances: transforms that keep labels, ``"hflip,rotate:15"``, per class
+            ``"hflip,rotate:15;6=hflip;9=hflip"`` (YAML: a mapping with ``all`` and class
+            names): the policy drops every other transform and caps magnitudes at these.
+        cutmix, mixup: Beta(α, α) of batch-level CutMix / MixUp (0 = off; 1.0 / 0.2 usual);
+            both on: one of the two per batch.
         labels_per_class: keep only K labeled images per class (the rest becomes the
             unlabeled pool), for few-label experiments.
         val: a separate validation set; otherwise a stratified split of the training data.
@@ -79,7 +88,11 @@ class TrainConfig:
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
     drop_rate: float = 0.1
-    augment: str | None = None
+    augment: str | list | None = None
+    augment_strength: float | None = None
+    invariances: str | dict | None = None
+    cutmix: float = 0.0
+    mixup: float = 0.0
     labels_per_class: int | None = None
     val: str | None = None
     val_fraction: float | None = None

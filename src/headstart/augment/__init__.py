@@ -1,41 +1,32 @@
-"""Named augmentation policies on uint8 image tensors (torchvision.transforms.v2).
+"""Augmentation: named policies on ``torchvision.transforms.v2``, declared invariances,
+CutMix/MixUp, test-time augmentation, the label-safety audit and a preview sheet."""
 
-Policies run per sample at the stored resolution, before the batch is resized to the model's
-input size, so they cost little even on 2 cores.
-"""
+from .audit import (
+    MAX_DROP,
+    audit_families,
+    flagged_steps,
+    recommended_invariances,
+    run_audit,
+    unsafe_magnitudes,
+)
+from .mix import BatchMix, batch_mix
+from .policies import (
+    POLICIES,
+    Augmenter,
+    BuiltPolicy,
+    Invariances,
+    Step,
+    build_policy,
+    parse_invariances,
+    policy_steps,
+)
+from .preview import contact_sheet, write_sheet
+from .transforms import TRANSFORMS, Family, format_steps, parse_steps
+from .tta import DEFAULT_VIEWS, View, tta_views
 
-from __future__ import annotations
-
-from typing import Callable
-
-import torch
-from torchvision.transforms import v2
-
-from ..registry import Registry
-
-POLICIES: Registry[Callable[[int], Callable[[torch.Tensor], torch.Tensor] | None]] = Registry("augmentation policy")
-
-
-@POLICIES.register("none")
-def none(size: int) -> None:
-    """No augmentation: images are seen as they are (frozen features can then be cached)."""
-    return None
-
-
-@POLICIES.register("light")
-def light(size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """Random crop of 70–100 % of the area, resized back, and a horizontal flip.
-
-    Keeps most of the object in view (small data cannot afford crops that cut the object away)
-    while showing each image at many positions and scales.
-    """
-    return v2.Compose(
-        [
-            v2.RandomResizedCrop(size, scale=(0.7, 1.0), ratio=(3 / 4, 4 / 3), antialias=True),
-            v2.RandomHorizontalFlip(),
-        ]
-    )
-
-
-def build_policy(name: str, size: int) -> Callable[[torch.Tensor], torch.Tensor] | None:
-    return POLICIES.get(name)(size)
+__all__ = [
+    "MAX_DROP", "audit_families", "flagged_steps", "recommended_invariances", "run_audit", "unsafe_magnitudes",
+    "BatchMix", "batch_mix", "POLICIES", "Augmenter", "BuiltPolicy", "Invariances", "Step", "build_policy",
+    "parse_invariances", "policy_steps", "contact_sheet", "write_sheet", "TRANSFORMS", "Family", "format_steps",
+    "parse_steps", "DEFAULT_VIEWS", "View", "tta_views",
+]

@@ -28,7 +28,8 @@ class Batches:
 
     Faster than a DataLoader for data that already sits in one tensor: no worker processes, no
     per-item collation, one index per batch. ``augment`` runs per sample, so every image in a
-    batch gets its own random crop.
+    batch gets its own random crop; an augmentation with ``per_class = True`` is called with
+    each image's label too (declared invariances can differ by class).
 
     In a process group (``dist``), every process draws the same global order and yields its
     contiguous share of each global batch; ``shard_weight`` (share size × processes / batch
@@ -85,10 +86,13 @@ class Batches:
                 share = torch.tensor_split(idx, world)[self.dist.rank]
                 self.shard_weight = len(share) * world / len(idx)
                 idx = share
-            x = self.inputs[idx]
+            x, y = self.inputs[idx], self.labels[idx]
             if self.augment is not None:
-                x = torch.stack([self.augment(img) for img in x])
-            yield x, self.labels[idx]
+                if getattr(self.augment, "per_class", False):  # policies that differ by class take the label
+                    x = torch.stack([self.augment(img, int(label)) for img, label in zip(x, y)])
+                else:
+                    x = torch.stack([self.augment(img) for img in x])
+            yield x, y
 
 
 def cosine_schedule(*, total_steps: int, warmup_steps: int) -> np.ndarray:

@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 # The CPU/CUDA wheels pip finds for this torch pin; see README "Installing".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-engine data clean
+.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-augment bench-engine data clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,9 @@ bench-peers: setup data
 
 # --strategy auto beside every fixed strategy (~80 min on 2 cores); the icons case needs the
 # icon themes (see benchmarks/folders.py), installed here when apt is available.
+bench-augment: setup data
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.augment
+
 bench-advise: setup data
 	@if command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/icons/Faenza ]; then \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

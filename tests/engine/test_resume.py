@@ -24,7 +24,9 @@ def _cmd(data: Path, out: Path, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "headstart", "train", str(data), "-o", str(out), "--strategy", "partial",
         "--freeze-stages", "6", "--image-size", "32", "--epochs", "40", "--val-fraction", "0.3",
-        "--checkpoint-every", "2", "--device", "cpu", "--no-progress", *extra,
+        "--checkpoint-every", "2", "--device", "cpu", "--no-progress",
+        # RandAugment and CutMix/MixUp draw from the global generators, which the checkpoint must carry
+        "--augment", "strong", "--cutmix", "1.0", "--mixup", "0.2", *extra,
     ]
 
 

@@ -10,7 +10,7 @@ A class that loses ``max_drop`` or more of its accuracy under a transform is one
 
 - **label change** — most of its changed predictions go to one other class (a rotated 6 read
   as a 9): the transform turns this class into that one; flagged.
-- **erased** — half or more of all classes fall to the same class (everything blurred at 8 px
+- **erased** — half or more of all classes (at least three) fall to the same class (everything blurred at 8 px
   reads as a 1): the transform destroys what tells the classes apart; flagged.
 - **fragile** — the changed predictions scatter: the model is not robust to the transform,
   which says nothing against the label (training with the transform may well help); reported,
@@ -85,7 +85,7 @@ def run_audit(
             sinks = [e["flips_to"] for e in per_class if e["kind"] is not None]
             if sinks:
                 sink = max(set(sinks), key=sinks.count)
-                if sinks.count(sink) * 2 >= len(classes):
+                if sinks.count(sink) >= max(3, (len(classes) + 1) // 2):
                     for e in per_class:
                         if e["kind"] is not None and e["flips_to"] == sink:
                             e["kind"] = "erased"

@@ -124,11 +124,13 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
-def to_markdown(summary: list[dict], audits: list[dict], info: dict, command: str, wall_s: float) -> str:
+def to_markdown(summary: list[dict], audits: list[dict], info: dict, command: str, wall_s: float, resumed: bool = False) -> str:
     lines = [
         "# Augmentation: policies, CutMix/MixUp, test-time augmentation, label-safety audit", "",
         f"`{command}` — {info['cpu']}, {info['cores']} cores, torch {info['torch']}, commit {info.get('commit', '')}, "
-        f"{wall_s / 60:.1f} min.", "",
+        f"{wall_s / 60:.1f} min"
+        + (" for this invocation; the other rows come from earlier invocations kept in `augment.jsonl` (`--resume`)." if resumed else "."),
+        "",
         f"Test accuracy on the same {TEST_PER_CLASS * 10} Fashion-MNIST test images (300 per class) for every row; "
         "`vs none` is the paired difference to the `none` run of the same seed (points); TTA = identity + label-safe views "
         "(default hflip, crop:0.85).", "",
@@ -184,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     audits: list[dict] = []
     if args.resume and jsonl.is_file():
-        rows = [r for r in map(json.loads, jsonl.read_text().splitlines()) if "variant" in r]
+        earlier = [json.loads(line) for line in jsonl.read_text().splitlines()]
+        rows = [r for r in earlier if "variant" in r]
+        audits = [r for r in earlier if "audit" in r]  # kept unless audited again
     elif jsonl.is_file():
         jsonl.unlink()
     done = {(r["case"], r["variant"], r["seed"]) for r in rows}
@@ -208,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarise(rows)
     (out / "augment.json").write_text(json.dumps(
         {"machine": info, "command": command, "wall_s": wall, "summary": summary, "rows": rows, "audits": audits}, indent=2))
-    (out / "augment.md").write_text(to_markdown(summary, audits, info, command, wall))
+    (out / "augment.md").write_text(to_markdown(summary, audits, info, command, wall, resumed=args.resume))
     print((out / "augment.md").read_text())
     return 0
 

@@ -62,3 +62,19 @@ def test_compare_flags_a_drop_and_passes_an_identical_run(smoke, tmp_path, capsy
     changed.write_text(json.dumps(doc))
     assert compare(str(path), str(changed)) == 1
     assert "WORSE" in capsys.readouterr().out
+
+
+def test_augment_summary_pairs_each_variant_with_the_none_run_of_its_seed():
+    from benchmarks.augment import summarise, to_markdown
+
+    def row(variant, seed, acc, tta):
+        return {"case": "fashion-mnist@10", "variant": variant, "seed": seed, "test_acc": acc, "test_acc_tta": tta, "train_s": 1.0,
+                "strategy": "partial", "freeze_stages": 5, "image_size": 112, "epochs": 60}
+
+    rows = [row("none", 0, 0.70, 0.71), row("none", 1, 0.80, 0.80), row("light", 0, 0.74, 0.76), row("light", 1, 0.81, 0.83)]
+    s = {r["variant"]: r for r in summarise(rows)}
+    assert s["light"]["vs_none"] == pytest.approx(((0.74 - 0.70) + (0.81 - 0.80)) / 2)
+    assert s["light"]["tta_gain"] == pytest.approx(((0.76 - 0.74) + (0.83 - 0.81)) / 2)
+    assert s["none"]["test_acc"] == pytest.approx(0.75) and s["light"]["per_seed"] == [0.74, 0.81]
+    md = to_markdown(list(s.values()), [], {"cpu": "x", "cores": 2, "torch": "t"}, "cmd", 60.0)
+    assert "| fashion-mnist@10 | light | 0.7750 | +2.5 | 0.7950 | +2.0 |" in md

@@ -166,7 +166,11 @@ def decide(m: dict[str, Any], *, backbone: str, image_size: int, val_fraction: f
         "strategy": strat.reason,
         "freeze_stages": freeze.reason,
         "backbone_lr_mult": body.reason,
-        "augment": aug.reason + ("" if aug.value == 0 else "; applied as the `light` policy (crop + flip), the strongest available"),
+        "augment": aug.reason + (
+            "" if aug.value == 0 else
+            "; applied as the `light` policy (crop + flip): on Fashion-MNIST the stronger policies measured no better "
+            "(benchmarks/results/augment.md); run `headstart augment audit` to see which transforms keep the labels"
+        ),
         "schedule": f"head lr {lr:g} (AdamW), batch {batch}, {epochs} epochs ≈ {steps} steps on {num_train} training images",
     }
     return Advice(

@@ -12,7 +12,13 @@ import yaml
 from PIL import Image
 
 from headstart import TrainConfig, evaluate, train
-from headstart.api import Predictor, _audit_store, augment_audit, augment_preview, predict
+from headstart.api import (
+    Predictor,
+    _audit_store,
+    augment_audit,
+    augment_preview,
+    predict,
+)
 from headstart.augment import TRANSFORMS
 from headstart.cli import app
 from headstart.errors import ConfigError, HeadstartError

@@ -537,8 +537,7 @@ def _audit_warnings(data: str, policy: BuiltPolicy, size: int) -> list[str]:
         audit = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    steps = list(policy.steps) + [s for steps in policy.per_class_steps.values() for s in steps]
-    bad = sorted(set(flagged_steps(steps, audit, size)))
+    bad = sorted(set(flagged_steps(policy.all_steps(), audit, size)))
     if not bad:
         return []
     return [
@@ -606,9 +605,8 @@ def augment_audit(
     result.update({"run": str(run.path), "data": name, "caution": caution, "seconds": time.perf_counter() - t0})
     policy = _run_policy(run, int(images.shape[-1]))
     if policy is not None:
-        steps = list(policy.steps) + [s for st in policy.per_class_steps.values() for s in st]
         result["run_policy"] = policy.describe()
-        result["run_policy_flagged"] = sorted(set(flagged_steps(steps, result, int(images.shape[-1]))))
+        result["run_policy_flagged"] = sorted(set(flagged_steps(policy.all_steps(), result, int(images.shape[-1]))))
     write_json(run.path / AUDIT_FILE, result)
     result["written_to"] = str(run.path / AUDIT_FILE)
     store = _audit_store(run.meta.get("trained_on") or "")
@@ -1068,8 +1066,8 @@ class Predictor:
     def images_of(self, imageset: ImageSet, *, num_workers: int = 2) -> torch.Tensor:
         return _images_tensor(imageset, size=None if imageset.is_array else self.run.image_size, num_workers=num_workers)
 
-    def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2, views: Sequence[Any] | None = None) -> np.ndarray:
-        return self.proba_tensor(self.images_of(imageset, num_workers=num_workers), views=views)
+    def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2) -> np.ndarray:
+        return self.proba_tensor(self.images_of(imageset, num_workers=num_workers))
 
     def proba_files(
         self, paths: Iterable[str | Path], *, views: Sequence[Any] | None = None

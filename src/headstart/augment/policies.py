@@ -211,11 +211,9 @@ class BuiltPolicy:
             text += f"; {cls}: {','.join(s.describe() for s in steps) or 'none'}"
         return text
 
-    def families(self) -> set[str]:
-        fams = {s.family for s in self.steps}
-        for steps in self.per_class_steps.values():
-            fams |= {s.family for s in steps}
-        return fams
+    def all_steps(self) -> list[Step]:
+        """Every step applied to some class (the shared ones and each class's own)."""
+        return list(self.steps) + [s for steps in self.per_class_steps.values() for s in steps]
 
 
 def build_policy(

@@ -89,7 +89,7 @@ class Batches:
             x, y = self.inputs[idx], self.labels[idx]
             if self.augment is not None:
                 if getattr(self.augment, "per_class", False):  # policies that differ by class take the label
-                    x = torch.stack([self.augment(img, int(label)) for img, label in zip(x, y)])
+                    x = torch.stack([self.augment(img, label) for img, label in zip(x, y.tolist())])
                 else:
                     x = torch.stack([self.augment(img) for img in x])
             yield x, y

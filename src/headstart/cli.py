@@ -15,6 +15,7 @@ from .augment import POLICIES, TRANSFORMS
 from .backbones import BACKBONES
 from .engine.progress import console
 from .errors import HeadstartError
+from .explain import CAM_METHODS, DEFAULT_THRESHOLD
 from .finetune import STRATEGIES
 
 # Choices shown in --help come from the registries: a new entry appears here by itself.
@@ -371,6 +372,146 @@ def predict(
     console.print(table)
     for s in out["skipped"]:
         console.print(f"[yellow]skipped[/yellow] {s['path']}: {s['reason']}")
+
+
+CAM_HELP = "CAM method: " + " | ".join(CAM_METHODS.names()) + " (grad-cam library; scorecam is slow on a CPU: one forward per channel)."
+
+
+def _json_out(obj) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
+@app.command()
+def explain(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
+    images: List[str] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
+    method: str = typer.Option("gradcam", help=CAM_HELP),
+    target: Optional[str] = typer.Option(None, "--class", help="Explain this class (name or number) for every image; default: each image's prediction."),
+    boxes: bool = typer.Option(False, "--boxes", help="Draw the CAM's box (red) and the ground truth's (green, with --gt)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="CSV of ground truth: path,x0,y0,x1,y1 (original pixels) or path,mask; reports IoU."),
+    threshold: float = typer.Option(DEFAULT_THRESHOLD, help="CAM threshold for boxes and masks, as a fraction of each map's maximum."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the overlays (default RUN/explain)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Heatmaps of what the model looked at, one PNG per image (image | CAM overlay)."""
+    from . import api_explain
+
+    out = api_explain.explain(run, images, method=method, target=target, boxes=boxes, ground_truth=gt, threshold=threshold, output=output, device=device)
+    if as_json:
+        _json_out(out)
+        return
+    console.print(f"{out['method']} on layer [bold]{out['layer']}[/bold] ({out['layer_reason']})")
+    table = Table()
+    for col in ("image", "predicted", "p", "explained", "box (pixels)") + (("IoU",) if out.get("ground_truth") else ()):
+        table.add_column(col, overflow="fold")
+    for r in out["images"]:
+        box = "—" if r["box"] is None else ",".join(f"{v:.0f}" for v in r["box"])
+        extra = (f"{r['iou']:.2f}" if "iou" in r else "—",) if out.get("ground_truth") else ()
+        table.add_row(Path(r["path"]).name, r["predicted"], f"{r['probability']:.2f}", r["explained_class"], box, *extra)
+    console.print(table)
+    g = out.get("ground_truth")
+    if g and g["mean_iou"] is not None:
+        console.print(f"mean IoU {g['mean_iou']:.3f}, CorLoc (IoU ≥ 0.5) {g['corloc']:.3f} over {g['images_with_boxes']} images with boxes")
+    for b in out["skipped"]:
+        console.print(f"[yellow]skipped[/yellow] {b['path']}: {b['reason']}")
+    console.print(f"overlays in {out['output']} (summary: explain.json)")
+
+
+@app.command()
+def bias(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
+    data: Optional[str] = typer.Argument(None, help="Labeled data, as for `eval` (default: the test split / the training folder)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="CSV of object boxes or masks: adds inside-vs-outside shares and localization IoU."),
+    limit: int = typer.Option(500, help="At most this many images (the same share of every class)."),
+    method: str = typer.Option("gradcam", help=CAM_HELP),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
+) -> None:
+    """Where the evidence lies per class (centre, border, inside the object) and which classes look at the wrong thing."""
+    from . import api_explain
+
+    out = api_explain.bias(run, data, ground_truth=gt, limit=limit, method=method, device=device)
+    if as_json:
+        _json_out({k: v for k, v in out.items() if k != "per_image"})
+        return
+    r = out["regions"]
+    console.print(f"{out['images']} images of {out['data']}, {out['method']} on {out['layer']}; an even map puts "
+                  f"{r['even_map_centre']:.0%} of its energy in the centre and {r['even_map_border']:.0%} on the border")
+    table = Table()
+    for col in ("class", "images", "accuracy", "centre", "border", "inside", "flags"):
+        table.add_column(col)
+    f = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
+    for row in out["per_class"]:
+        table.add_row(row["class"], str(row["images"]), f(row.get("accuracy")), f(row["centre"]), f(row["border"]), f(row["inside"]), ", ".join(row["flags"]))
+    console.print(table)
+    for flag in out["flags"]:
+        console.print(f"[yellow]flag[/yellow] {flag['message']}; e.g. {', '.join(map(str, flag['example_paths'][:3]))}")
+    loc = out.get("localization")
+    if loc:
+        best = max(loc["by_threshold"], key=lambda t: t["mean_iou"] or 0)
+        console.print(f"CAM boxes vs ground truth: mean IoU {best['mean_iou']:.3f} at threshold {best['threshold']} "
+                      f"(centred-box baseline {loc['centred_box_baseline_iou']:.3f})")
+    console.print(f"written to {out['written_to']}")
+
+
+@app.command()
+def features(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
+    data: Optional[str] = typer.Argument(None, help="Labeled data, as for `eval`."),
+    layer: Optional[str] = typer.Option(None, help="Stage (name or number) for the activating patches; default: the deepest whose field is ≤ 2/3 of the image."),
+    channel: Optional[int] = typer.Option(None, help="Channel of that stage; default: the most active one."),
+    top_k: int = typer.Option(9, "--top-k", help="How many patches."),
+    limit: int = typer.Option(500, help="At most this many images (the same share of every class)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the pictures (default RUN/features)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+) -> None:
+    """First-layer filters, PCA and t-SNE of the penultimate features, and maximally activating patches."""
+    from . import api_explain
+
+    out = api_explain.features(run, data, layer=layer, channel=channel, top_k=top_k, limit=limit, output=output, device=device)
+    for key, path in out["files"].items():
+        console.print(f"{key}: {path}")
+
+
+@app.command()
+def report(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
+    data: Optional[str] = typer.Argument(None, help="Labeled data, as for `eval` (default: the test split / the training folder)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The HTML file (default RUN/report.html)."),
+    limit: int = typer.Option(500, help="At most this many images analysed (the same share of every class)."),
+    method: str = typer.Option("gradcam", help=CAM_HELP),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="CSV of object boxes or masks: adds the localization section."),
+    layer: Optional[str] = typer.Option(None, help="Stage for the activating patches."),
+    channel: Optional[int] = typer.Option(None, help="Channel for the activating patches."),
+    tensorboard: bool = typer.Option(True, help="Also write embeddings and CAM images to RUN/tb/explain."),
+    screenshot: Optional[Path] = typer.Option(None, help="Also render the page in headless Chromium and save a full-page PNG."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """One self-contained HTML page: config, advice, curves, errors, CAMs, bias audit, feature pictures."""
+    from . import api_explain
+
+    out = api_explain.report(run, data, output=output, limit=limit, method=method, ground_truth=gt, layer=layer, channel=channel,
+                             tensorboard=tensorboard, device=device)
+    if screenshot is not None:
+        from .report.browser import render_check
+
+        seen = render_check(out["report"], screenshot=screenshot)
+        broken = [i["alt"] for i in seen["images"] if not i["width"]]
+        out["rendered"] = {"sections": len(seen["sections"]), "images": len(seen["images"]), "broken_images": broken, "screenshot": str(screenshot)}
+    if as_json:
+        _json_out(out)
+        return
+    console.print(f"[bold]{out['report']}[/bold] ({out['bytes'] / 1e6:.1f} MB): {', '.join(out['sections'])}")
+    console.print(f"accuracy {out['accuracy']:.3f} on {out['images']} images; {out['method']} on {out['layer']}; {out['seconds']['total']:.0f} s")
+    for flag in out["bias_flags"]:
+        console.print(f"[yellow]bias flag[/yellow] {flag['message']}")
+    if out.get("rendered"):
+        r = out["rendered"]
+        console.print(f"rendered in Chromium: {r['sections']} sections, {r['images']} images, {len(r['broken_images'])} broken; screenshot {r['screenshot']}")
+    if out.get("tensorboard"):
+        console.print(f"TensorBoard: tensorboard --logdir {Path(out['tensorboard']).parent}")
 
 
 augment_app = typer.Typer(help="Augmentation: the transform families, a preview sheet, the label-safety audit.", no_args_is_help=True)

@@ -1,5 +1,6 @@
-"""Metrics, tables and (later) the HTML report; consumes arrays, never trains."""
+"""Metrics, figures and the HTML report; consumes arrays and images, never trains."""
 
+from .html import Section, render
 from .metrics import classification_metrics
 
-__all__ = ["classification_metrics"]
+__all__ = ["Section", "classification_metrics", "render"]

@@ -26,12 +26,10 @@ from .explain import (
     CAM_METHODS,
     DEFAULT_THRESHOLD,
     CamResult,
-    GroundTruth,
     SquareMap,
     bias_audit,
     box_iou,
     cam_box,
-    cam_layer_name,
     cam_mask,
     compute_cams,
     display_images,
@@ -49,8 +47,7 @@ from .explain import (
     top_patches,
 )
 from .fileio import atomic_write
-from .report import Section, classification_metrics, render
-from .report import plots
+from .report import Section, classification_metrics, plots, render
 from .runfolder import write_json
 
 GREEN, RED = "#00c853", "#ff1744"

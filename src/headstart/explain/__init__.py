@@ -6,7 +6,16 @@ training engine — callers pass a ``prepare`` function that turns uint8 images 
 
 from .bias import bias_audit, energy_shares, region_masks
 from .cam import CAM_METHODS, CamResult, cam_layer_name, compute_cams
-from .features import display_images, filter_tiles, first_conv, penultimate, project, receptive_field, stage_index, top_patches
+from .features import (
+    display_images,
+    filter_tiles,
+    first_conv,
+    penultimate,
+    project,
+    receptive_field,
+    stage_index,
+    top_patches,
+)
 from .localize import (
     DEFAULT_THRESHOLD,
     GroundTruth,

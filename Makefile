@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 # The CPU/CUDA wheels pip finds for this torch pin; see README "Installing".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-augment bench-engine data clean
+.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-augment bench-explain bench-engine data browser clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,10 +28,19 @@ data:
 	  || echo "could not install dataset-fashion-mnist; the demo will use digits"; \
 	else echo "no apt-get: the demo will use digits"; fi
 
+# Headless Chromium renders the HTML report in its test (skipped, with the reason, without it).
+browser:
+	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then echo "Chromium present"; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  ($$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
+	  || echo "could not install chromium; the report's browser test will be skipped"; \
+	else echo "no apt-get: the report's browser test will be skipped"; fi
+
 demo: setup data
 	HF_HUB_OFFLINE=1 $(VENV)/bin/headstart demo
 
-test: setup data
+test: setup data browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 test-fast: setup
@@ -50,6 +59,10 @@ bench-peers: setup data
 # icon themes (see benchmarks/folders.py), installed here when apt is available.
 bench-augment: setup data
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.augment
+
+# Report, CAM-box IoU on placed objects, bias audit on a planted shortcut: ~20 min on 2 cores.
+bench-explain: setup data browser
+	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.explain
 
 bench-advise: setup data
 	@if command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/icons/Faenza ]; then \

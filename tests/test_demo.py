@@ -21,3 +21,6 @@ def test_demo_runs_end_to_end(tmp_path):
         # 10 classes: chance is 0.1; ImageNet features with 10 labels per class reach far more
         assert r["accuracy"] > 0.6
     assert len(list((tmp_path / "demo" / "sample-images").glob("*.png"))) == 6
+    best = max(rows, key=lambda r: r["accuracy"])
+    page = (tmp_path / "demo" / best["strategy"] / "report.html").read_text()
+    assert all(f'id="{s}"' in page for s in ("summary", "training", "errors", "gradcam", "bias", "features", "config"))

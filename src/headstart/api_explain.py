@@ -51,7 +51,7 @@ from .report import Section, classification_metrics, plots, render
 from .runfolder import write_json
 
 GREEN, RED = "#00c853", "#ff1744"
-IOU_THRESHOLDS = (0.2, 0.3, 0.35, 0.4, 0.5, 0.6)
+IOU_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 
 
 def _class_index(classes: Sequence[str], target: str | int | None) -> int | None:
@@ -104,6 +104,17 @@ def _panel(image: np.ndarray, cam: np.ndarray, boxes: Sequence[tuple[Any, str]] 
     return out
 
 
+def _original_mask(mask: np.ndarray, sq: SquareMap) -> Image.Image:
+    """A square CAM mask back on the original image's pixel grid (white = object; the parts of
+    the image outside the centre crop the model saw stay black)."""
+    side = min(sq.width, sq.height)
+    crop = Image.fromarray((mask * 255).astype(np.uint8)).resize((side, side), Image.Resampling.NEAREST)
+    out = Image.new("L", (sq.width, sq.height), 0)
+    ox, oy = sq.offset
+    out.paste(crop, (int(round(ox)), int(round(oy))))
+    return out
+
+
 def explain(
     run_dir: str | Path,
     inputs: Sequence[str | Path],
@@ -119,7 +130,8 @@ def explain(
     """CAM overlays for image files (folders are searched), written as PNGs with a summary.
 
     Each image gets ``<stem>-<method>.png``: the image beside its heatmap for the predicted class
-    (or ``target``). With ``boxes`` the CAM's box (red) is drawn, and the ground truth's (green)
+    (or ``target``). With ``boxes`` the CAM's box (red) is drawn and its mask is written
+    (``<stem>-<method>-mask.png``, the original's size), and the ground truth's box (green)
     when ``ground_truth`` (a CSV, see ``explain.localize``) names the image; IoU against it is
     reported per image and on average, with CorLoc (the share of images with IoU ≥ 0.5).
     """
@@ -173,6 +185,10 @@ def explain(
         used.add(name)
         _panel(shown[i], cam, drawn).save(out_dir / name)
         row["overlay"] = str(out_dir / name)
+        if boxes:
+            mask_path = out_dir / name.replace(".png", "-mask.png")
+            _original_mask(cam_mask(cam, threshold), sq).save(mask_path)
+            row["mask"] = str(mask_path)
         rows.append(row)
     summary: dict[str, Any] = {
         "run": str(predictor.run.path),
@@ -208,7 +224,7 @@ class Analysis:
     imageset: ImageSet
     images: torch.Tensor
     labels: np.ndarray
-    cams: CamResult
+    cams: CamResult | None
     probs: np.ndarray
     features: np.ndarray
     shown: np.ndarray
@@ -216,7 +232,12 @@ class Analysis:
     gt_boxes: list[list[Any]] | None
     caution: str | None
     method: str
+    source_index: np.ndarray
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def name_of(self, i: int) -> str:
+        """Image ``i`` of the sample as a user finds it: its path, or its index in the array set."""
+        return self.imageset.images[i] if not self.imageset.is_array else f"{self.data_name} #{int(self.source_index[i])}"
 
     @property
     def classes(self) -> list[str]:
@@ -236,6 +257,7 @@ def analyse(
     ground_truth: str | Path | None = None,
     device: str = "auto",
     seed: int = 0,
+    with_cams: bool = True,
 ) -> Analysis:
     """Score, CAM and embed up to ``limit`` labeled images (the same share of every class).
 
@@ -250,7 +272,8 @@ def analyse(
     labeled = np.flatnonzero(imageset.labels >= 0)
     if len(labeled) < 3:
         raise DataError(f"{name} has {len(labeled)} labeled images; the analysis needs at least 3")
-    imageset = imageset.subset(labeled[subsample(imageset.labels[labeled], limit, seed)])
+    picked = labeled[subsample(imageset.labels[labeled], limit, seed)]
+    imageset = imageset.subset(picked)
     gt = read_ground_truth(ground_truth) if ground_truth else None
     if gt is not None and imageset.is_array:
         raise DataError(f"ground-truth boxes name image files, but {name} is a built-in array set; give a folder or CSV of images")
@@ -262,9 +285,9 @@ def analyse(
     feats, probs = penultimate(predictor.model, predictor.prepare, images)
     secs["features"] = time.perf_counter() - t
     t = time.perf_counter()
-    cams = compute_cams(predictor.model, predictor.prepare, images, method=method)
+    cams = compute_cams(predictor.model, predictor.prepare, images, method=method) if with_cams else None
     secs["cams"] = time.perf_counter() - t
-    side = cams.cams.shape[-1]
+    side = int(predictor.prepare(images[:1]).shape[-1])
     inside = gt_boxes = None
     if gt is not None:
         inside = [gt.mask_for(p, side) if p in gt else None for p in imageset.images]  # type: ignore[union-attr]
@@ -272,7 +295,7 @@ def analyse(
     return Analysis(
         predictor=predictor, data_name=name, imageset=imageset, images=images, labels=imageset.labels, cams=cams, probs=probs,
         features=feats, shown=display_images(images, side), inside=inside, gt_boxes=gt_boxes, caution=caution, method=method,
-        seconds=secs,
+        source_index=picked, seconds=secs,
     )
 
 
@@ -325,7 +348,7 @@ def bias(
     out.update({"data": a.data_name, "images": int(len(a.labels)), "method": a.method, "layer": a.cams.layer,
                 "localization": localization(a)})
     for f in out["flags"]:
-        f["example_paths"] = [a.imageset.images[i] if not a.imageset.is_array else f"#{i}" for i in f["examples"]]
+        f["example_paths"] = [a.name_of(i) for i in f["examples"]]
     write_json(a.predictor.run.path / "bias-audit.json", out)
     out["written_to"] = str(a.predictor.run.path / "bias-audit.json")
     return out
@@ -349,7 +372,7 @@ def features(
 ) -> dict[str, Any]:
     """First-layer filters, PCA and t-SNE of the penultimate features, and the top-k patches
     for one channel of one layer, as PNGs in ``output`` (default ``RUN/features``)."""
-    a = analysis or analyse(run_dir, data, limit=limit, device=device)
+    a = analysis or analyse(run_dir, data, limit=limit, device=device, with_cams=False)
     out_dir = Path(output) if output else a.predictor.run.path / "features"
     out_dir.mkdir(parents=True, exist_ok=True)
     pics = feature_pictures(a, layer=layer, channels=None if channel is None else [channel], top_k=top_k)
@@ -411,7 +434,7 @@ def _errors(a: Analysis, n: int = 8) -> dict[str, Any]:
                   enlarge(Image.fromarray(overlay(a.shown[i], true_cams[k])))[0]]
         t, pr = a.classes[a.labels[i]], a.classes[a.predicted[i]]
         caps += [f"true {_caption(t, 14)}", f"CAM: {_caption(pr, 14)}\np={a.probs[i].max():.2f}", f"CAM: {_caption(t, 14)}\np={p_true[i]:.2f}"]
-        rows.append({"image": a.imageset.images[i] if not a.imageset.is_array else f"#{i}", "true": t, "predicted": pr,
+        rows.append({"image": a.name_of(i), "true": t, "predicted": pr,
                      "p_predicted": float(a.probs[i].max()), "p_true": float(p_true[i]), "loss": float(loss[i])})
     return {"images": rows, "png": png_bytes(grid(tiles, caps, columns=6))}
 
@@ -499,6 +522,9 @@ def report(
            f"accuracy on them {metrics['accuracy']:.3f}.")
     if a.caution:
         s.note(a.caution)
+    if a.imageset.skipped:
+        s.note(f"{len(a.imageset.skipped)} unreadable file(s) left out: " + "; ".join(f"{p}: {r}" for p, r in a.imageset.skipped[:10])
+               + (" …" if len(a.imageset.skipped) > 10 else ""))
     s.text(f"CAM method: {a.method} — {CAM_METHODS.get(a.method).description}. Target layer: {a.cams.layer} "
            f"(the adapter's cam_layer: the last stage with a spatial map; later stages have no location left to explain).")
     if a.method != method:
@@ -537,8 +563,13 @@ def report(
     s.text(f"Share of CAM energy per class: centre = {audit['regions']['centre']} (an even map puts {audit['regions']['even_map_centre']:.0%} there), "
            f"border = {audit['regions']['border']} ({audit['regions']['even_map_border']:.0%} for an even map). A class is flagged when at least "
            f"{audit['thresholds']['border']:.0%} of its evidence is on the border, or (with ground truth) less than {audit['thresholds']['inside']:.0%} is inside the object.")
-    s.table([{**{k: r.get(k) for k in ("class", "images", "accuracy", "centre", "border", "inside")}, "flags": r["flags"]} for r in audit["per_class"]],
-            ["class", "images", "accuracy", "centre", "border", "inside", "flags"])
+    cols = ["class", "images", "accuracy", "centre", "border"]
+    if any(r.get("inside") is not None for r in audit["per_class"]):
+        cols += ["inside", "object_area", "enrichment"]
+        s.text("With ground truth: inside = share of the evidence on the object, object_area = share of the image it covers, "
+               f"enrichment = inside / object_area (1 = no better than an even map); 'outside' needs inside < {audit['thresholds']['inside']:.0%} "
+               f"and enrichment < {audit['thresholds']['enrichment']:g}.")
+    s.table([{**{k: r.get(k) for k in cols}, "flags": r["flags"]} for r in audit["per_class"]], cols + ["flags"])
     if audit["flags"]:
         for f in audit["flags"]:
             s.note(f["message"])
@@ -587,5 +618,5 @@ def report(
     return {
         "report": str(out), "bytes": len(page.encode()), "sections": [x.id for x in sections], "images": len(a.labels),
         "accuracy": metrics["accuracy"], "method": a.method, "layer": a.cams.layer, "bias_flags": audit["flags"],
-        "localization": loc, "tensorboard": tb, "seconds": {**a.seconds, "total": time.perf_counter() - t_start},
+        "localization": loc, "tensorboard": tb, "skipped_files": [list(x) for x in a.imageset.skipped], "seconds": {**a.seconds, "total": time.perf_counter() - t_start},
     }

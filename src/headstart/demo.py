@@ -4,7 +4,7 @@ Fashion-MNIST with 10 labels per class (Debian package ``dataset-fashion-mnist``
 installed, else scikit-learn's digits, which always is. It trains the memorisation baseline,
 a linear probe, a partial fine-tune from real ImageNet weights and ``auto`` (the strategy
 advisor measures the data and chooses), scores each on the official test split, shows a few
-predictions, and says where everything is.
+predictions, writes the HTML report of the best run, and says where everything is.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from .api import evaluate, predict, train
+from .api_explain import report
 from .config import TrainConfig
 from .data import BUILTIN_DATASETS
 from .engine.progress import console
@@ -72,12 +73,16 @@ def run_demo(*, output: str = "runs/demo", labels_per_class: int = 10, device: s
     for p in preds["predictions"]:
         top = ", ".join(f"{t['class']} {t['probability']:.2f}" for t in p["top"])
         console.print(f"  {Path(p['path']).name}: {top}")
+    rep = report(best["run"], limit=500, device=device)
+    flags = "; ".join(f["message"] for f in rep["bias_flags"]) or "no class flagged"
+    console.print(f"report of the best run: {rep['report']} (CAMs, errors, bias audit: {flags}; feature pictures; {rep['seconds']['total']:.0f} s)")
     console.print(
         "\nWhere to look:\n"
+        f"  the report    {rep['report']} (open it in a browser; it is one self-contained file)\n"
         f"  run folders   {out}/<strategy>/ (config.yaml with the reason for every default, metrics.json, eval-*.json)\n"
         f"  the advice    {out}/auto/advice.json (evidence and decision) · headstart advise {data} --labels-per-class {labels_per_class}\n"
         f"  TensorBoard   tensorboard --logdir {out}\n"
-        f"  more          headstart eval {best['run']}   ·   headstart predict {best['run']} IMAGES --top-k 3"
+        f"  more          headstart eval {best['run']}   ·   headstart predict {best['run']} IMAGES --top-k 3   ·   headstart explain {best['run']} IMAGES --boxes"
     )
     return rows
 

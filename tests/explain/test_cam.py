@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from explain_helpers import prepare_fn, tiny_backbone
 
 from headstart.errors import HeadstartError
 from headstart.explain import CAM_METHODS, compute_cams
-
-from explain_helpers import prepare_fn, tiny_backbone
 
 
 def _images(n: int, side: int = 32, seed: int = 0) -> torch.Tensor:
@@ -119,3 +118,12 @@ def test_no_memory_growth_over_1000_images():
     # The first pass warms allocator caches; after it, a leak of the activations, gradients or
     # graph of every batch (≥ 0.5 MB each here) would add well over 10 MB by the fifth pass.
     assert rss[-1] - rss[1] < 10, rss
+
+
+def test_scorecam_draws_no_progress_bars(tiny, capfd):
+    compute_cams(tiny, prepare_fn(), _images(2), method="scorecam")
+    err = capfd.readouterr().err
+    assert "it/s" not in err and "%|" not in err
+    from pytorch_grad_cam import score_cam
+
+    assert score_cam.tqdm.__name__ == "tqdm"  # the library's reference is restored

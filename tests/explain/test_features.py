@@ -6,12 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from explain_helpers import prepare_fn, tiny_backbone
+from explain_helpers import prepare_fn
 from torch import nn
 
 from headstart.backbones import Backbone, Preprocess
 from headstart.errors import HeadstartError
-from headstart.explain import filter_tiles, first_conv, project, receptive_field, stage_index, top_patches
+from headstart.explain import (
+    filter_tiles,
+    first_conv,
+    project,
+    receptive_field,
+    stage_index,
+    top_patches,
+)
 from headstart.explain.features import patch_stage
 
 

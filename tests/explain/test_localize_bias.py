@@ -133,3 +133,14 @@ def test_audit_flags_the_class_that_looks_at_the_border_and_the_one_that_looks_o
     assert all(len(f["examples"]) == 2 for f in out["flags"])
     assert next(f for f in out["flags"] if f["kind"] == "border")["examples"] == [4, 5]
     assert rows["ok"]["accuracy"] == 1.0
+    assert rows["ok"]["object_area"] == pytest.approx(0.25) and rows["ok"]["enrichment"] == pytest.approx(4.0)
+
+
+def test_a_thin_object_that_draws_the_evidence_to_itself_is_not_flagged_outside():
+    side = 32
+    obj = boxes_mask([(14, 2, 18, 30)], side)  # a thin object: 4 × 28 px = 11 % of the image
+    cam = _blob(side, 10, 2, 22, 30)  # a coarse map around it: 1/3 inside, but 3× an even map
+    out = bias_audit(np.stack([cam] * 3), np.zeros(3, int), ["trouser"], inside=[obj] * 3)
+    row = out["per_class"][0]
+    assert row["inside"] == pytest.approx(1 / 3) and row["enrichment"] == pytest.approx((1 / 3) / obj.mean())
+    assert row["flags"] == [] and out["flags"] == []

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def test_explain_writes_overlays_boxes_and_iou(boxed, boxed_run, tmp_path):
         im = Image.open(r["overlay"])
         assert im.width > 2 * 48 and im.height >= 48  # image | overlay, enlarged to ≥ 112 px
         assert 0 <= r["iou"] <= 1 and r["explained_class"] == r["predicted"]
+        mask = np.asarray(Image.open(r["mask"]))
+        assert mask.shape[::-1] == Image.open(r["path"]).size and set(np.unique(mask)) <= {0, 255}
         if r["box"] is not None:  # boxes are given in pixels of the original image
             w, h = Image.open(r["path"]).size
             assert 0 <= r["box"][0] < r["box"][2] <= w + 1 and 0 <= r["box"][1] < r["box"][3] <= h + 1
@@ -114,9 +117,14 @@ def test_report_renders_in_chromium_with_every_section_and_image(boxed, boxed_ru
     assert n_img >= 9 and n_img == page.count('src="data:image/png;base64,')
     tb = Path(out["tensorboard"])
     assert list(tb.rglob("events.out.tfevents.*")) and list(tb.rglob("projector_config.pbtxt"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb)).Reload()
+    assert acc.Tags()["images"] and acc.Tags()["images"][0].startswith("cam/gradcam")
     meta = next(tb.rglob("metadata.tsv")).read_text().splitlines()
     assert meta[0].split("\t") == ["true", "predicted", "correct"] and len(meta) == 25
     if find_browser() is None:
+        assert not os.environ.get("HEADSTART_REQUIRE_BROWSER"), "CI must render the report: apt-get install chromium chromium-driver"
         pytest.skip("Chromium/chromedriver not installed (apt-get install chromium chromium-driver); the page was checked as text only")
     seen = render_check(tmp_path / "r.html", screenshot=tmp_path / "r.png")
     assert [s[0] for s in seen["sections"]] == out["sections"]
@@ -150,3 +158,23 @@ def test_cli_explain_bias_features_report(boxed, boxed_run, tmp_path):
     assert isinstance(res.exception, HeadstartError) and "unknown CAM method 'nope'" in str(res.exception)
     res = runner.invoke(app, ["explain", str(boxed_run), img, "--gt", str(tmp_path / "none.csv"), "--device", "cpu"])
     assert isinstance(res.exception, HeadstartError) and "none.csv does not exist" in str(res.exception)
+
+
+def test_report_on_a_folder_with_a_broken_file_names_it_and_goes_on(shapes_folder, tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig(data=str(shapes_folder), output=str(run), strategy="linear", epochs=2, **FAST))
+    out = report(run, str(shapes_folder), output=tmp_path / "r.html", device="cpu", tensorboard=False)
+    assert out["images"] == 30 and any("broken.jpg" in p for p, _ in out["skipped_files"])
+    page = (tmp_path / "r.html").read_text()
+    assert "unreadable file(s) left out" in page and "broken.jpg" in page
+
+
+def test_knn_runs_refuse_gradient_cams_and_the_report_uses_eigencam(shapes_folder, tmp_path):
+    run = tmp_path / "knn"
+    train(TrainConfig(data=str(shapes_folder), output=str(run), strategy="knn", **FAST))
+    img = str(next((shapes_folder / "disc").glob("*.png")))
+    with pytest.raises(HeadstartError, match="nearest-neighbour vote.*eigencam"):
+        explain(run, [img], device="cpu")
+    assert explain(run, [img], method="eigencam", output=tmp_path / "e", device="cpu")["method"] == "eigencam"
+    out = report(run, str(shapes_folder), output=tmp_path / "r.html", device="cpu", tensorboard=False)
+    assert out["method"] == "eigencam" and "eigencam is used instead" in (tmp_path / "r.html").read_text()

@@ -11,7 +11,6 @@ explained (``tests/explain/test_cam.py`` runs 1,000).
 
 from __future__ import annotations
 
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -99,23 +98,33 @@ def _gradients_on(model: nn.Module) -> Iterator[None]:
             p.requires_grad_(f)
 
 
+class _NoBar:
+    """Stands in for the ``tqdm`` module inside Score-CAM: the iterable, without a bar."""
+
+    @staticmethod
+    def tqdm(iterable, *args, **kwargs):  # noqa: ANN001, ANN205
+        return iterable
+
+
 @contextmanager
 def _quiet_progress() -> Iterator[None]:
-    """Score-CAM draws a tqdm bar per image; the library's bars would flood the console."""
-    old = os.environ.get("TQDM_DISABLE")
-    os.environ["TQDM_DISABLE"] = "1"
+    """Score-CAM draws a tqdm bar per image (the library reads ``tqdm.tqdm`` at call time, and
+    tqdm reads its environment switches only at import); hundreds of bars would flood the
+    console, so the library's reference is swapped for the bare iterable while CAMs run."""
+    from pytorch_grad_cam import score_cam
+
+    old = score_cam.tqdm
+    score_cam.tqdm = _NoBar
     try:
         yield
     finally:
-        if old is None:
-            os.environ.pop("TQDM_DISABLE", None)
-        else:
-            os.environ["TQDM_DISABLE"] = old
+        score_cam.tqdm = old
 
 
 def _cam_batch(method: CamMethod, model: Backbone, x: torch.Tensor, targets: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
     """One batch; ``targets=None`` lets the library explain each image's top class."""
     cam = method.cls(model=model, target_layers=[model.cam_layer])
+    cam.batch_size = 64  # Score-CAM's masked copies per forward (its default, 16, underuses a batch)
     try:
         maps = cam(input_tensor=x, targets=None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets])
         probs = cam.outputs.detach().float().softmax(1).cpu().numpy()

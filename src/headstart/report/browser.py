@@ -91,9 +91,12 @@ def render_check(html_path: str | Path, *, screenshot: str | Path | None = None,
         _call(base, "POST", f"{s}/url", {"url": Path(html_path).resolve().as_uri()})
         info = _call(base, "POST", f"{s}/execute/sync", {"script": _CHECK, "args": []})
         if screenshot is not None:
-            h = min(int(info["height"]) + 40, max_height)
-            _call(base, "POST", f"{s}/window/rect", {"width": width, "height": h})
-            png = base64.b64decode(_call(base, "GET", f"{s}/screenshot"))
+            # The DevTools call captures beyond the window (a window cannot be taller than the
+            # virtual screen, which would cut long reports).
+            h = min(int(info["height"]), max_height)
+            shot = _call(base, "POST", f"{s}/goog/cdp/execute", {"cmd": "Page.captureScreenshot", "params": {
+                "format": "png", "captureBeyondViewport": True, "clip": {"x": 0, "y": 0, "width": width, "height": h, "scale": 1}}})
+            png = base64.b64decode(shot["data"])
             Path(screenshot).write_bytes(png)
             info["screenshot"] = str(screenshot)
         return info

@@ -170,7 +170,7 @@ def step_placed(work: Path, methods: tuple[str, ...] = ("gradcam", "gradcam++", 
     render_check(html, screenshot=ASSETS / "placed-report.png")
     audit = json.loads((run / "bias-audit.json").read_text())
     return {"run": str(run), "test_accuracy": ev["accuracy"], "methods": rows, "report": str(html.relative_to(RESULTS.parent)),
-            "bias": {"overall": audit["overall"], "flags": [{k: f[k] for k in ("class", "kind", "value")} for f in audit["flags"]]},
+            "bias": {"overall": audit["overall"], "per_class": audit["per_class"], "flags": [{k: f[k] for k in ("class", "kind", "value", "message")} for f in audit["flags"]]},
             "report_seconds": out["seconds"]["total"]}
 
 
@@ -185,6 +185,7 @@ def step_watermark(work: Path) -> dict:
         audit = bias(run, str(root / split), limit=1000)
         row = next(r for r in audit["per_class"] if r["class"] == MARKED)
         res[split] = {"accuracy": ev["accuracy"], "marked_class_accuracy": per[MARKED], "marked_class_border": row["border"],
+                      "marked_class_border_vs_others": row["border_vs_other_classes"],
                       "marked_class_centre": row["centre"], "flags": [{k: f[k] for k in ("class", "kind", "value", "message")} for f in audit["flags"]],
                       "median_other_border": float(np.median([r["border"] for r in audit["per_class"] if r["class"] != MARKED]))}
         if split == "test-marked":
@@ -205,9 +206,10 @@ def markdown(results: dict) -> str:
                   f"{f['report_bytes'] / 1e6:.1f} MB, {f['report_seconds']:.0f} s ({', '.join(f'{k} {v:.1f} s' for k, v in f['timings'].items())}). "
                   f"Rendered in headless Chromium: {len(f['rendered']['sections'])} sections, {f['rendered']['images']} images, "
                   f"{len(f['rendered']['broken'])} broken; screenshot `results/explain/fashion-mnist-report.png`.", "",
-                  "| class | accuracy | centre share | border share | flags |", "|---|---|---|---|---|"]
+                  "| class | accuracy | centre share | border share | border ÷ other classes' median | flags |", "|---|---|---|---|---|---|"]
         for r in f["bias"]["per_class"]:
-            lines.append(f"| {r['class']} | {r.get('accuracy', 0):.2f} | {r['centre']:.3f} | {r['border']:.3f} | {', '.join(r['flags']) or '—'} |")
+            lines.append(f"| {r['class']} | {r.get('accuracy', 0):.2f} | {r['centre']:.3f} | {r['border']:.3f} | "
+                         f"{r.get('border_vs_other_classes') or 0:.2f} | {', '.join(r['flags']) or '—'} |")
         lines += ["", f"An even map: centre 0.250, border 0.438. Flags: {len(f['bias']['flags'])}.", ""]
     p = results.get("placed")
     if p:
@@ -218,15 +220,21 @@ def markdown(results: dict) -> str:
         for name, r in p["methods"].items():
             for t in r["by_threshold"]:
                 lines.append(f"| {name} | {r['images']} | {t['threshold']} | {t['mean_iou']:.3f} | {t['corloc']:.3f} | {t['mean_mask_iou']:.3f} | {r['seconds']:.0f} |")
+        lines += ["", "Bias audit of the same model with the boxes (Grad-CAM):", "",
+                  "| class | accuracy | border | inside | object area | enrichment | flags |", "|---|---|---|---|---|---|---|"]
+        for r in p["bias"].get("per_class", []):
+            lines.append(f"| {r['class']} | {r.get('accuracy', 0):.2f} | {r['border']:.3f} | {r['inside']:.3f} | {r['object_area']:.3f} | "
+                         f"{r['enrichment']:.2f} | {', '.join(r['flags']) or '—'} |")
         lines.append("")
     w = results.get("watermark")
     if w:
         lines += ["## Planted shortcut: a corner mark on every training Shirt", "",
-                  "| test images | accuracy | Shirt accuracy | Shirt border share | other classes' median border | flags |", "|---|---|---|---|---|---|"]
+                  "| test images | accuracy | Shirt accuracy | Shirt border share | other classes' median border | ratio | flags |", "|---|---|---|---|---|---|---|"]
         for split in ("test-marked", "test-clean"):
             r = w[split]
             fl = "; ".join(f"{x['class']} ({x['kind']}, {x['value']:.2f})" for x in r["flags"]) or "—"
-            lines.append(f"| {split} | {r['accuracy']:.3f} | {r['marked_class_accuracy']:.3f} | {r['marked_class_border']:.3f} | {r['median_other_border']:.3f} | {fl} |")
+            lines.append(f"| {split} | {r['accuracy']:.3f} | {r['marked_class_accuracy']:.3f} | {r['marked_class_border']:.3f} | {r['median_other_border']:.3f} | "
+                         f"{r.get('marked_class_border_vs_others') or 0:.2f} | {fl} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -8,6 +8,9 @@ Public API::
     clf.predict(["shoe.jpg"])
     headstart.evaluate("runs/a")            # official test split for built-in sets
     headstart.ImageClassifier.load("runs/a").predict_proba(images)
+
+    from headstart.api_explain import explain, bias, features, report   # looking inside a run
+    report("runs/a", output="runs/a/report.html")   # CAMs, errors, bias audit, feature pictures
 """
 
 __version__ = "0.1.0"

@@ -1021,6 +1021,20 @@ def _gather_paths(inputs: Sequence[str | Path]) -> list[Path]:
     return paths
 
 
+def load_square_files(paths: Iterable[str | Path], size: int) -> tuple[list[Path], torch.Tensor, list[tuple[str, str]]]:
+    """Decode image files into uint8 (N, 3, size, size) the way training stored them (shorter
+    side resized, centre crop); unreadable files come back as ``(path, reason)``."""
+    ok, arrays, bad = [], [], []
+    for p in paths:
+        try:
+            arrays.append(to_square_uint8(load_image(p), size))
+            ok.append(Path(p))
+        except HeadstartError as exc:
+            bad.append((str(p), str(getattr(exc, "reason", exc))))
+    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() if arrays else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+    return ok, x, bad
+
+
 class Predictor:
     """A loaded run, ready to score images (files, folders, arrays or an ImageSet)."""
 
@@ -1073,16 +1087,9 @@ class Predictor:
         self, paths: Iterable[str | Path], *, views: Sequence[Any] | None = None
     ) -> tuple[list[Path], np.ndarray, list[tuple[str, str]]]:
         """Probabilities for image files; unreadable files are returned with their reason."""
-        ok, arrays, bad = [], [], []
-        for p in paths:
-            try:
-                arrays.append(to_square_uint8(load_image(p), self.run.image_size))
-                ok.append(Path(p))
-            except HeadstartError as exc:
-                bad.append((str(p), str(getattr(exc, "reason", exc))))
-        if not arrays:
+        ok, x, bad = load_square_files(paths, self.run.image_size)
+        if not ok:
             return ok, np.zeros((0, len(self.classes))), bad
-        x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
         return ok, self.proba_tensor(x, views=views), bad
 
 

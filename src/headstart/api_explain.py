@@ -8,6 +8,7 @@ run for scoring (``Predictor``), never to train.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +20,8 @@ import yaml
 from PIL import Image
 
 from .advise.measure import subsample
-from .api import Predictor, _align_classes, _eval_data, _gather_paths
-from .data import ImageSet, load_image, to_square_uint8
+from .api import Predictor, _align_classes, _eval_data, _gather_paths, load_square_files
+from .data import ImageSet
 from .errors import DataError, HeadstartError
 from .explain import (
     CAM_METHODS,
@@ -74,18 +75,6 @@ def _check_method(predictor: Predictor, method: str) -> str:
             f"use --method eigencam or --method scorecam"
         )
     return method
-
-
-def _load_files(paths: Sequence[Path], size: int) -> tuple[list[Path], torch.Tensor, list[dict[str, str]]]:
-    ok, arrays, bad = [], [], []
-    for p in paths:
-        try:
-            arrays.append(to_square_uint8(load_image(p), size))
-            ok.append(Path(p))
-        except HeadstartError as exc:
-            bad.append({"path": str(p), "reason": str(getattr(exc, "reason", exc))})
-    x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() if arrays else torch.zeros(0, 3, size, size, dtype=torch.uint8)
-    return ok, x, bad
 
 
 def _side(predictor: Predictor) -> int:
@@ -142,7 +131,8 @@ def explain(
     gt = read_ground_truth(ground_truth) if ground_truth else None
     out_dir = Path(output) if output else predictor.run.path / "explain"
     side = _side(predictor)
-    paths, x, bad = _load_files(_gather_paths(inputs), side)
+    paths, x, unread = load_square_files(_gather_paths(inputs), side)
+    bad = [{"path": p, "reason": r} for p, r in unread]
     if not paths:
         raise DataError(f"none of the {len(bad)} images could be read: " + "; ".join(f"{b['path']}: {b['reason']}" for b in bad[:5]))
     t0 = time.perf_counter()
@@ -461,6 +451,7 @@ def _tensorboard(a: Analysis, run_dir: Path, example_idx: Sequence[int]) -> str:
     from torch.utils.tensorboard import SummaryWriter
 
     log_dir = run_dir / "tb" / "explain"
+    shutil.rmtree(log_dir, ignore_errors=True)  # a new report replaces the last one's projector data and images
     writer = SummaryWriter(str(log_dir))
     try:
         thumbs = torch.from_numpy(a.shown).permute(0, 3, 1, 2).float() / 255.0
@@ -562,8 +553,10 @@ def report(
     s = Section("bias", "Bias audit")
     s.text(f"Share of CAM energy per class: centre = {audit['regions']['centre']} (an even map puts {audit['regions']['even_map_centre']:.0%} there), "
            f"border = {audit['regions']['border']} ({audit['regions']['even_map_border']:.0%} for an even map). A class is flagged when at least "
-           f"{audit['thresholds']['border']:.0%} of its evidence is on the border, or (with ground truth) less than {audit['thresholds']['inside']:.0%} is inside the object.")
-    cols = ["class", "images", "accuracy", "centre", "border"]
+           f"{audit['thresholds']['border']:.0%} of its evidence is on the border, or at least {audit['thresholds']['border_relative_min']:.0%} and "
+           f"{audit['thresholds']['border_vs_other_classes']:g}× the other classes' median (border_vs_other_classes), or (with ground truth) "
+           f"less than {audit['thresholds']['inside']:.0%} is inside the object.")
+    cols = ["class", "images", "accuracy", "centre", "border", "border_vs_other_classes"]
     if any(r.get("inside") is not None for r in audit["per_class"]):
         cols += ["inside", "object_area", "enrichment"]
         s.text("With ground truth: inside = share of the evidence on the object, object_area = share of the image it covers, "

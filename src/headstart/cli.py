@@ -439,11 +439,12 @@ def bias(
     console.print(f"{out['images']} images of {out['data']}, {out['method']} on {out['layer']}; an even map puts "
                   f"{r['even_map_centre']:.0%} of its energy in the centre and {r['even_map_border']:.0%} on the border")
     table = Table()
-    for col in ("class", "images", "accuracy", "centre", "border", "inside", "flags"):
+    for col in ("class", "images", "accuracy", "centre", "border", "border ÷ others", "inside", "flags"):
         table.add_column(col)
     f = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
     for row in out["per_class"]:
-        table.add_row(row["class"], str(row["images"]), f(row.get("accuracy")), f(row["centre"]), f(row["border"]), f(row["inside"]), ", ".join(row["flags"]))
+        table.add_row(row["class"], str(row["images"]), f(row.get("accuracy")), f(row["centre"]), f(row["border"]),
+                      f(row.get("border_vs_other_classes")), f(row["inside"]), ", ".join(row["flags"]))
     console.print(table)
     for flag in out["flags"]:
         console.print(f"[yellow]flag[/yellow] {flag['message']}; e.g. {', '.join(map(str, flag['example_paths'][:3]))}")

@@ -144,3 +144,21 @@ def test_a_thin_object_that_draws_the_evidence_to_itself_is_not_flagged_outside(
     row = out["per_class"][0]
     assert row["inside"] == pytest.approx(1 / 3) and row["enrichment"] == pytest.approx((1 / 3) / obj.mean())
     assert row["flags"] == [] and out["flags"] == []
+
+
+def test_a_class_that_looks_at_the_border_far_more_than_its_peers_is_flagged():
+    side = 32
+    rng = np.random.default_rng(0)
+    centre = _blob(side, 8, 8, 24, 24) + 0.05
+    marked = centre.copy()
+    marked[0:4, 0:4] = 6.0  # a corner mark draws ~40 % of the evidence: under the absolute 50 %
+    cams = np.stack([centre * rng.uniform(0.9, 1.1) for _ in range(9)] + [marked] * 3)
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3])
+    out = bias_audit(cams, labels, ["a", "b", "c", "shirt"])
+    rows = {r["class"]: r for r in out["per_class"]}
+    assert 0.25 <= rows["shirt"]["border"] < 0.5 and rows["shirt"]["border_vs_other_classes"] > 2
+    assert [f["class"] for f in out["flags"]] == ["shirt"] and "other classes' median" in out["flags"][0]["message"]
+    assert all(rows[c]["flags"] == [] for c in "abc")
+    # every class alike (even when all look at the border a little more): nothing stands out
+    same = bias_audit(np.stack([centre] * 12), labels, ["a", "b", "c", "shirt"])
+    assert same["flags"] == []

@@ -123,6 +123,8 @@ def test_report_renders_in_chromium_with_every_section_and_image(boxed, boxed_ru
     assert acc.Tags()["images"] and acc.Tags()["images"][0].startswith("cam/gradcam")
     meta = next(tb.rglob("metadata.tsv")).read_text().splitlines()
     assert meta[0].split("\t") == ["true", "predicted", "correct"] and len(meta) == 25
+    report(boxed_run, str(root), output=tmp_path / "r2.html", device="cpu", limit=10)  # a new report replaces the TensorBoard data
+    assert len(list(tb.rglob("events.out.tfevents.*"))) == 1 and len(next(tb.rglob("metadata.tsv")).read_text().splitlines()) == 11
     if find_browser() is None:
         assert not os.environ.get("HEADSTART_REQUIRE_BROWSER"), "CI must render the report: apt-get install chromium chromium-driver"
         pytest.skip("Chromium/chromedriver not installed (apt-get install chromium chromium-driver); the page was checked as text only")

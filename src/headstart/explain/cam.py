@@ -124,7 +124,6 @@ def _quiet_progress() -> Iterator[None]:
 def _cam_batch(method: CamMethod, model: Backbone, x: torch.Tensor, targets: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
     """One batch; ``targets=None`` lets the library explain each image's top class."""
     cam = method.cls(model=model, target_layers=[model.cam_layer])
-    cam.batch_size = 64  # Score-CAM's masked copies per forward (its default, 16, underuses a batch)
     try:
         maps = cam(input_tensor=x, targets=None if targets is None else [ClassifierOutputTarget(int(t)) for t in targets])
         probs = cam.outputs.detach().float().softmax(1).cpu().numpy()

@@ -46,6 +46,7 @@ from .explain import (
     project,
     read_ground_truth,
     top_patches,
+    upright_size,
 )
 from .fileio import atomic_write
 from .report import Section, classification_metrics, plots, render
@@ -124,6 +125,8 @@ def explain(
     when ``ground_truth`` (a CSV, see ``explain.localize``) names the image; IoU against it is
     reported per image and on average, with CorLoc (the share of images with IoU ≥ 0.5).
     """
+    if not 0 < threshold < 1:
+        raise HeadstartError(f"--threshold is a fraction of each CAM's maximum, between 0 and 1 (exclusive); got {threshold}")
     predictor = Predictor(run_dir, device=device)
     _check_method(predictor, method)
     classes = predictor.classes
@@ -146,8 +149,7 @@ def explain(
         cam = res.cams[i]
         s = cam.shape[-1]
         box_sq = cam_box(cam, threshold)
-        with Image.open(p) as im:
-            sq = SquareMap(im.width, im.height, s)
+        sq = SquareMap(*upright_size(p), s)
         row: dict[str, Any] = {
             "path": str(p),
             "predicted": classes[int(res.predicted[i])],

@@ -162,3 +162,17 @@ def test_a_class_that_looks_at_the_border_far_more_than_its_peers_is_flagged():
     # every class alike (even when all look at the border a little more): nothing stands out
     same = bias_audit(np.stack([centre] * 12), labels, ["a", "b", "c", "shirt"])
     assert same["flags"] == []
+
+
+def test_boxes_of_a_sideways_phone_photo_use_its_upright_size(tmp_path):
+    from headstart.data import load_image
+    from headstart.explain import upright_size
+
+    img = Image.new("RGB", (80, 40), "white")  # stored 80 × 40, shown upright as 40 × 80
+    exif = img.getexif()
+    exif[0x0112] = 6
+    img.save(tmp_path / "p.jpg", exif=exif)
+    assert upright_size(tmp_path / "p.jpg") == (40, 80) == load_image(tmp_path / "p.jpg").size
+    (tmp_path / "b.csv").write_text("path,x0,y0,x1,y1\np.jpg,0,20,40,60\n")  # upright pixels: the centre square
+    gt = read_ground_truth(tmp_path / "b.csv")
+    assert gt.boxes_for(tmp_path / "p.jpg", 20) == [(0.0, 0.0, 20.0, 20.0)]

@@ -89,6 +89,8 @@ def test_explain_writes_overlays_boxes_and_iou(boxed, boxed_run, tmp_path):
     assert forced["images"][0]["explained_class"] == "square"
     with pytest.raises(HeadstartError, match="not one of this run's classes: disc, square"):
         explain(boxed_run, [str(files[0])], target="triangle", device="cpu")
+    with pytest.raises(HeadstartError, match="--threshold is a fraction"):
+        explain(boxed_run, [str(files[0])], threshold=1.5, device="cpu")
 
 
 def test_bias_and_features_write_their_files(boxed, boxed_run, tmp_path):

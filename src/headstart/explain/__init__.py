@@ -27,6 +27,7 @@ from .localize import (
     mask_box,
     mask_iou,
     read_ground_truth,
+    upright_size,
 )
 from .pictures import draw_boxes, enlarge, grid, overlay, png_bytes
 
@@ -34,5 +35,5 @@ __all__ = [
     "CAM_METHODS", "CamResult", "DEFAULT_THRESHOLD", "GroundTruth", "SquareMap", "bias_audit", "box_iou", "boxes_mask",
     "cam_box", "cam_layer_name", "cam_mask", "compute_cams", "display_images", "draw_boxes", "energy_shares", "enlarge",
     "filter_tiles", "first_conv", "grid", "mask_box", "mask_iou", "overlay", "penultimate", "png_bytes", "project",
-    "read_ground_truth", "receptive_field", "region_masks", "stage_index", "top_patches",
+    "read_ground_truth", "receptive_field", "upright_size", "region_masks", "stage_index", "top_patches",
 ]

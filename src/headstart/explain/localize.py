@@ -9,8 +9,8 @@ at 0.2 and a centred-box reference of 0.307; Grad-CAM++ and Score-CAM also peak 
 Eigen-CAM at 0.5). The maps are coarse (5 × 5 cells at 160 px), so lower thresholds grow the
 box over the background.
 
-Ground truth comes as a CSV: ``path,x0,y0,x1,y1`` (pixels of the original image, several rows
-for several objects) or ``path,mask`` (an image whose non-zero pixels are the object). Boxes are
+Ground truth comes as a CSV: ``path,x0,y0,x1,y1`` (pixels of the original image as shown
+upright, i.e. with its EXIF orientation applied; several rows for several objects) or ``path,mask`` (an image whose non-zero pixels are the object). Boxes are
 mapped into the square the model sees (shorter side resized, centre crop) and back.
 """
 
@@ -109,6 +109,16 @@ class SquareMap:
         return box[0] / k + ox, box[1] / k + oy, box[2] / k + ox, box[3] / k + oy
 
 
+def upright_size(path: str | Path) -> tuple[int, int]:
+    """Width and height of an image as shown upright: images are decoded with their EXIF
+    orientation applied, so a phone photo stored sideways (orientation 5–8) swaps its sides.
+    Reads only the header."""
+    with Image.open(path) as im:
+        w, h = im.size
+        orientation = im.getexif().get(0x0112, 1)
+    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+
+
 @dataclass
 class GroundTruth:
     """Per image (by resolved path): boxes in original pixels, or a mask image path."""
@@ -124,8 +134,7 @@ class GroundTruth:
     def mask_for(self, path: str | Path, side: int) -> np.ndarray | None:
         """The object mask in the model's square (``None`` when the image has no ground truth)."""
         key = str(Path(path).resolve())
-        with Image.open(path) as im:
-            sq = SquareMap(im.width, im.height, side)
+        sq = SquareMap(*upright_size(path), side)
         if key in self.boxes:
             return boxes_mask([sq.to_square(b) for b in self.boxes[key]], side)
         if key in self.masks:
@@ -139,8 +148,7 @@ class GroundTruth:
         key = str(Path(path).resolve())
         if key not in self.boxes:
             return []
-        with Image.open(path) as im:
-            sq = SquareMap(im.width, im.height, side)
+        sq = SquareMap(*upright_size(path), side)
         return [sq.to_square(b) for b in self.boxes[key]]
 
 

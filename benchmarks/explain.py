@@ -53,13 +53,11 @@ def _safe(name: str) -> str:
     return name.replace("/", "-")
 
 
-def _pick(labels: np.ndarray, per_class: int, seed: int, skip: np.ndarray | None = None) -> np.ndarray:
+def _pick(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     out = []
     for c in np.unique(labels):
         idx = np.flatnonzero(labels == c)
-        if skip is not None:
-            idx = np.setdiff1d(idx, skip)
         out.append(rng.permutation(idx)[:per_class])
     return np.sort(np.concatenate(out))
 

@@ -67,19 +67,9 @@ def _class_index(classes: Sequence[str], target: str | int | None) -> int | None
     raise HeadstartError(f"--class {target!r} is not one of this run's classes: {', '.join(classes)}")
 
 
-def _check_method(predictor: Predictor, method: str) -> str:
-    spec = CAM_METHODS.get(method)
-    head = predictor.run.meta.get("head", {}).get("type", "linear")
-    if head == "knn" and spec.uses_gradients:
-        raise HeadstartError(
-            f"{predictor.run.path} classifies by a k-nearest-neighbour vote, which has no useful gradient; "
-            f"use --method eigencam or --method scorecam"
-        )
-    return method
-
-
-def _side(predictor: Predictor) -> int:
-    return int(predictor.run.image_size)
+def _no_gradient(predictor: Predictor, method: str) -> bool:
+    """Whether ``method`` needs gradients this run cannot give (a kNN vote has none worth using)."""
+    return predictor.run.meta.get("head", {}).get("type") == "knn" and CAM_METHODS.get(method).uses_gradients
 
 
 def _panel(image: np.ndarray, cam: np.ndarray, boxes: Sequence[tuple[Any, str]] = ()) -> Image.Image:
@@ -128,12 +118,16 @@ def explain(
     if not 0 < threshold < 1:
         raise HeadstartError(f"--threshold is a fraction of each CAM's maximum, between 0 and 1 (exclusive); got {threshold}")
     predictor = Predictor(run_dir, device=device)
-    _check_method(predictor, method)
+    if _no_gradient(predictor, method):
+        raise HeadstartError(
+            f"{predictor.run.path} classifies by a k-nearest-neighbour vote, which has no useful gradient; "
+            f"use --method eigencam or --method scorecam"
+        )
     classes = predictor.classes
     tgt = _class_index(classes, target)
     gt = read_ground_truth(ground_truth) if ground_truth else None
     out_dir = Path(output) if output else predictor.run.path / "explain"
-    side = _side(predictor)
+    side = predictor.run.image_size
     paths, x, unread = load_square_files(_gather_paths(inputs), side)
     bad = [{"path": p, "reason": r} for p, r in unread]
     if not paths:
@@ -257,7 +251,7 @@ def analyse(
     ``val``/``train``/``test`` name a split.
     """
     predictor = Predictor(run_dir, device=device)
-    if predictor.run.meta.get("head", {}).get("type") == "knn" and CAM_METHODS.get(method).uses_gradients:
+    if _no_gradient(predictor, method):
         method = "eigencam"
     imageset, name, caution = _eval_data(predictor.run, data, "skip")
     imageset = _align_classes(imageset, predictor.classes, name)
@@ -279,7 +273,7 @@ def analyse(
     t = time.perf_counter()
     cams = compute_cams(predictor.model, predictor.prepare, images, method=method) if with_cams else None
     secs["cams"] = time.perf_counter() - t
-    side = int(predictor.prepare(images[:1]).shape[-1])
+    side = predictor.run.image_size  # what ``prepare`` resizes to: the side of every CAM
     inside = gt_boxes = None
     if gt is not None:
         inside = [gt.mask_for(p, side) if p in gt else None for p in imageset.images]  # type: ignore[union-attr]
@@ -313,13 +307,12 @@ def localization(a: Analysis) -> dict[str, Any] | None:
         w, h = sizes.mean(0)
         c = ((side - w) / 2, (side - h) / 2, (side + w) / 2, (side + h) / 2)
         centre_iou = float(np.mean([max(box_iou(c, b) for b in a.gt_boxes[i]) for i in have]))
+    per_image = {i: max(box_iou(cam_box(a.cams.cams[i], DEFAULT_THRESHOLD), b) for b in a.gt_boxes[i]) for i in have}
     per_class = []
     for ci, name in enumerate(a.classes):
-        idx = [i for i in have if a.labels[i] == ci]
-        if idx:
-            ious = [max(box_iou(cam_box(a.cams.cams[i], DEFAULT_THRESHOLD), b) for b in a.gt_boxes[i]) for i in idx]
-            per_class.append({"class": name, "images": len(idx), "mean_iou": float(np.mean(ious)), "corloc": float(np.mean(np.asarray(ious) >= 0.5))})
-    per_image = {i: max(box_iou(cam_box(a.cams.cams[i], DEFAULT_THRESHOLD), b) for b in a.gt_boxes[i]) for i in have}
+        ious = np.array([v for i, v in per_image.items() if a.labels[i] == ci])
+        if len(ious):
+            per_class.append({"class": name, "images": len(ious), "mean_iou": float(ious.mean()), "corloc": float((ious >= 0.5).mean())})
     return {"images_with_ground_truth": len(have), "by_threshold": rows, "default_threshold": DEFAULT_THRESHOLD,
             "centred_box_baseline_iou": centre_iou, "per_class": per_class, "per_image_iou": per_image}
 
@@ -367,7 +360,7 @@ def features(
     a = analysis or analyse(run_dir, data, limit=limit, device=device, with_cams=False)
     out_dir = Path(output) if output else a.predictor.run.path / "features"
     out_dir.mkdir(parents=True, exist_ok=True)
-    pics = feature_pictures(a, layer=layer, channels=None if channel is None else [channel], top_k=top_k)
+    pics = feature_pictures(a, layer=layer, channel=channel, top_k=top_k)
     files = {}
     for key, png in pics["png"].items():
         (out_dir / f"{key}.png").write_bytes(png)
@@ -378,7 +371,7 @@ def features(
     return info
 
 
-def feature_pictures(a: Analysis, *, layer: str | int | None = None, channels: Sequence[int] | None = None, top_k: int = 9) -> dict[str, Any]:
+def feature_pictures(a: Analysis, *, layer: str | int | None = None, channel: int | None = None, top_k: int = 9) -> dict[str, Any]:
     """The feature pictures as PNG bytes, with what each shows."""
     model = a.predictor.model
     conv_name, conv = first_conv(model)
@@ -395,16 +388,13 @@ def feature_pictures(a: Analysis, *, layer: str | int | None = None, channels: S
                                       f"PCA of penultimate features ({out['pca_variance'][0]:.0%} + {out['pca_variance'][1]:.0%} of variance)")
     out["png"]["tsne"] = plots.scatter(proj["tsne"], a.labels, a.classes, wrong, "t-SNE of penultimate features")
     out["points"] = {"pca": proj["pca"].round(4).tolist(), "tsne": proj["tsne"].round(4).tolist()}
-    out["patches"] = []
-    picks: list[int | None] = list(channels) if channels else [None]
-    for ch in picks:
-        p = top_patches(model, a.predictor.prepare, a.images, layer=layer, channel=ch, k=top_k)
-        caps = [f"{_caption(a.classes[a.labels[i]], 14)}\n{v:.2f}" for i, v in zip(p.indices, p.values)]
-        tiles_p = [Image.fromarray(c).resize((80, 80), Image.Resampling.BILINEAR) for c in p.crops]
-        key = f"patches-{p.layer}-{p.channel}"
-        out["png"][key] = png_bytes(grid(tiles_p, caps, columns=9))
-        out["patches"].append({"layer": p.layer, "channel": p.channel, "patch": p.patch, "stride": p.stride, "png": key,
-                               "images": p.indices.tolist(), "activations": [float(v) for v in p.values]})
+    p = top_patches(model, a.predictor.prepare, a.images, layer=layer, channel=channel, k=top_k)
+    caps = [f"{_caption(a.classes[a.labels[i]], 14)}\n{v:.2f}" for i, v in zip(p.indices, p.values)]
+    tiles_p = [Image.fromarray(c).resize((80, 80), Image.Resampling.BILINEAR) for c in p.crops]
+    key = f"patches-{p.layer}-{p.channel}"
+    out["png"][key] = png_bytes(grid(tiles_p, caps, columns=9))
+    out["patches"] = [{"layer": p.layer, "channel": p.channel, "patch": p.patch, "stride": p.stride, "png": key,
+                       "images": p.indices.tolist(), "activations": [float(v) for v in p.values]}]
     return out
 
 
@@ -496,7 +486,7 @@ def report(
     classes = a.classes
     metrics = classification_metrics(predictions=a.predicted, labels=a.labels, classes=classes)
     audit = bias(run_dir, analysis=a)
-    pics = feature_pictures(a, layer=layer, channels=None if channel is None else [channel])
+    pics = feature_pictures(a, layer=layer, channel=channel)
     errors = _errors(a)
     out = Path(output) if output else run.path / "report.html"
 

@@ -36,6 +36,11 @@ app = typer.Typer(
 )
 
 
+def _json_out(obj) -> None:
+    """What ``--json`` prints: the API's result, indented, on stdout (messages go to stderr)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
+
+
 def _names(registry) -> str:
     return "|".join(registry.names())
 
@@ -190,7 +195,7 @@ def advise(
         output.parent.mkdir(parents=True, exist_ok=True)
         api.write_json(output, d)
     if as_json:
-        sys.stdout.write(json.dumps(d, indent=2) + "\n")
+        _json_out(d)
         return
     _print_advice(adv, data)
     if output is not None:
@@ -313,7 +318,7 @@ def eval_(
 
     m = api.evaluate(run, data, device=device, on_bad_image=on_bad_image, tta=tta, tta_views=tta_views)
     if as_json:
-        sys.stdout.write(json.dumps(m, indent=2) + "\n")
+        _json_out(m)
         return
     console.print(f"[bold]accuracy {m['accuracy']:.4f}[/bold] on {m['num_images']} images of {m['data']}")
     if m.get("tta"):
@@ -361,7 +366,7 @@ def predict(
 
     out = api.predict(run, images, top_k=top_k, device=device, tta=tta, tta_views=tta_views)
     if as_json:
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
+        _json_out(out)
         return
     table = Table()
     table.add_column("image", overflow="fold")
@@ -375,10 +380,6 @@ def predict(
 
 
 CAM_HELP = "CAM method: " + " | ".join(CAM_METHODS.names()) + " (grad-cam library; scorecam is slow on a CPU: one forward per channel)."
-
-
-def _json_out(obj) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 @app.command()
@@ -585,7 +586,7 @@ def augment_audit(
         max_drop=max_drop, device=device,
     )
     if as_json:
-        sys.stdout.write(json.dumps(res, indent=2) + "\n")
+        _json_out(res)
         return
     table = Table(title=f"label-safety audit: {res['num_images']} images of {res['data']}, accuracy {res['accuracy']:.3f}")
     for col in ("transform", "accuracy", "changed", "label change", "erased", "fragile"):

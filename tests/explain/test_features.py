@@ -37,7 +37,7 @@ def test_filter_tiles_scale_each_filter_around_grey():
 def test_first_conv_and_stage_lookup(tiny):
     name, conv = first_conv(tiny)
     assert name == "stages.0.0" and conv.out_channels == 8
-    assert stage_index(tiny, "s1") == 1 and stage_index(tiny, 2) == 2 and stage_index(tiny, "-1") == 2 and stage_index(tiny, None) == 1
+    assert stage_index(tiny, "s1") == 1 and stage_index(tiny, 2) == 2 and stage_index(tiny, "-1") == 2
     with pytest.raises(HeadstartError, match="no stage 'x'.*s0, s1, s2"):
         stage_index(tiny, "x")
     with pytest.raises(HeadstartError, match="0..2"):
@@ -50,6 +50,8 @@ def test_receptive_fields_follow_the_convolution_arithmetic(tiny):
     assert got == [(3, 1), (5, 2), (9, 2)]
     assert patch_stage(tiny, 32, torch.device("cpu")) == 2
     assert patch_stage(tiny, 12, torch.device("cpu")) == 1  # 9 px > 2/3 of 12
+    images = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    assert top_patches(tiny, prepare_fn(12), images, k=2).layer == "s1"  # no layer given: patch_stage's choice
 
 
 def _red_detector() -> Backbone:

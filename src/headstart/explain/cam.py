@@ -142,7 +142,6 @@ def compute_cams(
     method: str = "gradcam",
     target_class: int | None = None,
     batch_size: int | None = None,
-    on_batch: Callable[[int], None] | None = None,
 ) -> CamResult:
     """CAMs for uint8 (N, 3, H, W) images.
 
@@ -153,7 +152,6 @@ def compute_cams(
         method: a name in ``CAM_METHODS``.
         target_class: explain this class for every image; ``None`` explains each prediction.
         batch_size: images per CAM call (default: the method's own).
-        on_batch: called with the number of images done, for progress.
     """
     spec = CAM_METHODS.get(method)
     num_classes = getattr(model.head, "out_features", None) or getattr(model.head, "num_classes", None)
@@ -170,8 +168,6 @@ def compute_cams(
             cams.append(m)
             probs.append(p)
             targets.extend(p.argmax(1).tolist() if tgt is None else tgt)
-            if on_batch is not None:
-                on_batch(min(start + bs, len(images)))
     side = int(prepare(images[:1]).shape[-1]) if len(images) else 0
     return CamResult(
         cams=np.concatenate(cams) if cams else np.zeros((0, side, side), np.float32),

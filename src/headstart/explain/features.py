@@ -64,11 +64,8 @@ def project(features: np.ndarray, *, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def stage_index(model: Backbone, layer: str | int | None) -> int:
-    """A stage named (``blocks.3``) or numbered; default: the middle stage, where channels
-    respond to parts and textures rather than edges or whole classes."""
-    if layer is None:
-        return model.num_stages // 2
+def stage_index(model: Backbone, layer: str | int) -> int:
+    """A stage named (``blocks.3``) or numbered (negative numbers count from the end)."""
     if isinstance(layer, int) or str(layer).lstrip("-").isdigit():
         i = int(layer)
         if not -model.num_stages <= i < model.num_stages:
@@ -152,7 +149,7 @@ def top_patches(
     x0 = prepare(images[:1])
     side, device = int(x0.shape[-1]), x0.device
     st = patch_stage(model, side, device) if layer is None else stage_index(model, layer)
-    maps_max, where = [], []
+    maps_max = []
     means = None
     for s in range(0, len(images), batch_size):
         y = model.forward_stages(prepare(images[s : s + batch_size]), 0, st + 1).float()
@@ -161,13 +158,12 @@ def top_patches(
         m = y.mean(dim=(0, 2, 3)) * len(y)
         means = m if means is None else means + m
         maps_max.append(y.flatten(2).max(2))  # values (B, C), positions (B, C)
-        where.append(y.shape[-2:])
+        h, w = y.shape[-2:]
     ch = int(torch.argmax(means)) if channel is None else int(channel)
     if not 0 <= ch < means.numel():
         raise HeadstartError(f"stage {model.stage_names[st]} has channels 0..{means.numel() - 1}, not {ch}")
     vals = torch.cat([v.values[:, ch] for v in maps_max]).cpu()
     pos = torch.cat([v.indices[:, ch] for v in maps_max]).cpu()
-    h, w = where[0]
     order = torch.argsort(vals, descending=True)[:k]
     patch, _ = receptive_field(model, st, side, device)
     stride = side / w

@@ -37,12 +37,12 @@ def draw_boxes(img: Image.Image, boxes: Sequence[tuple[Box | None, str]], *, sca
     return out
 
 
-def grid(tiles: Sequence[np.ndarray | Image.Image], captions: Sequence[str] | None = None, *, columns: int = 8, pad: int = 4, tile: int | None = None) -> Image.Image:
+def grid(tiles: Sequence[np.ndarray | Image.Image], captions: Sequence[str] | None = None, *, columns: int = 8, pad: int = 4) -> Image.Image:
     """Tiles in rows of ``columns`` with an optional caption line under each (white sheet)."""
     ims = [t if isinstance(t, Image.Image) else Image.fromarray(np.asarray(t)) for t in tiles]
     if not ims:
         return Image.new("RGB", (1, 1), "white")
-    side = tile or max(max(i.size) for i in ims)
+    side = max(max(i.size) for i in ims)
     ims = [i.convert("RGB").resize((side, side), Image.Resampling.NEAREST) if i.size != (side, side) else i.convert("RGB") for i in ims]
     font = ImageFont.load_default()
     cap_h = 12 * max((c.count("\n") + 1 for c in captions), default=1) if captions else 0

@@ -10,6 +10,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 .PHONY: setup demo test test-fast bench bench-peers bench-advise bench-augment bench-explain bench-engine data browser clean
 
 $(VENV)/.installed: pyproject.toml
+	@PYTHON=$(PYTHON) scripts/need.sh venv
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q $(TORCH)
@@ -18,24 +19,16 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# Fashion-MNIST from Debian's package when apt is available (root or sudo); the demo falls
-# back to scikit-learn's digits without it.
+# System packages come from Debian's apt (as root, or through sudo): scripts/need.sh installs
+# what is missing, checks it is there afterwards, and prints a banner when it cannot. Without
+# them the demo falls back to digits and the report's browser test is skipped; CI sets
+# HEADSTART_REQUIRE_DATA=1 and HEADSTART_REQUIRE_BROWSER=1 so that it stops here instead.
 data:
-	@if [ -d /usr/share/datasets/fashion-mnist ]; then echo "Fashion-MNIST present"; \
-	elif command -v apt-get >/dev/null 2>&1; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  ($$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist) \
-	  || echo "could not install dataset-fashion-mnist; the demo will use digits"; \
-	else echo "no apt-get: the demo will use digits"; fi
+	@scripts/need.sh data
 
-# Headless Chromium renders the HTML report in its test (skipped, with the reason, without it).
+# Headless Chromium renders the HTML report in its test.
 browser:
-	@if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then echo "Chromium present"; \
-	elif command -v apt-get >/dev/null 2>&1; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  ($$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
-	  || echo "could not install chromium; the report's browser test will be skipped"; \
-	else echo "no apt-get: the report's browser test will be skipped"; fi
+	@scripts/need.sh browser
 
 demo: setup data
 	HF_HUB_OFFLINE=1 $(VENV)/bin/headstart demo
@@ -65,9 +58,7 @@ bench-explain: setup data browser
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.explain
 
 bench-advise: setup data
-	@if command -v apt-get >/dev/null 2>&1 && [ ! -d /usr/share/icons/Faenza ]; then \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq gnome-icon-theme faenza-icon-theme elementary-xfce-icon-theme oxygen-icon-theme adwaita-icon-theme; fi
+	@scripts/need.sh icons
 	HF_HUB_OFFLINE=1 $(PY) -m benchmarks.run advise
 
 # The engine's claims (cache, loop overhead, fastai, 10k vs 60k): ~20 min on 2 idle cores.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +77,41 @@ def shapes_test_folder(tmp_path_factory) -> Path:
         for i in range(6):
             Image.fromarray(_shape_image(cls, (64, 64), rng)).save(root / cls / f"t{i}.png")
     return root
+
+
+def _tiff(description: str = "headstart " * 8) -> bytearray:
+    buf = io.BytesIO()
+    img = Image.fromarray((np.arange(24 * 32 * 3) % 251).astype(np.uint8).reshape(24, 32, 3))
+    img.save(buf, "TIFF", description=description)
+    return bytearray(buf.getvalue())
+
+
+def _patch_tag(data: bytearray, tag: int, *, count: int | None = None, value: int | None = None) -> bytearray:
+    """Rewrite one IFD entry of a little-endian TIFF (tag, type, count, value/offset)."""
+    assert data[:2] == b"II"
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for i in range(struct.unpack_from("<H", data, ifd)[0]):
+        at = ifd + 2 + 12 * i
+        if struct.unpack_from("<H", data, at)[0] == tag:
+            if count is not None:
+                struct.pack_into("<I", data, at + 4, count)
+            if value is not None:
+                kind = struct.unpack_from("<H", data, at + 2)[0]
+                struct.pack_into("<H" if kind == 3 else "<I", data, at + 8, value)
+            return data
+    raise AssertionError(f"tag {tag} not in the file")
+
+
+@pytest.fixture()
+def odd_files(tmp_path):
+    """A TIFF whose description tag claims more bytes than the file has (decodes, with a
+    warning), the same with its pixel strip cut off (does not decode), and one whose samples per
+    pixel Pillow refuses (it *logs* an error, which Python would print raw)."""
+    warned = tmp_path / "warned.tif"
+    warned.write_bytes(_patch_tag(_tiff(), 270, count=0x7FFFFFF0))
+    cut = _patch_tag(_tiff(), 270, count=0x7FFFFFF0)
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(cut[: len(cut) // 3])
+    logged = tmp_path / "logged.tif"
+    logged.write_bytes(_patch_tag(_tiff(), 277, value=30000))
+    return warned, broken, logged

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,7 +16,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -45,14 +47,16 @@ from .data import (
     IMAGE_EXTENSIONS,
     ImageSet,
     check_trainable,
+    decode_file,
     few_shot,
-    load_image,
+    ignored_message,
     load_unlabeled,
     preload,
     resolve,
     stratified_split,
     to_square_uint8,
 )
+from .data.decode import MAX_PIXELS_ENV
 from .engine import (
     Batches,
     FitResult,
@@ -66,8 +70,8 @@ from .engine import (
 )
 from .engine.cache import (
     FeatureCache,
-    data_fingerprint,
     default_cache_dir,
+    imageset_fingerprint,
     weights_fingerprint,
 )
 from .engine.checkpoint import Checkpointer
@@ -119,7 +123,7 @@ def _images_tensor(imageset: ImageSet, *, size: int | None, num_workers: int) ->
     folder = Path(tempfile.gettempdir()) if cache is None else cache.parent / "decoded"
     folder.mkdir(parents=True, exist_ok=True)
     # without a cache the file is this process's own, removed once mapped
-    path = folder / f"{data_fingerprint(imageset.images, imageset.labels)[:32]}-{size}px{'' if cache else f'-{os.getpid()}'}.u8"
+    path = folder / f"{imageset_fingerprint(imageset)[:32]}-{size}px{'' if cache else f'-{os.getpid()}'}.u8"
     shape = (len(imageset), 3, size, size)
     if cache is not None and path.is_file() and path.stat().st_size == math.prod(shape):
         console.print(f"  [dim]{len(imageset)} images at {size}px: decoded earlier, mapped from {path}[/dim]")
@@ -142,16 +146,35 @@ def _align_classes(val: ImageSet, classes: list[str], source: str) -> ImageSet:
     if unknown:
         raise DataError(f"validation data {source} has classes not in the training data: {unknown}")
     remap = np.array([classes.index(c) for c in val.classes], dtype=np.int64)
-    return ImageSet(images=val.images, labels=remap[val.labels], classes=list(classes), name=val.name, skipped=val.skipped)
+    return dataclasses.replace(val, labels=remap[val.labels], classes=list(classes))
 
 
 def _report_skipped(imageset: ImageSet) -> None:
+    """What loading left out or complained about: unreadable files (each with its reason), files
+    that are not images (one line per folder), files that decoded with warnings (one line)."""
     if imageset.skipped:
         console.print(f"[yellow]skipped {len(imageset.skipped)} unreadable file(s):[/yellow]")
         for path, reason in imageset.skipped[:20]:
             console.print(f"  {path}: {reason}")
         if len(imageset.skipped) > 20:
             console.print(f"  ... and {len(imageset.skipped) - 20} more")
+    report_ignored(imageset.ignored, imageset.root or imageset.name)
+    report_warned(imageset.warned)
+
+
+def report_ignored(paths: Sequence[str], where: str) -> None:
+    line = ignored_message(paths, where)
+    if line:
+        console.print(f"[yellow]{line}[/yellow]")
+
+
+def report_warned(warned: Sequence[tuple[str, str]]) -> None:
+    if warned:
+        path, text = warned[0]
+        console.print(
+            f"[yellow]{len(warned)} file(s) decoded despite warnings from the image decoder[/yellow] "
+            f"(e.g. {path}: {text}); they are used as decoded"
+        )
 
 
 def train(config: TrainConfig) -> TrainResult:
@@ -165,11 +188,30 @@ def train(config: TrainConfig) -> TrainResult:
     dist = distributed.from_env(picked)
     try:
         device = distributed.device_for(dist, config.device, picked)
-        if config.search and not config.resume:
-            return _search_then_train(config, dist, device, t_start)
-        return _train(config, dist, device, t_start)
+        with pixel_limit(config.max_image_pixels):
+            if config.search and not config.resume:
+                return _search_then_train(config, dist, device, t_start)
+            return _train(config, dist, device, t_start)
     finally:
         distributed.shutdown(dist)
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Decode with ``max_pixels`` as the decompression-bomb limit while the block runs (every
+    decoding thread reads ``$HEADSTART_MAX_IMAGE_PIXELS``); ``None`` leaves the limit as it is."""
+    if max_pixels is None:
+        yield
+        return
+    saved = os.environ.get(MAX_PIXELS_ENV)
+    os.environ[MAX_PIXELS_ENV] = str(int(max_pixels))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = saved
 
 
 def _train(
@@ -330,13 +372,15 @@ def _train(
         strategy=config.strategy,
         freeze_stages=frozen,
         image_size=image_size,
-        epochs=0 if config.strategy == "knn" else epochs,
+        epochs=epochs,
         batch_size=batch_size,
         lr=lr,
         augment=augment,
         augment_strength=strength,
         val_fraction=val_fraction,
     ).to_dict()
+    if config.strategy == "knn":
+        resolved["epochs"] = 0  # nothing is trained
     resolved["device"] = str(device)
     resolved["processes"] = dist.world_size
 
@@ -410,7 +454,7 @@ def _train(
 
             def features(imageset: ImageSet, x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
                 key = cache.key(
-                    model=model, image_size=image_size, data_id=f"{device.type}:{data_fingerprint(imageset.images, imageset.labels)}"
+                    model=model, image_size=image_size, data_id=f"{device.type}:{imageset_fingerprint(imageset)}"
                 )
                 # rank 0 decides hit or miss for the group, so all processes take the same path
                 hit = cache.get(key) if dist.is_main else None
@@ -697,7 +741,7 @@ def _measure_and_decide(
     if cache_dir is not None:
         key = hashlib.sha256(
             json.dumps(
-                [ADVICE_VERSION, weights_fingerprint(model), data_fingerprint(labeled.images, labeled.labels),
+                [ADVICE_VERSION, weights_fingerprint(model), imageset_fingerprint(labeled),
                  size, seed, MAX_IMAGES, val_fraction, str(device.type)]
             ).encode()
         ).hexdigest()[:40]
@@ -1006,29 +1050,45 @@ def _choose_k(
 # -- evaluation and prediction --------------------------------------------------------------
 
 
-def _gather_paths(inputs: Sequence[str | Path]) -> list[Path]:
+def gather_image_files(inputs: Sequence[str | Path], ignored: dict[str, list[str]] | None = None) -> list[Path]:
+    """Image files named or found (recursively) in the folders given; other files found in a
+    folder go to ``ignored[folder]``, to be reported as a count."""
     paths: list[Path] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            paths += sorted(q for q in p.rglob("*") if q.suffix.lower() in IMAGE_EXTENSIONS and not q.name.startswith("."))
+            found = sorted(q for q in p.rglob("*") if q.is_file() and not any(part.startswith(".") for part in q.relative_to(p).parts[:-1]))
+            is_image = [q.suffix.lower() in IMAGE_EXTENSIONS and not q.name.startswith(".") for q in found]
+            paths += [q for q, keep in zip(found, is_image) if keep]
+            if ignored is not None:
+                ignored[str(p)] = [str(q) for q, keep in zip(found, is_image) if not keep]
         elif p.exists():
             paths.append(p)
         else:
             raise DataError(f"{p} does not exist; give image files or folders of images")
     if not paths:
-        raise DataError(f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        others = "; ".join(m for m in (ignored_message(v, k) for k, v in (ignored or {}).items()) if m)
+        raise DataError(
+            f"no images found in {', '.join(map(str, inputs))} (looked for {', '.join(IMAGE_EXTENSIONS)})"
+            + (f"; {others}" if others else "")
+        )
     return paths
 
 
-def load_square_files(paths: Iterable[str | Path], size: int) -> tuple[list[Path], torch.Tensor, list[tuple[str, str]]]:
+def load_square_files(
+    paths: Iterable[str | Path], size: int, warned: list[tuple[str, str]] | None = None
+) -> tuple[list[Path], torch.Tensor, list[tuple[str, str]]]:
     """Decode image files into uint8 (N, 3, size, size) the way training stored them (shorter
-    side resized, centre crop); unreadable files come back as ``(path, reason)``."""
+    side resized, centre crop); unreadable files come back as ``(path, reason)``, and files that
+    decoded with warnings are added to ``warned``."""
     ok, arrays, bad = [], [], []
     for p in paths:
         try:
-            arrays.append(to_square_uint8(load_image(p), size))
+            decoded = decode_file(p)
+            arrays.append(to_square_uint8(decoded.image, size))
             ok.append(Path(p))
+            if decoded.warnings and warned is not None:
+                warned.append((str(p), "; ".join(decoded.warnings)))
         except HeadstartError as exc:
             bad.append((str(p), str(getattr(exc, "reason", exc))))
     x = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous() if arrays else torch.zeros(0, 3, size, size, dtype=torch.uint8)
@@ -1043,18 +1103,19 @@ class Predictor:
         self.run: LoadedRun = load_run(run_dir, device=self.device)
         self.model: Backbone = self.run.model.to(memory_format=torch.channels_last)
         self.prepare = Prepare(self.run.preprocess, self.run.image_size, self.device)
+        self.feature_cache: dict[str, int] | None = None
 
     @property
     def classes(self) -> list[str]:
         return self.run.classes
 
-    def proba_tensor(self, images: torch.Tensor, *, batch_size: int = 128, views: Sequence[Any] | None = None) -> np.ndarray:
+    def proba_tensor(self, images: torch.Tensor, *, batch_size: int = 64, views: Sequence[Any] | None = None) -> np.ndarray:
         """Probabilities for uint8 (N, 3, H, W) images; with ``views`` (test-time augmentation),
         the mean of the probabilities over the views."""
         per_view = self.proba_views(images, views or [None], batch_size=batch_size)
         return per_view[0] if len(per_view) == 1 else np.mean(per_view, axis=0)
 
-    def proba_views(self, images: torch.Tensor, views: Sequence[Any], *, batch_size: int = 128) -> list[np.ndarray]:
+    def proba_views(self, images: torch.Tensor, views: Sequence[Any], *, batch_size: int = 64) -> list[np.ndarray]:
         """Probabilities for each view (a uint8 → uint8 transform, applied batch by batch; None:
         the image itself)."""
         labels = torch.zeros(len(images), dtype=torch.long)
@@ -1080,14 +1141,47 @@ class Predictor:
     def images_of(self, imageset: ImageSet, *, num_workers: int = 2) -> torch.Tensor:
         return _images_tensor(imageset, size=None if imageset.is_array else self.run.image_size, num_workers=num_workers)
 
+    @property
+    def body_frozen(self) -> bool:
+        """Whether the whole body is the pretrained one, untouched (linear probe, kNN): its
+        features of an image are then those any such run computes, and can be shared."""
+        return int(self.run.meta.get("frozen_stages", 0)) >= self.model.num_stages
+
     def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2) -> np.ndarray:
-        return self.proba_tensor(self.images_of(imageset, num_workers=num_workers))
+        """Probabilities for every image of a set. With a frozen body the pooled features go
+        through the feature cache, so every linear-probe and kNN run on the same weights scores
+        the same images with one pass of the network (the demo's kNN and linear runs, or the
+        same run evaluated again); only the head runs for the others."""
+        x = self.images_of(imageset, num_workers=num_workers)
+        cache_dir = default_cache_dir()
+        if not self.body_frozen or cache_dir is None:
+            return self.proba_tensor(x)
+        cache = FeatureCache(cache_dir)
+        key = cache.key(model=self.model, image_size=self.run.image_size, data_id=f"{self.device.type}:{imageset_fingerprint(imageset)}")
+        hit = cache.get(key)
+        if hit is None:
+            labels = torch.from_numpy(imageset.labels.astype(np.int64))
+            feats, _ = extract_features(
+                self.model, Batches(x, labels, batch_size=64), prepare=self.prepare, device=self.device,
+                description="features", show_progress=False,
+            )
+            cache.put(key, feats, labels)
+        else:
+            feats = hit[0]
+        self.feature_cache = {"hits": cache.hits, "misses": cache.misses}
+        self.model.eval()
+        outs = []
+        with torch.inference_mode():
+            for chunk in feats.split(4096):
+                outs.append(self.model.forward_head(chunk.to(self.device)).float().softmax(1).cpu())
+        return torch.cat(outs).numpy()
 
     def proba_files(
-        self, paths: Iterable[str | Path], *, views: Sequence[Any] | None = None
+        self, paths: Iterable[str | Path], *, views: Sequence[Any] | None = None, warned: list[tuple[str, str]] | None = None
     ) -> tuple[list[Path], np.ndarray, list[tuple[str, str]]]:
-        """Probabilities for image files; unreadable files are returned with their reason."""
-        ok, x, bad = load_square_files(paths, self.run.image_size)
+        """Probabilities for image files; unreadable files are returned with their reason (and
+        files that decoded with warnings added to ``warned``)."""
+        ok, x, bad = load_square_files(paths, self.run.image_size, warned)
         if not ok:
             return ok, np.zeros((0, len(self.classes))), bad
         return ok, self.proba_tensor(x, views=views), bad
@@ -1174,7 +1268,7 @@ def evaluate(
     metrics = classification_metrics(predictions=probs.argmax(1), labels=imageset.labels, classes=predictor.classes)
     metrics.update(
         {"data": name, "caution": caution, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped],
-         "tta": tta_info}
+         "tta": tta_info, "feature_cache": predictor.feature_cache}
     )
     key = data if data in SPLIT_WORDS or data is None else (Path(data).name or data)
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key or "test")) + ("-tta" if tta else "")
@@ -1196,15 +1290,25 @@ def predict(
     """Top-k classes with probabilities for each image file (folders are searched); with
     ``tta``, probabilities averaged over the run's label-safe test-time views."""
     predictor = Predictor(run_dir, device=device)
-    paths = _gather_paths(inputs)
+    ignored: dict[str, list[str]] = {}
+    paths = gather_image_files(inputs, ignored)
+    for folder, files in ignored.items():
+        report_ignored(files, folder)
     views, left_out = predictor.tta_views(tta_views) if tta else (None, [])
-    ok, probs, bad = predictor.proba_files(paths, views=views)
+    warned: list[tuple[str, str]] = []
+    ok, probs, bad = predictor.proba_files(paths, views=views, warned=warned)
+    report_warned(warned)
     k = min(top_k, len(predictor.classes))
     rows = []
     for p, pr in zip(ok, probs):
         top = np.argsort(pr)[::-1][:k]
         rows.append({"path": str(p), "top": [{"class": predictor.classes[i], "probability": float(pr[i])} for i in top]})
-    out: dict[str, Any] = {"predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in bad]}
+    out: dict[str, Any] = {
+        "predictions": rows,
+        "skipped": [{"path": p, "reason": r} for p, r in bad],
+        "ignored": {folder: files for folder, files in ignored.items() if files},
+        "decoder_warnings": [{"path": p, "warnings": w} for p, w in warned],
+    }
     if tta:
         out["tta"] = {"views": [v.name for v in views or []], "left_out": left_out}
     return out
@@ -1246,7 +1350,7 @@ class ImageClassifier:
             return self.predictor_.proba_imageset(
                 ImageSet(images=images.astype(np.uint8), labels=np.full(len(images), -1), classes=[], name="array", skipped=[])
             )
-        ok, probs, bad = self.predictor_.proba_files(_gather_paths([images] if isinstance(images, (str, Path)) else images))
+        ok, probs, bad = self.predictor_.proba_files(gather_image_files([images] if isinstance(images, (str, Path)) else images))
         if bad:
             raise DataError("cannot read: " + "; ".join(f"{p}: {r}" for p, r in bad))
         return probs

@@ -20,8 +20,9 @@ import yaml
 from PIL import Image
 
 from .advise.measure import subsample
-from .api import Predictor, _align_classes, _eval_data, _gather_paths, load_square_files
+from .api import Predictor, _align_classes, _eval_data, gather_image_files, load_square_files, report_ignored, report_warned
 from .data import ImageSet
+from .data.decode import decoder_warnings
 from .errors import DataError, HeadstartError
 from .explain import (
     CAM_METHODS,
@@ -128,7 +129,12 @@ def explain(
     gt = read_ground_truth(ground_truth) if ground_truth else None
     out_dir = Path(output) if output else predictor.run.path / "explain"
     side = predictor.run.image_size
-    paths, x, unread = load_square_files(_gather_paths(inputs), side)
+    ignored: dict[str, list[str]] = {}
+    warned: list[tuple[str, str]] = []
+    paths, x, unread = load_square_files(gather_image_files(inputs, ignored), side, warned)
+    for folder, files in ignored.items():
+        report_ignored(files, folder)
+    report_warned(warned)
     bad = [{"path": p, "reason": r} for p, r in unread]
     if not paths:
         raise DataError(f"none of the {len(bad)} images could be read: " + "; ".join(f"{b['path']}: {b['reason']}" for b in bad[:5]))
@@ -143,7 +149,8 @@ def explain(
         cam = res.cams[i]
         s = cam.shape[-1]
         box_sq = cam_box(cam, threshold)
-        sq = SquareMap(*upright_size(p), s)
+        with decoder_warnings():  # already reported when the file was decoded
+            sq = SquareMap(*upright_size(p), s)
         row: dict[str, Any] = {
             "path": str(p),
             "predicted": classes[int(res.predicted[i])],

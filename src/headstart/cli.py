@@ -13,6 +13,7 @@ from rich.table import Table
 
 from .augment import POLICIES, TRANSFORMS
 from .backbones import BACKBONES
+from .data.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
 from .engine.progress import console
 from .errors import HeadstartError
 from .explain import CAM_METHODS, DEFAULT_THRESHOLD
@@ -26,6 +27,25 @@ BACKBONE_HELP = "One of: " + ", ".join(BACKBONES.names()) + " (`headstart models
 AUGMENT_HELP = (
     "Augmentation policy: " + " | ".join(POLICIES.names())
     + ", or transforms 'crop:0.6,hflip,rotate:10' (`headstart augment list`; default: none when the body is frozen, else light)."
+)
+
+
+
+def _pixel_limit(value: Optional[int]) -> Optional[int]:
+    """``--max-image-pixels``: checked, then put where every decoding thread reads it."""
+    if value is not None:
+        if value <= 0:
+            raise typer.BadParameter("must be a positive number of pixels, e.g. 200000000")
+        os.environ[MAX_PIXELS_ENV] = str(value)
+    return value
+
+
+PIXELS_OPTION = typer.Option(
+    None,
+    "--max-image-pixels",
+    callback=_pixel_limit,
+    help=f"Refuse images with more pixels than this, a guard against decompression bombs (default {DEFAULT_MAX_PIXELS:,}, "
+    f"or ${MAX_PIXELS_ENV}). Raise it for trusted large scans.",
 )
 
 app = typer.Typer(
@@ -119,6 +139,7 @@ def train(
     seed: int = typer.Option(0, help="Seed for splits, initialisation and batch order."),
     on_bad_image: str = typer.Option("skip", help="skip: list unreadable files and go on | error: stop at the first."),
     device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1 ..."),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
     num_workers: int = typer.Option(2, help="Processes decoding image files."),
     config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig fields; flags given on the command line win."),
     no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
@@ -151,19 +172,21 @@ def train(
     values.pop("config")
     values.pop("devices")
     values["progress"] = not values.pop("no_progress")
-    if resume is not None:
-        cfg = _resume_config(resume, given, values)
-        _summary(api.train(cfg))
-        return
-    if data is None:
-        raise HeadstartError("give the DATA to train on (a folder, a CSV or a built-in set), or --resume RUN")
-    values.pop("resume")
+    asked = {("progress" if k == "no_progress" else k) for k in given} - {"config", "devices"}
     if config is not None:
         base = load_yaml(config)
         base.pop("progress", None)
         for k, v in base.items():
             if k not in given:
                 values[k] = v
+                asked.add(k)
+    if resume is not None:
+        cfg = _resume_config(resume, asked, values)
+        _summary(api.train(cfg))
+        return
+    if data is None:
+        raise HeadstartError("give the DATA to train on (a folder, a CSV or a built-in set), or --resume RUN")
+    values.pop("resume")
     cfg = TrainConfig.from_dict(values)
     result = api.train(cfg)
     _summary(result)
@@ -178,6 +201,7 @@ def advise(
     seed: int = typer.Option(0, help="Seed for the few-label draw and the probe's folds."),
     image_size: Optional[int] = typer.Option(None, help="Measure at this input side (default: the size fine-tuning would use)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Also write the advice (evidence and decision) as JSON here."),
     as_json: bool = typer.Option(False, "--json", help="Print the advice as JSON instead of tables."),
     feature_cache: bool = typer.Option(True, "--feature-cache/--no-feature-cache", help="Reuse earlier measurements of the same images and weights."),
@@ -267,9 +291,26 @@ def _launch(processes: int) -> int:
     return subprocess.call(cmd, env=env)
 
 
-def _resume_config(run: Path, given: dict, values: dict):
-    """The saved configuration of ``run``; only device and progress may differ on resume
-    (anything else would not be the same run)."""
+# May differ on --resume: where it runs and how it shows progress, not what it computes.
+_RESUME_FREE = frozenset({"resume", "device", "progress", "overwrite"})
+_PATH_KEYS = frozenset({"data", "output", "val", "unlabeled", "weights"})
+
+
+def _same_value(key: str, given, saved) -> bool:
+    """Whether a flag repeats the run's recorded value (numbers by value, paths resolved)."""
+    if given == saved:
+        return True
+    if isinstance(given, (int, float)) and isinstance(saved, (int, float)) and not isinstance(given, bool):
+        return float(given) == float(saved)
+    if key in _PATH_KEYS and given is not None and saved is not None:
+        return Path(str(given)).expanduser().resolve() == Path(str(saved)).expanduser().resolve()
+    return False
+
+
+def _resume_config(run: Path, asked: set, values: dict):
+    """The saved configuration of ``run``. Flags repeated from the original command are accepted
+    when their values equal the recorded ones; only device and progress may differ (anything
+    else would not be the same run), and each differing flag is named with both values."""
     from .config import TrainConfig, load_yaml
     from .errors import RunError
 
@@ -277,11 +318,21 @@ def _resume_config(run: Path, given: dict, values: dict):
     if not saved.is_file():
         raise RunError(f"{saved} is missing: {run} is not a run folder that can be resumed")
     requested = dict(load_yaml(saved)["requested"])
-    changed = sorted(k for k in given if k not in ("resume", "device", "devices", "no_progress", "data", "output"))
-    if changed:
-        raise HeadstartError(f"--resume continues the run as it was configured; drop {', '.join('--' + c.replace('_', '-') for c in changed)}")
+    recorded = {**requested, "output": str(run)}
+    differing = []
+    for key in sorted(asked - _RESUME_FREE):
+        if key not in recorded:
+            continue
+        if not _same_value(key, values[key], recorded[key]):
+            flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
+            differing.append(f"{flag} {values[key]!r} here, {recorded[key]!r} in the run")
+    if differing:
+        raise HeadstartError(
+            f"--resume continues {run} as it was configured, but: {'; '.join(differing)}. Drop these flags (or give "
+            "the run's values), or start a new run with another --output"
+        )
     requested.update(output=str(run), resume=True, overwrite=True, progress=values["progress"])
-    if "device" in given:
+    if "device" in asked:
         requested["device"] = values["device"]
     return TrainConfig.from_dict(requested)
 
@@ -308,6 +359,7 @@ def eval_(
         "Default: the official test split for built-in sets, the training folder otherwise.",
     ),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
     on_bad_image: str = typer.Option("skip", help="skip | error"),
     tta: bool = typer.Option(False, "--tta", help="Average over label-safe test-time views; report accuracy with and without."),
     tta_views: Optional[str] = typer.Option(None, help="Views for --tta (default 'hflip,crop:0.85'; the image itself is always one)."),
@@ -357,6 +409,7 @@ def predict(
     images: List[str] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
     top_k: int = typer.Option(3, "--top-k", "-k", help="How many classes to show per image."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
     tta: bool = typer.Option(False, "--tta", help="Average over the run's label-safe test-time views."),
     tta_views: Optional[str] = typer.Option(None, help="Views for --tta (default 'hflip,crop:0.85')."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -393,6 +446,7 @@ def explain(
     threshold: float = typer.Option(DEFAULT_THRESHOLD, help="CAM threshold for boxes and masks, as a fraction of each map's maximum."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the overlays (default RUN/explain)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """Heatmaps of what the model looked at, one PNG per image (image | CAM overlay)."""
@@ -427,6 +481,7 @@ def bias(
     limit: int = typer.Option(500, help="At most this many images (the same share of every class)."),
     method: str = typer.Option("gradcam", help=CAM_HELP),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
 ) -> None:
     """Where the evidence lies per class (centre, border, inside the object) and which classes look at the wrong thing."""
@@ -467,6 +522,7 @@ def features(
     limit: int = typer.Option(500, help="At most this many images (the same share of every class)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Folder for the pictures (default RUN/features)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
 ) -> None:
     """First-layer filters, PCA and t-SNE of the penultimate features, and maximally activating patches."""
     from . import api_explain
@@ -489,6 +545,7 @@ def report(
     tensorboard: bool = typer.Option(True, help="Also write embeddings and CAM images to RUN/tb/explain."),
     screenshot: Optional[Path] = typer.Option(None, help="Also render the page in headless Chromium and save a full-page PNG."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
     """One self-contained HTML page: config, advice, curves, errors, CAMs, bias audit, feature pictures."""
@@ -554,6 +611,7 @@ def augment_preview(
     copies: int = typer.Option(6, help="Augmented draws per image."),
     image_size: Optional[int] = typer.Option(None, help="Decode image files at this side (default 128; arrays stay native)."),
     seed: int = typer.Option(0, help="Seed of the image choice and the draws."),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
 ) -> None:
     """Write a contact sheet: originals beside augmented versions, as training would draw them."""
     from . import api
@@ -575,6 +633,7 @@ def augment_audit(
     families: Optional[str] = typer.Option(None, help="Comma-separated families to audit (default: all with an exact form)."),
     max_drop: Optional[float] = typer.Option(None, help="Flag a transform when a class loses this much accuracy under it (default 0.2)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    max_image_pixels: Optional[int] = PIXELS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the audit as JSON."),
 ) -> None:
     """Apply each transform at a few strengths to labeled images and report, per class, how

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .errors import HeadstartError
+from .errors import ConfigError, HeadstartError
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ class TrainConfig:
             typo never destroys a trained model).
         search: with ``strategy="auto"``, try the advisor's top candidates briefly and keep
             the best on validation (successive halving) instead of trusting the rules alone.
+        max_image_pixels: refuse image files with more pixels than this (decompression-bomb
+            guard; ``None``: ``$HEADSTART_MAX_IMAGE_PIXELS`` or Pillow's 89,478,485). Kept in the
+            run so that ``--resume`` reads the same files.
     """
 
     data: str
@@ -108,6 +111,18 @@ class TrainConfig:
     resume: bool = False
     overwrite: bool = False
     search: bool = False
+    max_image_pixels: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, (lo, hi, lo_open, why) in _RANGES.items():
+            value = getattr(self, name)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            below = value <= lo if lo_open else value < lo
+            if below or (hi is not None and value >= hi):
+                flag = "--" + name.replace("_", "-")
+                bound = f"{'above' if lo_open else 'at least'} {lo:g}" + (f" and below {hi:g}" if hi is not None else "")
+                raise ConfigError(f"{flag} must be {bound}, got {value:g}; {why}")
 
     def with_updates(self, **changes: Any) -> "TrainConfig":
         return replace(self, **changes)
@@ -122,6 +137,31 @@ class TrainConfig:
         if unknown:
             raise HeadstartError(f"unknown configuration keys {unknown}; known keys: {sorted(known)}")
         return cls(**d)
+
+
+# field: (lowest, upper bound (exclusive) or None, whether the lowest itself is refused, the hint)
+_RANGES: dict[str, tuple[float, float | None, bool, str]] = {
+    "labels_per_class": (0, None, True, "leave it out to train on every labeled image"),
+    "freeze_stages": (0, None, False, "0 freezes nothing; `headstart models` shows the stages"),
+    "warmup_epochs": (0, None, False, "0 unfreezes from the start"),
+    "image_size": (0, None, True, "e.g. 112; leave it out to choose from the data"),
+    "epochs": (0, None, True, "leave it out for ~600 optimizer steps"),
+    "batch_size": (0, None, True, "leave it out for 64 (smaller for tiny sets)"),
+    "lr": (0, None, True, "leave it out for 1e-3 at batch 64"),
+    "backbone_lr_mult": (0, None, False, "0 keeps the trainable body still; 1 is the head's rate"),
+    "stage_lr_decay": (0, None, True, "1 means no decay; 0.7 is usual"),
+    "weight_decay": (0, None, False, "0 turns it off"),
+    "label_smoothing": (0, 1, False, "0 turns it off; 0.1 is usual"),
+    "drop_rate": (0, 1, False, "0 turns dropout off"),
+    "augment_strength": (0, None, False, "0 turns the policy off; 1 is as written"),
+    "cutmix": (0, None, False, "0 turns it off; 1.0 is usual"),
+    "mixup": (0, None, False, "0 turns it off; 0.2 is usual"),
+    "val_fraction": (0, 1, False, "0 trains on every label; 0.2 is usual"),
+    "knn_k": (0, None, True, "leave it out to choose k on validation"),
+    "num_workers": (0, None, False, "0 decodes in the main thread"),
+    "checkpoint_every": (0, None, False, "0 checkpoints at epoch ends only"),
+    "max_image_pixels": (0, None, True, "e.g. 200000000 for large trusted scans"),
+}
 
 
 def dump_yaml(path: str | Path, data: dict[str, Any]) -> None:

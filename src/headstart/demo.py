@@ -36,6 +36,7 @@ def _pick_dataset() -> str:
 
 
 def run_demo(*, output: str = "runs/demo", labels_per_class: int = 10, device: str = "auto") -> list[dict]:
+    t_start = time.perf_counter()
     data = _pick_dataset()
     out = Path(output)
     console.rule(f"[bold]headstart demo: {data}, {labels_per_class} labels per class, EfficientNet-Lite0 (ImageNet)")
@@ -83,6 +84,12 @@ def run_demo(*, output: str = "runs/demo", labels_per_class: int = 10, device: s
         f"  the advice    {out}/auto/advice.json (evidence and decision) · headstart advise {data} --labels-per-class {labels_per_class}\n"
         f"  TensorBoard   tensorboard --logdir {out}\n"
         f"  more          headstart eval {best['run']}   ·   headstart predict {best['run']} IMAGES --top-k 3   ·   headstart explain {best['run']} IMAGES --boxes"
+    )
+    wall = time.perf_counter() - t_start
+    console.print(
+        f"[bold]demo finished in {wall // 60:.0f} min {wall % 60:02.0f} s[/bold] "
+        f"(training {sum(r['train_s'] for r in rows):.0f} s, scoring {sum(r['eval_s'] for r in rows):.0f} s on "
+        f"{m['num_images']:,} test images per run, the report {rep['seconds']['total']:.0f} s)"
     )
     return rows
 

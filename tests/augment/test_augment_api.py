@@ -66,7 +66,7 @@ def test_a_frozen_body_with_augmentation_never_reads_the_feature_cache(shapes_fo
         ({"strategy": "knn", "cutmix": 1.0}, ["knn memorises features"]),
         ({"augment": "wobble:3"}, ["unknown transform 'wobble'"]),
         ({"invariances": "hflip;triangle=hflip"}, ["triangle", "disc"]),
-        ({"mixup": -0.5}, ["0 (off) or more"]),
+        ({"mixup": -0.5}, ["--mixup must be at least 0", "0 turns it off"]),
     ],
 )
 def test_bad_augmentation_settings_fail_before_anything_is_written(shapes_folder, tmp_path, fields, words):

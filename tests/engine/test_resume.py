@@ -87,7 +87,8 @@ def test_kill_minus_nine_then_resume_matches_uninterrupted(shapes_folder, tmp_pa
     assert "interrupted" in out
     assert json.loads((run / "metrics.json").read_text())["interrupted"] is True
     assert ckpt.exists()
-    res = subprocess.run([sys.executable, "-m", "headstart", "train", "--resume", str(run), "--no-progress"], env=_env(), capture_output=True, text=True)
+    # the habit Lightning and timm users bring: the original command again, with --resume added
+    res = subprocess.run(_cmd(shapes_folder, run, "--resume", str(run)), env=_env(), capture_output=True, text=True)
     assert res.returncode == 0, res.stderr + res.stdout
     c = load_file(str(run / "model.safetensors"))
     assert all(torch.equal(a[k], c[k]) for k in a)
@@ -103,6 +104,30 @@ def test_resume_refuses_a_finished_run_and_changed_settings(shapes_folder, tmp_p
         [sys.executable, "-m", "headstart", "train", "--resume", str(out), "--lr", "0.1"], env=_env(), capture_output=True, text=True
     )
     assert res.returncode == 2 and "--lr" in res.stdout + res.stderr
+
+
+def test_resume_accepts_the_runs_own_values_and_names_each_differing_one(tmp_path):
+    """Flags equal to the recorded configuration pass; each differing one is named with both
+    values (checked on the configuration, without training)."""
+    from headstart.cli import _resume_config
+    from headstart.config import dump_yaml
+    from headstart.errors import HeadstartError
+
+    run = tmp_path / "run"
+    run.mkdir()
+    requested = {"data": str(tmp_path / "data"), "output": str(run), "epochs": 40, "lr": None, "image_size": 32,
+                 "strategy": "partial", "augment": "strong", "progress": True}
+    dump_yaml(run / "config.yaml", {"requested": requested})
+    same = {"data": str(tmp_path / "data" / "." ), "output": str(run), "epochs": 40, "image_size": 32.0,
+            "strategy": "partial", "augment": "strong", "device": "cpu", "progress": False, "overwrite": True}
+    cfg = _resume_config(run, set(same), same)
+    assert cfg.resume and cfg.epochs == 40 and cfg.device == "cpu" and cfg.progress is False
+    differing = {**same, "epochs": 5, "lr": 0.1, "output": str(tmp_path / "elsewhere")}
+    with pytest.raises(HeadstartError) as info:
+        _resume_config(run, set(differing), differing)
+    text = str(info.value)
+    assert "--epochs 5 here, 40 in the run" in text and "--lr 0.1 here, None in the run" in text
+    assert "--output" in text and "--strategy" not in text and "--device" not in text
 
 
 def test_batches_resume_mid_epoch_yields_the_rest_of_the_same_order():

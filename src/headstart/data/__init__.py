@@ -4,10 +4,11 @@ Everything a later stage needs about images comes through here, so odd files, ba
 awkward folder layouts are dealt with once, with messages that say how to fix them.
 """
 
-from headstart.data.decode import IMAGE_EXTENSIONS, load_image, to_square_uint8
+from headstart.data.decode import IMAGE_EXTENSIONS, decode_file, load_image, to_square_uint8
 from headstart.data.imageset import UNLABELED, ImageSet, check_trainable
 from headstart.data.sources import (
     BUILTIN_DATASETS,
+    ignored_message,
     load_csv,
     load_folder,
     load_unlabeled,
@@ -23,7 +24,9 @@ __all__ = [
     "ImageDataset",
     "ImageSet",
     "check_trainable",
+    "decode_file",
     "few_shot",
+    "ignored_message",
     "load_csv",
     "load_folder",
     "load_image",

@@ -9,13 +9,20 @@ broken (empty, truncated, not an image, a decompression bomb) becomes one
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
+import logging
 import os
 import threading
+import warnings
+from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from headstart.errors import BadImageError
+from headstart.errors import BadImageError, ConfigError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (
     ".jpg",
@@ -37,6 +44,127 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 # this lock) so that ``max_pixels`` is the only limit in force and Pillow's own warning never leaks.
 _PIXEL_LIMIT_LOCK = threading.Lock()
 
+MAX_PIXELS_ENV = "HEADSTART_MAX_IMAGE_PIXELS"
+"""Environment variable with the decompression-bomb limit in pixels (``--max-image-pixels``)."""
+DEFAULT_MAX_PIXELS = 89_478_485
+"""Pillow's own default limit: a 9,459 x 9,459 image, ~256 MiB of RGBA."""
+
+
+def max_pixels_limit() -> int:
+    """The pixel limit in force: ``$HEADSTART_MAX_IMAGE_PIXELS`` when set, else Pillow's default.
+
+    Read at every call, so ``--max-image-pixels`` (which sets the variable) reaches every decoding
+    thread without being passed through each caller.
+
+    Raises:
+        ConfigError: The variable is not a positive whole number.
+    """
+    raw = os.environ.get(MAX_PIXELS_ENV)
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(raw.replace("_", "").replace(",", ""))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(
+            f"{MAX_PIXELS_ENV}={raw!r} is not a positive number of pixels; set it (or "
+            "--max-image-pixels) to e.g. 200000000, or unset it for the default of "
+            f"{DEFAULT_MAX_PIXELS:,}"
+        )
+    return value
+
+
+# Pillow reports odd-but-readable files (a TIFF tag longer than the file, broken EXIF, a palette
+# transparency in bytes) with warnings.warn. Those belong to the file being decoded, not on the
+# user's terminal, and several files decode at once in threads, where warnings.catch_warnings
+# (which swaps module globals) is not safe. So while a thread decodes it holds a list, and one
+# process-wide hook puts warnings raised in that thread into it; other warnings pass through.
+_DECODING = threading.local()
+_HOOK_LOCK = threading.Lock()
+
+
+def _route_warning(message, category, filename, lineno, file=None, line=None):  # type: ignore[no-untyped-def]
+    sink = getattr(_DECODING, "sink", None)
+    if sink is not None:
+        sink.append(f"{message}")
+        return None
+    return _route_warning.previous(message, category, filename, lineno, file, line)  # type: ignore[attr-defined]
+
+
+class _DecodingLogFilter(logging.Filter):
+    """Pillow also *logs* about broken files (``logger.error("More samples per pixel than can be
+    decoded")``), which Python prints raw when the program has no logging set up. In a decoding
+    thread such records go into the file's list (warnings and above) and no further."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        sink = getattr(_DECODING, "sink", None)
+        if sink is None:
+            return True
+        if record.levelno >= logging.WARNING:
+            sink.append(record.getMessage())
+        return False
+
+
+_LOG_FILTER = _DecodingLogFilter()
+_LOGGERS_FILTERED = threading.Event()
+
+
+def _filter_pillow_loggers() -> None:
+    """Put the filter on every logger of Pillow's (a logger's filters see only its own records,
+    so each plugin's logger needs it). All plugins are imported first, creating their loggers."""
+    Image.init()
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if (name == "PIL" or name.startswith("PIL.")) and isinstance(logger, logging.Logger):
+            if _LOG_FILTER not in logger.filters:
+                logger.addFilter(_LOG_FILTER)
+
+
+def _install_warning_hook() -> None:
+    """Route warnings of decoding threads into their file's list; every warning counts (no
+    once-per-location deduplication), so each file gets its own. Re-installed when something
+    (a test runner, ``warnings.catch_warnings``) replaced the hook since."""
+    if not _LOGGERS_FILTERED.is_set():
+        with _HOOK_LOCK:
+            if not _LOGGERS_FILTERED.is_set():
+                _filter_pillow_loggers()
+                _LOGGERS_FILTERED.set()
+    with _HOOK_LOCK:
+        if warnings.showwarning is not _route_warning:
+            _route_warning.previous = warnings.showwarning  # type: ignore[attr-defined]
+            warnings.showwarning = _route_warning
+        if not warnings.filters or warnings.filters[0][3] is None or warnings.filters[0][3].pattern != _PIL_MODULES:
+            warnings.filterwarnings("always", module=_PIL_MODULES)
+
+
+# Pillow names either its own module or (stacklevel=2) its caller, this module or ImageSet's.
+_PIL_MODULES = r"(PIL|headstart\.data\.(decode|imageset))(\..*)?$"
+
+
+@contextlib.contextmanager
+def decoder_warnings() -> Iterator[list[str]]:
+    """Collect the warnings raised in this thread while the block runs (Pillow's, about the file
+    being read) into the yielded list instead of printing them."""
+    _install_warning_hook()
+    caught: list[str] = []
+    outer = getattr(_DECODING, "sink", None)
+    _DECODING.sink = caught
+    try:
+        yield caught
+    finally:
+        _DECODING.sink = outer
+
+
+@dataclass
+class Decoded:
+    """One decoded file: the upright RGB image, the SHA-256 of the file's bytes (what caches
+    are keyed by: the same bytes give the same pixels, whatever the path or modification time),
+    and the decoder's warnings about the file (kept with it, never printed)."""
+
+    image: Image.Image
+    digest: str
+    warnings: list[str] = field(default_factory=list)
+
 
 def has_image_extension(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` ends in one of :data:`IMAGE_EXTENSIONS`, ignoring case."""
@@ -44,36 +172,67 @@ def has_image_extension(path: str | os.PathLike[str]) -> bool:
 
 
 def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image.Image:
-    """Decode an image file fully into an 8-bit RGB image, upright.
+    """Decode an image file fully into an 8-bit RGB image, upright (see :func:`decode_file`).
 
-    The whole file is decoded here (not lazily), so a truncated file fails at load time with its
-    path instead of midway through an epoch. EXIF orientation is applied, because phone photos
-    are usually stored sideways and only the tag says so. Transparent pixels are composited on
-    white, the colour most datasets' backgrounds have. 16-bit images are scaled (65535 -> 255),
-    not clipped, so a 16-bit scan keeps its contrast.
+    Decoder warnings are dropped here: callers that report them use :func:`decode_file`.
+    """
+    return decode_file(path, max_pixels=max_pixels).image
+
+
+def decode_file(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Decoded:
+    """Decode an image file fully into an 8-bit RGB image, upright, with its content digest.
+
+    The file is read once; its bytes are hashed (SHA-256, ~2 GB/s, far below decoding cost) and
+    decoded from memory. The whole image is decoded here (not lazily), so a truncated file
+    fails at load time with its path instead of midway through an epoch. EXIF orientation is
+    applied, because phone photos are usually stored sideways and only the tag says so.
+    Transparent pixels are composited on white, the colour most datasets' backgrounds have.
+    16-bit images are scaled (65535 -> 255), not clipped, so a 16-bit scan keeps its contrast.
 
     Args:
         path: The image file.
         max_pixels: Refuse images with more pixels than this, a guard against decompression bombs
-            (a small file that expands to gigabytes). ``None`` means Pillow's limit,
-            ``PIL.Image.MAX_IMAGE_PIXELS`` (89,478,485 pixels by default).
+            (a small file that expands to gigabytes). ``None`` means :func:`max_pixels_limit`
+            (``--max-image-pixels`` / ``$HEADSTART_MAX_IMAGE_PIXELS``, else 89,478,485).
 
     Returns:
-        An RGB image independent of the file (the file is closed).
+        The image (independent of the file, which is closed), digest and decoder warnings.
 
     Raises:
         BadImageError: The file is missing, empty, not an image, truncated or corrupt, or too
-            large; ``reason`` says which.
+            large; ``reason`` says which, with the decoder's warnings about the file appended.
     """
     path_str = str(path)
-    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    limit = max_pixels_limit() if max_pixels is None else max_pixels
     _check_file(path_str)
+    try:
+        with open(path_str, "rb") as fh:
+            raw = fh.read()
+    except OSError as exc:
+        raise BadImageError(path_str, f"cannot read the file ({exc})") from None
+    digest = hashlib.sha256(raw).hexdigest()
+    with decoder_warnings() as caught:
+        try:
+            image = _decode(path_str, raw, limit)
+        except BadImageError as exc:
+            if caught:
+                exc.reason = f"{exc.reason}; decoder warnings: {'; '.join(_unique(caught))}"
+                exc.args = (f"{exc.path}: {exc.reason}",)
+            raise
+    return Decoded(image=image, digest=digest, warnings=_unique(caught))
+
+
+def _unique(messages: list[str]) -> list[str]:
+    return list(dict.fromkeys(messages))
+
+
+def _decode(path_str: str, raw: bytes, limit: int) -> Image.Image:
     try:
         with _PIXEL_LIMIT_LOCK:
             saved = Image.MAX_IMAGE_PIXELS
             Image.MAX_IMAGE_PIXELS = None
             try:
-                img = Image.open(path_str)
+                img = Image.open(io.BytesIO(raw))
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
     except UnidentifiedImageError:
@@ -82,8 +241,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
         ) from None
     except Image.DecompressionBombError as exc:
         raise BadImageError(path_str, _bomb_reason(None, limit, detail=str(exc))) from None
-    except OSError as exc:
-        raise BadImageError(path_str, f"cannot read the file ({exc})") from None
+    except OSError as exc:  # the bytes are in memory: this is Pillow failing to parse them
+        raise BadImageError(path_str, f"corrupt or truncated image header ({exc})") from None
     except Exception as exc:  # noqa: BLE001 - any parser failure means a corrupt header
         raise BadImageError(
             path_str, f"corrupt image header ({type(exc).__name__}: {exc})"
@@ -91,7 +250,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
 
     with img:
         width, height = img.size
-        if limit is not None and width * height > limit:
+        if width * height > limit:
             raise BadImageError(path_str, _bomb_reason((width, height), limit))
         try:
             img.load()
@@ -124,16 +283,18 @@ def _check_file(path: str) -> None:
         raise BadImageError(path, "empty file (0 bytes)")
 
 
-def _bomb_reason(size: tuple[int, int] | None, limit: int | None, *, detail: str = "") -> str:
+def _bomb_reason(size: tuple[int, int] | None, limit: int, *, detail: str = "") -> str:
     """Explain a pixel-limit refusal and how to lift it for a trusted file."""
     if size is not None:
         w, h = size
         what = f"image is {w}x{h} = {w * h:,} pixels, over the limit of {limit:,}"
+        needed = w * h
     else:
-        what = f"image is over the pixel limit ({detail})"
+        what = f"image is over the pixel limit of {limit:,} ({detail})"
+        needed = 2 * limit
     return (
         f"{what} (a guard against decompression bombs); if you trust this file, raise the limit "
-        "with load_image(..., max_pixels=N) or PIL.Image.MAX_IMAGE_PIXELS"
+        f"with --max-image-pixels {needed} or {MAX_PIXELS_ENV}={needed}"
     )
 
 

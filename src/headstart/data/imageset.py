@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from headstart.data.decode import load_image, to_square_uint8
+from headstart.data.decode import decoder_warnings, load_image, to_square_uint8
 from headstart.errors import DataError
 
 UNLABELED = -1
@@ -40,6 +40,12 @@ class ImageSet:
             and fix them instead of losing them silently.
         root: The folder whose subfolders are the classes, when the set is a class-per-folder
             folder; error messages name ``root/<class>`` so the user knows which folder to fix.
+        digests: For file sets checked while loading, the SHA-256 of each file's bytes (aligned
+            with ``images``), so caches are keyed by content rather than by path and time.
+        warned: ``(path, warnings)`` for files that decoded but made the decoder complain, to be
+            counted in one line instead of printed raw.
+        ignored: Files found beside the images that headstart does not decode (``notes.txt``,
+            ``vector.svg``, ``.DS_Store``), to be reported as a count per extension.
     """
 
     images: list[str] | np.ndarray
@@ -48,6 +54,9 @@ class ImageSet:
     name: str
     skipped: list[tuple[str, str]] = field(default_factory=list)
     root: str | None = None
+    digests: list[str] | None = None
+    warned: list[tuple[str, str]] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.labels = np.asarray(self.labels, dtype=np.int64).reshape(-1)
@@ -64,6 +73,8 @@ class ImageSet:
             raise ValueError(
                 f"{len(self.images)} images but {len(self.labels)} labels in {self.name}"
             )
+        if self.digests is not None and len(self.digests) != len(self.labels):
+            raise ValueError(f"{len(self.digests)} digests for {len(self.labels)} images in {self.name}")
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -90,12 +101,13 @@ class ImageSet:
 
         step = max(1, len(self.images) // sample)
         sides = []
-        for p in list(self.images)[::step][:sample]:
-            try:
-                with Image.open(p) as img:
-                    sides.append(max(img.size))
-            except (OSError, ValueError):
-                continue
+        with decoder_warnings():  # header oddities were reported when the files were checked
+            for p in list(self.images)[::step][:sample]:
+                try:
+                    with Image.open(p) as img:
+                        sides.append(max(img.size))
+                except Exception:  # noqa: BLE001 - any unreadable header just gives no size
+                    continue
         return int(np.median(sides)) if sides else None
 
     def subset(self, indices: Sequence[int] | np.ndarray) -> ImageSet:
@@ -112,6 +124,9 @@ class ImageSet:
             name=self.name,
             skipped=list(self.skipped),
             root=self.root,
+            digests=None if self.digests is None else [self.digests[i] for i in idx.tolist()],
+            warned=list(self.warned),
+            ignored=list(self.ignored),
         )
 
     def class_counts(self) -> np.ndarray:

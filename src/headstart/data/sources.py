@@ -12,13 +12,14 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from headstart.data._progress import default_workers, map_with_progress
-from headstart.data.decode import IMAGE_EXTENSIONS, has_image_extension, load_image
+from headstart.data.decode import IMAGE_EXTENSIONS, decode_file, has_image_extension
 from headstart.data.imageset import FOLDER_LAYOUT, UNLABELED, ImageSet
 from headstart.data.splits import stratified_split
 from headstart.errors import BadImageError, DataError
@@ -46,15 +47,45 @@ def _visible(name: str) -> bool:
     return not name.startswith(".") and name not in _IGNORED_DIRS
 
 
-def _images_under(folder: str) -> list[str]:
-    """Image files anywhere under ``folder``, hidden files and folders skipped, in sorted order."""
+def _images_under(folder: str, ignored: list[str] | None = None) -> list[str]:
+    """Image files anywhere under ``folder``, hidden files and folders skipped, in sorted order;
+    every other file met on the way is appended to ``ignored`` (so it can be reported)."""
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if _visible(d))
         for name in sorted(filenames):
             if _visible(name) and has_image_extension(name):
                 found.append(os.path.join(dirpath, name))
+            elif ignored is not None:
+                ignored.append(os.path.join(dirpath, name))
     return found
+
+
+def ignored_kinds(paths: Sequence[str]) -> str:
+    """``".txt ×2, .svg, (no extension)"``: what kinds of files were left out, most common first.
+    Hidden files (``.DS_Store``, ``._photo.jpg``) are named as hidden."""
+    kinds: dict[str, int] = {}
+    for p in paths:
+        name = os.path.basename(p)
+        ext = os.path.splitext(name)[1].lower()
+        if not _visible(name):
+            kind = f"hidden {name}" if not ext or ext == name.lower() else f"hidden {ext}"
+        else:
+            kind = ext or "(no extension)"
+        kinds[kind] = kinds.get(kind, 0) + 1
+    ordered = sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0].startswith(("(", "hidden")), kv[0]))
+    return ", ".join(k if n == 1 else f"{k} ×{n}" for k, n in ordered)
+
+
+def ignored_message(paths: Sequence[str], where: str) -> str | None:
+    """The one line that reports the files of ``where`` that are not images headstart decodes."""
+    if not paths:
+        return None
+    return (
+        f"ignored {len(paths)} file(s) in {where} that are not images headstart decodes: "
+        f"{ignored_kinds(paths)} (it reads {' '.join(IMAGE_EXTENSIONS)}; convert others, e.g. "
+        "SVG or HEIC, to PNG or JPEG to use them)"
+    )
 
 
 def _check_on_bad_image(on_bad_image: str) -> None:
@@ -62,40 +93,64 @@ def _check_on_bad_image(on_bad_image: str) -> None:
         raise ValueError(f"on_bad_image must be one of {ON_BAD_IMAGE}, got {on_bad_image!r}")
 
 
-def _bad_reason(path: str) -> str | None:
-    """Why ``path`` cannot be used, or ``None`` when it decodes."""
+@dataclass
+class _Checked:
+    """What checking one file found: why it cannot be used (``None``: it can), its content
+    digest, and the decoder's warnings about it."""
+
+    reason: str | None
+    digest: str | None = None
+    warnings: tuple[str, ...] = ()
+
+
+def _check_decodes(path: str) -> _Checked:
     try:
-        load_image(path)
+        decoded = decode_file(path)
     except BadImageError as exc:
-        return exc.reason
-    return None
+        return _Checked(exc.reason)
+    return _Checked(None, decoded.digest, tuple(decoded.warnings))
 
 
-def _exists_reason(path: str) -> str | None:
-    return None if os.path.isfile(path) else "file not found"
+def _check_exists(path: str) -> _Checked:
+    return _Checked(None if os.path.isfile(path) else "file not found")
+
+
+@dataclass
+class _Screened:
+    good: np.ndarray
+    bad: list[tuple[str, str]]
+    digests: list[str] | None
+    warned: list[tuple[str, str]]
+
+    def kept(self, paths: Sequence[str]) -> tuple[list[str], list[str] | None]:
+        idx = np.flatnonzero(self.good).tolist()
+        return [paths[i] for i in idx], None if self.digests is None else [self.digests[i] for i in idx]
 
 
 def _screen(
     paths: Sequence[str], *, on_bad_image: str, validate: bool, where: str
-) -> tuple[np.ndarray, list[tuple[str, str]]]:
+) -> _Screened:
     """Find the unusable files among ``paths``.
 
-    With ``validate`` every file is decoded (in threads, with a progress bar for large sets);
-    without it only existence is checked.
+    With ``validate`` every file is decoded (in threads, with a progress bar for large sets),
+    which also gives each file's content digest and the decoder's warnings; without it only
+    existence is checked.
 
     Returns:
-        A boolean mask of usable files and the ``(path, reason)`` list of the others.
+        A boolean mask of usable files, the ``(path, reason)`` list of the others, the digests
+        (``None`` without ``validate``) and ``(path, warnings)`` of usable files that warned.
 
     Raises:
         DataError: ``on_bad_image == "error"`` and some file is unusable; all of them are listed.
     """
-    check = _bad_reason if validate else _exists_reason
-    reasons = map_with_progress(
+    check = _check_decodes if validate else _check_exists
+    results = map_with_progress(
         check,
         list(paths),
         description=f"Checking images in {where}",
         num_workers=default_workers() if validate else 0,
     )
+    reasons = [r.reason for r in results]
     bad = [(p, r) for p, r in zip(paths, reasons) if r is not None]
     if bad and on_bad_image == "error":
         listed = "\n".join(f"  {p}: {r}" for p, r in bad[:_MAX_LISTED])
@@ -106,7 +161,9 @@ def _screen(
             "them out."
         )
     good = np.array([r is None for r in reasons], dtype=bool)
-    return good, bad
+    digests = [r.digest or "" for r in results] if validate else None
+    warned = [(p, "; ".join(r.warnings)) for p, r in zip(paths, results) if r.reason is None and r.warnings]
+    return _Screened(good, bad, digests, warned)
 
 
 def _refuse_all_bad_classes(
@@ -174,7 +231,8 @@ def load_folder(
         raise DataError(
             f"found {len(loose)} image(s) directly in {root_str} ({example}); headstart expects "
             f"one subfolder per class with the images inside: {FOLDER_LAYOUT}. Move each image "
-            "into a folder named after its class (or use `load_unlabeled` for unlabeled images)."
+            "into a folder named after its class (images without classes go in a folder given "
+            "with --unlabeled)."
         )
     classes = [e.name for e in entries if _visible(e.name) and e.is_dir()]
     if not classes:
@@ -182,34 +240,41 @@ def load_folder(
 
     paths: list[str] = []
     labels: list[int] = []
+    ignored = [e.path for e in entries if e.is_file() and not (_visible(e.name) and has_image_extension(e.name))]
     for c, cls in enumerate(classes):
-        found = _images_under(os.path.join(root_str, cls))
+        here: list[str] = []
+        found = _images_under(os.path.join(root_str, cls), here)
         if not found:
+            holds = f"; it holds {len(here)} other file(s): {ignored_kinds(here)}" if here else ""
             raise DataError(
                 f"class folder {os.path.join(root_str, cls)} has no images (looked for "
-                f"{' '.join(IMAGE_EXTENSIONS)}); add images to it or remove it"
+                f"{' '.join(IMAGE_EXTENSIONS)}{holds}); add images to it or remove it"
             )
+        ignored.extend(here)
         paths.extend(found)
         labels.extend([c] * len(found))
 
     label_arr = np.asarray(labels, dtype=np.int64)
-    good, bad = _screen(paths, on_bad_image=on_bad_image, validate=validate, where=root_str)
+    sc = _screen(paths, on_bad_image=on_bad_image, validate=validate, where=root_str)
     _refuse_all_bad_classes(
         classes,
         label_arr,
-        good,
-        bad,
+        sc.good,
+        sc.bad,
         paths,
         lambda cls: f"class folder {os.path.join(root_str, cls)}",
     )
-    kept = np.flatnonzero(good)
+    images, digests = sc.kept(paths)
     return ImageSet(
-        images=[paths[i] for i in kept],
-        labels=label_arr[kept],
+        images=images,
+        labels=label_arr[sc.good],
         classes=classes,
         name=root_str,
-        skipped=bad,
+        skipped=sc.bad,
         root=root_str,
+        digests=digests,
+        warned=sc.warned,
+        ignored=ignored,
     )
 
 
@@ -277,17 +342,19 @@ def load_csv(
         os.path.normpath(os.path.join(base, os.path.expanduser(p))) for p, _ in rows
     ]
     label_arr = np.asarray([index[lab] for _, lab in rows], dtype=np.int64)
-    good, bad = _screen(paths, on_bad_image=on_bad_image, validate=validate, where=csv_path)
+    sc = _screen(paths, on_bad_image=on_bad_image, validate=validate, where=csv_path)
     _refuse_all_bad_classes(
-        classes, label_arr, good, bad, paths, lambda cls: f"class {cls!r} of {csv_path}"
+        classes, label_arr, sc.good, sc.bad, paths, lambda cls: f"class {cls!r} of {csv_path}"
     )
-    kept = np.flatnonzero(good)
+    images, digests = sc.kept(paths)
     return ImageSet(
-        images=[paths[i] for i in kept],
-        labels=label_arr[kept],
+        images=images,
+        labels=label_arr[sc.good],
         classes=classes,
         name=csv_path,
-        skipped=bad,
+        skipped=sc.bad,
+        digests=digests,
+        warned=sc.warned,
     )
 
 
@@ -307,24 +374,29 @@ def load_unlabeled(
     root_str = os.fspath(root)
     if not os.path.isdir(root_str):
         raise DataError(f"unlabeled image folder {root_str} does not exist or is not a folder")
-    paths = _images_under(root_str)
+    ignored: list[str] = []
+    paths = _images_under(root_str, ignored)
     if not paths:
         raise DataError(
             f"no images in {root_str} or its subfolders (looked for {' '.join(IMAGE_EXTENSIONS)})"
+            + (f"; {ignored_message(ignored, root_str)}" if ignored else "")
         )
-    good, bad = _screen(paths, on_bad_image=on_bad_image, validate=validate, where=root_str)
-    if not good.any():
+    sc = _screen(paths, on_bad_image=on_bad_image, validate=validate, where=root_str)
+    if not sc.good.any():
         raise DataError(
             f"none of the {len(paths)} image files in {root_str} can be used "
-            f"(e.g. {bad[0][0]}: {bad[0][1]})"
+            f"(e.g. {sc.bad[0][0]}: {sc.bad[0][1]})"
         )
-    kept = np.flatnonzero(good)
+    images, digests = sc.kept(paths)
     return ImageSet(
-        images=[paths[i] for i in kept],
-        labels=np.full(len(kept), UNLABELED, dtype=np.int64),
+        images=images,
+        labels=np.full(len(images), UNLABELED, dtype=np.int64),
         classes=[],
         name=root_str,
-        skipped=bad,
+        skipped=sc.bad,
+        digests=digests,
+        warned=sc.warned,
+        ignored=ignored,
     )
 
 

@@ -2,8 +2,9 @@
 
 The key is a hash of everything the features depend on: the architecture and the exact values
 of the frozen weights (not a file name), the preprocessing (mean, std, interpolation, input
-size), and the images themselves (the pixel bytes of an in-memory set; path, size and
-modification time of each file of a folder) with their labels. Change any of them and the key
+size), and the images themselves (the pixel bytes of an in-memory set; the SHA-256 of each
+file's bytes for a folder — taken while the files are checked, which reads them anyway — so an
+edit that keeps a file's size and modification time still changes the key) with their labels. Change any of them and the key
 changes. Entries are safetensors files written atomically; ``HEADSTART_CACHE`` moves the cache,
 ``HEADSTART_CACHE=off`` disables it.
 """
@@ -14,6 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
@@ -21,6 +23,9 @@ from safetensors.torch import load_file, save_file
 
 from ..backbones import Backbone
 from ..fileio import atomic_write
+
+if TYPE_CHECKING:
+    from ..data import ImageSet
 
 CACHE_VERSION = 2  # bump when the feature computation itself changes
 
@@ -44,18 +49,38 @@ def weights_fingerprint(model: Backbone) -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(images: list[str] | np.ndarray, labels: np.ndarray) -> str:
-    """Hash of the pixels (arrays) or of path, size and mtime of each file (folders), and the labels."""
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def data_fingerprint(
+    images: list[str] | np.ndarray, labels: np.ndarray, digests: Sequence[str] | None = None
+) -> str:
+    """Hash of the content, in order, and the labels: the pixels of an array set, or the bytes
+    of each file (``digests`` when the caller has them from decoding, else read here). Paths and
+    modification times play no part: the same bytes give the same pixels."""
     h = hashlib.sha256()
     if isinstance(images, np.ndarray):
         h.update(str(images.shape).encode())
         h.update(np.ascontiguousarray(images).tobytes())
     else:
-        for p in images:
-            st = os.stat(p)
-            h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        if digests is None or len(digests) != len(images) or not all(digests):
+            digests = [file_digest(p) for p in images]
+        h.update(f"files:{len(images)}\n".encode())
+        for d in digests:
+            h.update(d.encode())
     h.update(np.ascontiguousarray(labels.astype(np.int64)).tobytes())
     return h.hexdigest()
+
+
+def imageset_fingerprint(imageset: "ImageSet") -> str:
+    """:func:`data_fingerprint` of an image set, using the digests taken when it was loaded."""
+    return data_fingerprint(imageset.images, imageset.labels, imageset.digests)
 
 
 class FeatureCache:

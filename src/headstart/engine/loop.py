@@ -128,11 +128,12 @@ class FitResult:
 def predict_logits(
     model: nn.Module, batches: Iterable, *, prepare: Callable, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits and labels over a whole set, in order, with the model in inference mode."""
+    """Logits and labels over a whole set, in order, with the model in eval mode and no autograd
+    (a graph recorded for trainable weights would cost time and memory for nothing)."""
     was_training = model.training
     model.eval()
     outs, ys = [], []
-    with autocast_for(device):
+    with torch.inference_mode(), autocast_for(device):
         for x, y in batches:
             outs.append(model(prepare(x)).float().cpu())
             ys.append(torch.as_tensor(y).cpu())

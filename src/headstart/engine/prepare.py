@@ -7,10 +7,13 @@ import torch.nn.functional as F
 
 from ..backbones import Preprocess
 from ..errors import HeadstartError
+from .allocator import tune_host_allocator
 
 
 def pick_device(requested: str = "auto") -> torch.device:
-    """``auto`` takes the GPU when one is present, else the CPU."""
+    """``auto`` takes the GPU when one is present, else the CPU. Every command that computes
+    starts here, so this is also where the host allocator is tuned (``engine/allocator.py``)."""
+    tune_host_allocator()
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

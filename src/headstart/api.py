@@ -1147,14 +1147,16 @@ class Predictor:
         features of an image are then those any such run computes, and can be shared."""
         return int(self.run.meta.get("frozen_stages", 0)) >= self.model.num_stages
 
-    def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2) -> np.ndarray:
-        """Probabilities for every image of a set. With a frozen body the pooled features go
-        through the feature cache, so every linear-probe and kNN run on the same weights scores
-        the same images with one pass of the network (the demo's kNN and linear runs, or the
-        same run evaluated again); only the head runs for the others."""
+    def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2, share_features: bool = False) -> np.ndarray:
+        """Probabilities for every image of a set. With ``share_features`` (``evaluate``: test
+        sets are scored again and again) and a frozen body, the pooled features go through the
+        feature cache, so every linear-probe and kNN run on the same weights scores the same
+        images with one pass of the network (the demo's kNN and linear runs, or one run evaluated
+        twice); only the head runs for the others. Other callers (arrays handed to
+        ``predict_proba``) leave the disk cache alone."""
         x = self.images_of(imageset, num_workers=num_workers)
         cache_dir = default_cache_dir()
-        if not self.body_frozen or cache_dir is None:
+        if not (share_features and self.body_frozen) or cache_dir is None:
             return self.proba_tensor(x)
         cache = FeatureCache(cache_dir)
         key = cache.key(model=self.model, image_size=self.run.image_size, data_id=f"{self.device.type}:{imageset_fingerprint(imageset)}")
@@ -1264,7 +1266,7 @@ def evaluate(
             "accuracy_per_view": {v.name: float((p.argmax(1) == imageset.labels).mean()) for v, p in zip(views, per_view)},
         }
     else:
-        probs = predictor.proba_imageset(imageset)
+        probs = predictor.proba_imageset(imageset, share_features=True)
     metrics = classification_metrics(predictions=probs.argmax(1), labels=imageset.labels, classes=predictor.classes)
     metrics.update(
         {"data": name, "caution": caution, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped],

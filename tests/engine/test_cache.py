@@ -170,8 +170,11 @@ def test_frozen_body_runs_share_one_pass_over_the_images_they_score(shapes_folde
     test = api.resolve(str(shapes_test_folder))
     for strategy in ("knn", "linear"):
         predictor = api.Predictor(runs[strategy], device="cpu")
-        cached = predictor.proba_imageset(test)
+        cached = predictor.proba_imageset(test, share_features=True)
         assert predictor.feature_cache == {"hits": 1, "misses": 0}
+        predictor.feature_cache = None
+        predictor.proba_imageset(test)  # predict_proba's path: the cache is left alone
+        assert predictor.feature_cache is None
         plain = predictor.proba_tensor(predictor.images_of(test))  # the whole network, image by image batch
         np.testing.assert_allclose(cached, plain, rtol=1e-5, atol=1e-6)
     monkeypatch.setenv("HEADSTART_CACHE", "off")

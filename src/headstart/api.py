@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import random
-import shutil
 import tempfile
 import time
 import warnings
@@ -84,7 +83,7 @@ from .finetune import STRATEGIES, frozen_stages_for, param_groups, rules
 from .finetune.knn import KNNHead
 from .methods import Supervised
 from .report import classification_metrics
-from .runfolder import LoadedRun, load_run, model_meta, save_run, write_json, write_yaml
+from .runfolder import LoadedRun, clear_replaced_run, load_run, model_meta, save_run, write_json, write_yaml
 
 log = logging.getLogger("headstart")
 
@@ -188,12 +187,21 @@ def train(config: TrainConfig) -> TrainResult:
     dist = distributed.from_env(picked)
     try:
         device = distributed.device_for(dist, config.device, picked)
+        if not config.resume:
+            _refuse_finished(config)  # before a search spends minutes on trials
         with pixel_limit(config.max_image_pixels):
             if config.search and not config.resume:
                 return _search_then_train(config, dist, device, t_start)
             return _train(config, dist, device, t_start)
     finally:
         distributed.shutdown(dist)
+
+
+def _refuse_finished(config: TrainConfig) -> None:
+    if (Path(config.output) / "model.json").exists() and not config.overwrite:
+        raise HeadstartError(
+            f"{config.output} already holds a finished run; choose another --output or pass --overwrite to replace it"
+        )
 
 
 @contextlib.contextmanager
@@ -239,10 +247,8 @@ def _train(
                 f"nothing to resume in {run_dir}: it has no checkpoint (a run that finished removes its "
                 "checkpoint, and knn runs have none); train again instead"
             )
-    elif (run_dir / "model.json").exists() and not config.overwrite:
-        raise HeadstartError(
-            f"{run_dir} already holds a finished run; choose another --output or pass --overwrite to replace it"
-        )
+    else:
+        _refuse_finished(config)
     if config.strategy != AUTO and config.strategy not in STRATEGIES:  # fail before any data is read
         raise ConfigError(f"unknown strategy {config.strategy!r}; choose one of: {AUTO}, {', '.join(STRATEGIES.names())}")
     BACKBONES.get(config.backbone)
@@ -421,15 +427,14 @@ def _train(
         run_config = load_yaml(run_dir / "config.yaml")  # the run as first configured
         run_config.setdefault("resumed_at_steps", []).append(int(resume_state["step"]))  # type: ignore[index]
     elif dist.is_main:
+        replaced = clear_replaced_run(run_dir)  # the old model's numbers, pictures, curves and audits
+        if replaced:
+            console.print(f"  [dim]replaced the earlier run in {run_dir} ({', '.join(replaced)})[/dim]")
         # written now, so a run killed before it finishes can still be resumed and explained
         write_yaml(run_dir / "config.yaml", run_config)
         if advice is not None:
             write_json(run_dir / "advice.json", {**advice.to_dict(), "search": search_log, "search_winner": choice})
-        elif (run_dir / "advice.json").exists():
-            (run_dir / "advice.json").unlink()  # left by a replaced auto run
         checkpointer.clear()  # a stale checkpoint of an earlier run must never be resumed into this one
-    if dist.is_main and config.overwrite and not config.resume and (run_dir / "tb").is_dir():
-        shutil.rmtree(run_dir / "tb")  # curves of the replaced run would mix with the new ones
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(str(run_dir / "tb")) if dist.is_main else None

@@ -15,6 +15,7 @@ written last: a folder without it is an unfinished run and is refused with that 
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,29 @@ def model_meta(model: Backbone, *, classes: list[str], image_size: int, strategy
         "pretrained": model.pretrained,
         "weights_source": model.weights_source,
     }
+
+
+RUN_PRODUCTS = (
+    "model.json", "model.safetensors", "metrics.json", "splits.json", "advice.json", "augment-audit.json",
+    "bias-audit.json", "report.html", "eval-*.json", "tb", "explain", "features",
+)
+"""What a run and the commands that read it write into its folder: a new run in the same folder
+(``--overwrite``, or after an unfinished one) removes them first, so no number, picture, curve or
+audit of the old model is read as the new one's (an old ``augment-audit.json`` would even choose
+the new model's test-time views). Other files in the folder are the user's and stay."""
+
+
+def clear_replaced_run(run_dir: Path) -> list[str]:
+    """Remove :data:`RUN_PRODUCTS` from ``run_dir``; the names removed."""
+    removed = []
+    for pattern in RUN_PRODUCTS:
+        for path in sorted(run_dir.glob(pattern)):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            removed.append(path.name)
+    return removed
 
 
 def save_run(

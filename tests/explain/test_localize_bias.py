@@ -176,3 +176,18 @@ def test_boxes_of_a_sideways_phone_photo_use_its_upright_size(tmp_path):
     (tmp_path / "b.csv").write_text("path,x0,y0,x1,y1\np.jpg,0,20,40,60\n")  # upright pixels: the centre square
     gt = read_ground_truth(tmp_path / "b.csv")
     assert gt.boxes_for(tmp_path / "p.jpg", 20) == [(0.0, 0.0, 20.0, 20.0)]
+
+
+def test_energy_shares_of_maps_without_energy_are_nan_not_a_crash():
+    """A 1x1 CAM layer (inputs of 32 px or less) gives all-zero maps; the audit must say
+    'undefined', not fail."""
+    from headstart.explain.bias import energy_shares
+
+    out = energy_shares(np.zeros((3, 8, 8)))
+    assert set(out) == {"centre", "border", "inside"}
+    assert all(np.isnan(v).all() and v.shape == (3,) for v in out.values())
+    mixed = np.zeros((2, 8, 8))
+    mixed[1, 4, 4] = 1.0
+    shares = energy_shares(mixed)
+    assert all(np.isnan(v[0]) for v in shares.values())
+    assert any(v[1] == 1.0 for k, v in shares.items() if k != "inside")

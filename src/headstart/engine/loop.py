@@ -277,8 +277,13 @@ def fit(
         if not torch.isfinite(sums[0]):
             raise TrainingDiverged(
                 f"the loss became {sums[0].item()} in epoch {epoch_offset + epoch + 1}; lower --lr "
-                f"(now {base_lrs[0]:g}) or check the data for corrupt values"
-                + (f"; the last good checkpoint is kept in {checkpoint.path}" if checkpoint and checkpoint.path.exists() else "")
+                f"(now {base_lrs[0]:g}) or check the data for corrupt values, then train again (the same --output "
+                "will do: no finished run was written there)"
+                + (
+                    f"; the last good checkpoint is kept in {checkpoint.path} for inspection (--resume would repeat "
+                    "the same steps with the same settings)"
+                    if checkpoint and checkpoint.path.exists() else ""
+                )
             )
 
     # Reading the loss on the host waits for the device: every step on a CPU (free), every few

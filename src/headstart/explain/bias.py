@@ -59,7 +59,7 @@ def energy_shares(cams: np.ndarray, inside: Sequence[np.ndarray | None] | None =
     out = {}
     for name, m in regions.items():
         share = np.full(n, np.nan)
-        share[ok] = (cams[ok] * m).reshape(ok.sum(), -1).sum(1) / total[ok]
+        share[ok] = (cams[ok] * m).sum(axis=(-2, -1)) / total[ok]  # no map with energy: all NaN
         out[name] = share
     ins = np.full(n, np.nan)
     if inside is not None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -70,14 +69,9 @@ def main() -> None:
     except DataError:
         print("fashion-mnist is not installed: digits only", file=sys.stderr)
     rows = record(datasets)
-    import subprocess
+    from benchmarks.strategies import machine_info
 
-    import torch
-
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "unknown")
-    out = {"rows": rows, "machine": {"cpu": cpu, "python": platform.python_version(), "torch": torch.__version__},
-           "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()}
+    out = {"rows": rows, "machine": machine_info()}
     if args.check is None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(out, indent=2) + "\n")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -64,18 +63,9 @@ print(json.dumps({"tuned": tuned, "score_img_s": len(x) / score_s, "score_sys_s"
 
 
 def _machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import torch
+    from benchmarks.strategies import machine_info
 
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads()}
+    return machine_info()
 
 
 def allocator(rounds: int) -> dict:
@@ -223,8 +213,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     res = allocator(args.rounds) if args.what == "allocator" else hashing(args.rounds, args.files)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    res["machine"], res["commit"] = _machine(), commit
+    res["machine"] = _machine()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"host-{args.what}.md").write_text(res.pop("markdown"))
     (args.out / f"host-{args.what}.json").write_text(json.dumps(res, indent=2))

@@ -458,9 +458,7 @@ def _train(
             cache = FeatureCache(default_cache_dir() if config.feature_cache else None)
 
             def features(imageset: ImageSet, x: torch.Tensor, y: torch.Tensor, what: str) -> tuple[torch.Tensor, torch.Tensor]:
-                key = cache.key(
-                    model=model, image_size=image_size, data_id=f"{device.type}:{imageset_fingerprint(imageset)}"
-                )
+                key = cache.key_for(model=model, image_size=image_size, device=device, imageset=imageset)
                 # rank 0 decides hit or miss for the group, so all processes take the same path
                 hit = cache.get(key) if dist.is_main else None
                 if dist.from_main(hit is not None):
@@ -1164,7 +1162,7 @@ class Predictor:
         if not (share_features and self.body_frozen) or cache_dir is None:
             return self.proba_tensor(x)
         cache = FeatureCache(cache_dir)
-        key = cache.key(model=self.model, image_size=self.run.image_size, data_id=f"{self.device.type}:{imageset_fingerprint(imageset)}")
+        key = cache.key_for(model=self.model, image_size=self.run.image_size, device=self.device, imageset=imageset)
         hit = cache.get(key)
         if hit is None:
             labels = torch.from_numpy(imageset.labels.astype(np.int64))

@@ -174,12 +174,14 @@ def has_image_extension(path: str | os.PathLike[str]) -> bool:
 def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Image.Image:
     """Decode an image file fully into an 8-bit RGB image, upright (see :func:`decode_file`).
 
-    Decoder warnings are dropped here: callers that report them use :func:`decode_file`.
+    Decoder warnings are dropped here, and no digest is taken (files are checked, and hashed,
+    once when a set is loaded; this is the decode that fills the training tensor): callers that
+    need either use :func:`decode_file`.
     """
-    return decode_file(path, max_pixels=max_pixels).image
+    return decode_file(path, max_pixels=max_pixels, digest=False).image
 
 
-def decode_file(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> Decoded:
+def decode_file(path: str | os.PathLike[str], *, max_pixels: int | None = None, digest: bool = True) -> Decoded:
     """Decode an image file fully into an 8-bit RGB image, upright, with its content digest.
 
     The file is read once; its bytes are hashed (SHA-256, ~2 GB/s, far below decoding cost) and
@@ -194,6 +196,7 @@ def decode_file(path: str | os.PathLike[str], *, max_pixels: int | None = None) 
         max_pixels: Refuse images with more pixels than this, a guard against decompression bombs
             (a small file that expands to gigabytes). ``None`` means :func:`max_pixels_limit`
             (``--max-image-pixels`` / ``$HEADSTART_MAX_IMAGE_PIXELS``, else 89,478,485).
+        digest: Hash the bytes (``digest`` is ``""`` without).
 
     Returns:
         The image (independent of the file, which is closed), digest and decoder warnings.
@@ -210,7 +213,7 @@ def decode_file(path: str | os.PathLike[str], *, max_pixels: int | None = None) 
             raw = fh.read()
     except OSError as exc:
         raise BadImageError(path_str, f"cannot read the file ({exc})") from None
-    digest = hashlib.sha256(raw).hexdigest()
+    sha = hashlib.sha256(raw).hexdigest() if digest else ""
     with decoder_warnings() as caught:
         try:
             image = _decode(path_str, raw, limit)
@@ -219,7 +222,7 @@ def decode_file(path: str | os.PathLike[str], *, max_pixels: int | None = None) 
                 exc.reason = f"{exc.reason}; decoder warnings: {'; '.join(_unique(caught))}"
                 exc.args = (f"{exc.path}: {exc.reason}",)
             raise
-    return Decoded(image=image, digest=digest, warnings=_unique(caught))
+    return Decoded(image=image, digest=sha, warnings=_unique(caught))
 
 
 def _unique(messages: list[str]) -> list[str]:

@@ -4,8 +4,8 @@ The key is a hash of everything the features depend on: the architecture and the
 of the frozen weights (not a file name), the preprocessing (mean, std, interpolation, input
 size), and the images themselves (the pixel bytes of an in-memory set; the SHA-256 of each
 file's bytes for a folder — taken while the files are checked, which reads them anyway — so an
-edit that keeps a file's size and modification time still changes the key) with their labels. Change any of them and the key
-changes. Entries are safetensors files written atomically; ``HEADSTART_CACHE`` moves the cache,
+edit that keeps a file's size and modification time still changes the key) with their labels.
+Change any of them and the key changes. Entries are safetensors files written atomically; ``HEADSTART_CACHE`` moves the cache,
 ``HEADSTART_CACHE=off`` disables it.
 """
 
@@ -100,6 +100,11 @@ class FeatureCache:
             "data": data_id,
         }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+    def key_for(self, *, model: Backbone, image_size: int, device: torch.device, imageset: "ImageSet") -> str:
+        """The key of ``imageset``'s features: training and ``evaluate`` both ask here, so a set's
+        features computed by one are found by the other."""
+        return self.key(model=model, image_size=image_size, data_id=f"{device.type}:{imageset_fingerprint(imageset)}")
 
     def get(self, key: str) -> tuple[torch.Tensor, torch.Tensor] | None:
         if self.root is None:

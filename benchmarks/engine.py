@@ -63,13 +63,15 @@ except ModuleNotFoundError:
     from strategies import machine_info
 
 import headstart.api
+import headstart.engine.phases
 from headstart import TrainConfig
 from headstart.backbones import create_backbone
 from headstart.data import ImageSet, few_shot, preload, resolve
-from headstart.engine import Batches, Prepare, cosine_schedule, extract_features, fit
+from headstart.engine import Batches, Context, Prepare, extract_features, fit
 from headstart.engine.prepare import ToDevice
 from headstart.finetune import rules
-from headstart.methods import Supervised
+from headstart.finetune.recipe import phase_schedule, probe_phases
+from headstart.methods import Setup, Supervised
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DATA = "fashion-mnist"
@@ -115,16 +117,13 @@ def tensors(imageset: ImageSet) -> tuple[torch.Tensor, torch.Tensor]:
     return preload(imageset, size=None), torch.from_numpy(imageset.labels.astype(np.int64))
 
 
-def head_optimizer(model: nn.Module, lr: float) -> torch.optim.Optimizer:
-    """The linear probe's optimizer, as `api._train_head_on_features` builds it."""
-    groups = [{"name": "head", "params": list(model.head.parameters()), "lr": lr, "weight_decay": DEFAULTS.weight_decay}]
-    return torch.optim.AdamW(groups, lr=lr)
+def supervised(module: nn.Module) -> Supervised:
+    """The method `headstart train` runs by default, with a default run's label smoothing."""
+    return Supervised(module, setup=Setup(num_classes=10, label_smoothing=DEFAULTS.label_smoothing))
 
 
-def warmup_multipliers(steps_per_epoch: int, epochs: int) -> np.ndarray:
-    """`api._fit_phase`'s schedule: warm-up over one epoch or 10 % of the steps, then cosine."""
-    total = epochs * steps_per_epoch
-    return cosine_schedule(total_steps=total, warmup_steps=min(steps_per_epoch, total // 10))
+def quiet_cpu(prepare: Callable) -> Context:
+    return Context(device=CPU, prepare=prepare, show_progress=False)
 
 
 class RecomputedProbe(nn.Module):
@@ -176,11 +175,10 @@ def run_cache(args, log: Log) -> tuple[list[dict], dict, str]:
         model.head.load_state_dict(head_init)
         torch.manual_seed(args.seed)
         t0 = time.perf_counter()
-        fit(
-            model=net, method=Supervised(label_smoothing=DEFAULTS.label_smoothing), train=batches, val=None,
-            epochs=run_epochs, optimizer=head_optimizer(model, lr), lr_multipliers=warmup_multipliers(len(batches), epochs),
-            prepare=prep, device=CPU, show_progress=False,
-        )
+        method = supervised(net)
+        # the linear probe's recipe, as `headstart train` runs it: its optimizer and schedule over `epochs`
+        optimizer, multipliers = probe_phases(model, epochs=epochs, lr=lr, weight_decay=DEFAULTS.weight_decay)[0].begin(method, len(batches))
+        fit(method, batches, None, epochs=run_epochs, optimizer=optimizer, lr_multipliers=multipliers, context=quiet_cpu(prep))
         return time.perf_counter() - t0
 
     @torch.no_grad()
@@ -362,11 +360,7 @@ def run_throughput(args, log: Log) -> tuple[list[dict], dict, str]:
 
     def headstart_fit(model: nn.Module) -> float:
         timed = batches()
-        fit(
-            model=model, method=Supervised(label_smoothing=DEFAULTS.label_smoothing), train=timed, val=None, epochs=1,
-            optimizer=adamw(model), lr_multipliers=warmup_multipliers(len(timed), 1), prepare=prepare, device=CPU,
-            show_progress=False,
-        )
+        fit(supervised(model), timed, None, epochs=1, optimizer=adamw(model), lr_multipliers=phase_schedule(1, len(timed)), context=quiet_cpu(prepare))
         return timed.images_per_second
 
     def hand_loop(model: nn.Module) -> float:
@@ -566,18 +560,18 @@ def engine_fit_seconds(record: list[float]):
     """Collects `FitResult.seconds` of every `engine.fit` that `headstart.train` runs (the training
     loop alone; the run's metrics.json keeps only the whole call's seconds). Timing only: the
     call and its result pass through unchanged."""
-    original = headstart.api.fit
+    original = headstart.engine.phases.fit
 
     def timed(*args, **kwargs):
         result = original(*args, **kwargs)
         record.append(result.seconds)
         return result
 
-    headstart.api.fit = timed
+    headstart.engine.phases.fit = timed
     try:
         yield
     finally:
-        headstart.api.fit = original
+        headstart.engine.phases.fit = original
 
 
 def headstart_peer(folder: Path, test_folder: Path, tmp: Path, args, round_: int) -> dict:

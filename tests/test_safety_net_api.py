@@ -247,13 +247,13 @@ def test_overwrite_replaces_a_finished_run_and_removes_what_would_mislead(tmp_pa
     assert _snapshot(run) == before  # refused: not one byte changed
 
     at_start: dict[str, set[str]] = {}
-    real = api._train_head_on_features
+    real = api._fit_on_features
 
     def spy(*args, **kw):  # the folder as training begins: nothing of the old run may be resumed or mixed in
         at_start["files"] = {str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()}
         return real(*args, **kw)
 
-    monkeypatch.setattr(api, "_train_head_on_features", spy)
+    monkeypatch.setattr(api, "_fit_on_features", spy)
     new = train(TrainConfig(**new_cfg, overwrite=True))
     assert "files" in at_start
     for files in (at_start["files"], set(_snapshot(run))):

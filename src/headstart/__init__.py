@@ -13,8 +13,6 @@ Public API::
     report("runs/a", output="runs/a/report.html")   # CAMs, errors, bias audit, feature pictures
 """
 
-__version__ = "0.1.0"
-
 from .api import (  # noqa: E402
     ImageClassifier,
     Predictor,
@@ -27,8 +25,10 @@ from .api import (  # noqa: E402
 from .api import fit_classifier as fit  # noqa: E402
 from .backbones import BACKBONES, create_backbone  # noqa: E402
 from .config import TrainConfig  # noqa: E402
+from .version import __version__  # noqa: E402
 
 __all__ = [
+    "__version__",
     "BACKBONES",
     "ImageClassifier",
     "Predictor",

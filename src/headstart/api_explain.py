@@ -20,9 +20,11 @@ import yaml
 from PIL import Image
 
 from .advise.measure import subsample
-from .api import Predictor, _align_classes, _eval_data, gather_image_files, load_square_files, report_ignored, report_warned
 from .data import ImageSet
 from .data.decode import decoder_warnings
+from .data.files import gather_image_files, load_square_files
+from .data.notices import report_ignored, report_warned
+from .data.tensors import align_classes
 from .errors import DataError, HeadstartError
 from .explain import (
     CAM_METHODS,
@@ -50,8 +52,9 @@ from .explain import (
     upright_size,
 )
 from .fileio import atomic_write
+from .predictor import Predictor
 from .report import Section, classification_metrics, plots, render
-from .runfolder import write_json
+from .runfolder import rebuild_split, write_json
 
 GREEN, RED = "#00c853", "#ff1744"
 IOU_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
@@ -260,8 +263,8 @@ def analyse(
     predictor = Predictor(run_dir, device=device)
     if _no_gradient(predictor, method):
         method = "eigencam"
-    imageset, name, caution = _eval_data(predictor.run, data, "skip")
-    imageset = _align_classes(imageset, predictor.classes, name)
+    imageset, name, caution = rebuild_split(predictor.run, data, "skip")
+    imageset = align_classes(imageset, predictor.classes, name)
     labeled = np.flatnonzero(imageset.labels >= 0)
     if len(labeled) < 3:
         raise DataError(f"{name} has {len(labeled)} labeled images; the analysis needs at least 3")

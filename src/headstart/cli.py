@@ -2,33 +2,32 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
 import os
 import sys
+import typing
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, List, Optional
 
 import typer
 from rich.table import Table
 
-from .augment import POLICIES, TRANSFORMS
-from .backbones import BACKBONES
-from .data.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV
-from .engine.progress import console
-from .errors import HeadstartError
-from .explain import CAM_METHODS, DEFAULT_THRESHOLD
-from .finetune import STRATEGIES
+from . import api
+from .api_explain import DEFAULT_THRESHOLD
+from .config import TrainConfig, load_yaml
+from .index import BACKBONES, CAM_METHODS, METHODS, POLICIES, STRATEGIES, TRANSFORMS, option_help
+
+console = api.console  # the one console of every progress bar and message
 
 # Choices shown in --help come from the registries: a new entry appears here by itself.
-STRATEGY_HELP = "auto: measure the data and choose (see `headstart advise`) | " + " | ".join(
-    f"{n}: {STRATEGIES.get(n).description}" for n in STRATEGIES
-)
 BACKBONE_HELP = "One of: " + ", ".join(BACKBONES.names()) + " (`headstart models` shows them)."
 AUGMENT_HELP = (
     "Augmentation policy: " + " | ".join(POLICIES.names())
     + ", or transforms 'crop:0.6,hflip,rotate:10' (`headstart augment list`; default: none when the body is frozen, else light)."
 )
-
+CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
 def _pixel_limit(value: Optional[int]) -> Optional[int]:
@@ -36,17 +35,15 @@ def _pixel_limit(value: Optional[int]) -> Optional[int]:
     if value is not None:
         if value <= 0:
             raise typer.BadParameter("must be a positive number of pixels, e.g. 200000000")
-        os.environ[MAX_PIXELS_ENV] = str(value)
+        os.environ[api.MAX_PIXELS_ENV] = str(value)
     return value
 
 
-PIXELS_OPTION = typer.Option(
-    None,
-    "--max-image-pixels",
-    callback=_pixel_limit,
-    help=f"Refuse images with more pixels than this, a guard against decompression bombs (default {DEFAULT_MAX_PIXELS:,}, "
-    f"or ${MAX_PIXELS_ENV}). Raise it for trusted large scans.",
+PIXELS_HELP = (
+    CONFIG_FIELDS["max_image_pixels"].metadata["help"]
+    + f" Default {api.DEFAULT_MAX_PIXELS:,}, or ${api.MAX_PIXELS_ENV}."
 )
+PIXELS_OPTION = typer.Option(None, "--max-image-pixels", callback=_pixel_limit, help=PIXELS_HELP)
 
 app = typer.Typer(
     help="headstart: a strong image classifier from a few hundred labeled images, on a laptop.",
@@ -70,8 +67,6 @@ def models() -> None:
     """List the backbones: parameters per stage, and whether real pretrained weights are present."""
     import warnings
 
-    from .backbones import create_backbone
-
     table = Table(title="headstart backbones", show_lines=True)
     table.add_column("name", no_wrap=True, min_width=18)
     table.add_column("params", no_wrap=True)
@@ -81,7 +76,7 @@ def models() -> None:
         spec = BACKBONES.get(name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            bb = create_backbone(name, num_classes=1000, weights=None)
+            bb = api.create_backbone(name, num_classes=1000, weights=None)
         rows = bb.stage_parameter_counts()
         total = sum(n for _, n in rows)
         stages = ", ".join(f"{s} {_human(n)}" for s, n in rows[:-1])
@@ -100,79 +95,128 @@ def _human(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else f"{n / 1e3:.1f}k" if n >= 1e3 else str(n)
 
 
-@app.command()
-def train(
-    ctx: typer.Context,
-    data: Optional[str] = typer.Argument(
-        None, help="Class-per-folder directory, a path,label CSV, or a built-in set: fashion-mnist, fashion-mnist:/dir, digits."
-    ),
-    output: str = typer.Option("runs/latest", "--output", "-o", help="Run folder to write."),
-    strategy: str = typer.Option("auto", help=STRATEGY_HELP),
-    backbone: str = typer.Option("efficientnet_lite0", help=BACKBONE_HELP),
-    weights: str = typer.Option("default", help="'default' (installed ImageNet weights), a state-dict file, or 'none'."),
-    freeze_stages: Optional[int] = typer.Option(None, help="For partial: number of leading stages kept frozen (default: half; auto: from the stage-wise probe)."),
-    warmup_epochs: int = typer.Option(0, help="Head-only epochs before unfreezing."),
-    labels_per_class: Optional[int] = typer.Option(None, help="Keep only K labeled images per class; the rest becomes the unlabeled pool."),
-    val: Optional[str] = typer.Option(None, help="Separate validation data (otherwise a stratified split when classes are big enough)."),
-    val_fraction: Optional[float] = typer.Option(None, help="Share of labeled images held out for validation."),
-    unlabeled: Optional[str] = typer.Option(None, help="Folder of unlabeled images (kept for self-training methods)."),
-    image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default: from the data and strategy)."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs (default: ~600 optimizer steps, at most 60 epochs when layers train)."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (default 64, smaller for tiny sets)."),
-    lr: Optional[float] = typer.Option(None, help="Head learning rate (AdamW; default 1e-3 at batch 64)."),
-    backbone_lr_mult: Optional[float] = typer.Option(
-        None, help="Backbone learning rate as a fraction of the head's (default: auto decides; 0.1 for fixed strategies)."
-    ),
-    stage_lr_decay: float = typer.Option(1.0, help="Extra learning-rate factor per stage towards the input (e.g. 0.7)."),
-    weight_decay: float = typer.Option(0.05, help="AdamW weight decay."),
-    label_smoothing: float = typer.Option(0.1, help="Label smoothing of the cross-entropy."),
-    drop_rate: float = typer.Option(0.1, help="Dropout before the head."),
-    augment: Optional[str] = typer.Option(None, help=AUGMENT_HELP),
-    augment_strength: Optional[float] = typer.Option(None, help="Scale every magnitude of the policy (1 = as written)."),
-    invariances: Optional[str] = typer.Option(
-        None, help="Transforms that keep labels, e.g. 'hflip,rotate:15' or per class 'hflip,rotate:15;6=hflip;9=hflip': "
-        "the policy keeps only these, magnitudes capped.",
-    ),
-    cutmix: float = typer.Option(0.0, help="CutMix Beta(α, α) per batch (0: off; 1.0 usual)."),
-    mixup: float = typer.Option(0.0, help="MixUp Beta(α, α) per batch (0: off; 0.2 usual). With --cutmix: one of the two per batch."),
-    knn_k: Optional[int] = typer.Option(None, help="Neighbours for --strategy knn (default: chosen on validation)."),
-    seed: int = typer.Option(0, help="Seed for splits, initialisation and batch order."),
-    on_bad_image: str = typer.Option("skip", help="skip: list unreadable files and go on | error: stop at the first."),
-    device: str = typer.Option("auto", help="auto | cpu | cuda | cuda:1 ..."),
-    max_image_pixels: Optional[int] = PIXELS_OPTION,
-    num_workers: int = typer.Option(2, help="Processes decoding image files."),
-    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig fields; flags given on the command line win."),
-    no_progress: bool = typer.Option(False, "--no-progress", help="Hide progress bars."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run already in --output."),
-    feature_cache: bool = typer.Option(True, "--feature-cache/--no-feature-cache", help="Reuse frozen-backbone features from the disk cache (HEADSTART_CACHE)."),
-    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps inside an epoch (0: at epoch ends only)."),
-    resume: Optional[Path] = typer.Option(
-        None, help="Continue an interrupted run from its last checkpoint, with the configuration saved in it."
-    ),
-    search: bool = typer.Option(
-        False, "--search", help="With --strategy auto: try the advisor's top candidates briefly, keep the best on validation."
-    ),
-    devices: int = typer.Option(
+# --- train: one option per TrainConfig field -----------------------------------------------------
+# Each option's default and help are the field's (``config.py``); only what a field cannot know
+# is added here: the registries' choices, the callback that sets the pixel limit.
+_MORE_HELP: dict[str, str] = {
+    "strategy": " " + " | ".join(f"{n}: {STRATEGIES.get(n).description}" for n in STRATEGIES) + ".",
+    "backbone": " One of: " + ", ".join(BACKBONES.names()) + ".",
+    "method": " One of: " + ", ".join(METHODS.names()) + ".",
+    "augment": " Policies: " + " | ".join(POLICIES.names()) + ".",
+    "max_image_pixels": f" Default {api.DEFAULT_MAX_PIXELS:,}, or ${api.MAX_PIXELS_ENV}.",
+}
+_CALLBACKS: dict[str, Callable[..., Any]] = {"max_image_pixels": _pixel_limit}
+KEY_VALUE = "KEY=VALUE"
+
+
+def _key_values(items: Optional[List[str]]) -> Optional[dict[str, str]]:
+    """``-O a=1 -O b=x`` as ``{"a": "1", "b": "x"}`` (strings: the method's options convert them);
+    none given: ``None``. An item without ``=`` (or without a key) is refused."""
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise typer.BadParameter(f"expected {KEY_VALUE} (e.g. -O threshold=0.95), got {item!r}", param_hint="'-O' / '--option'")
+        out[key.strip()] = value
+    return out
+
+
+def _check_key_values(items: Optional[List[str]]) -> Optional[List[str]]:
+    _key_values(items)  # refuses a malformed item while the command line is parsed
+    return items
+
+
+def _cli_type(hint: Any) -> tuple[Any, str]:
+    """The command-line type of a field's type hint, and its kind: ``flag`` (bool), ``pairs``
+    (a mapping, given as repeated KEY=VALUE) or ``value``. A union holding ``str`` (``str | list``,
+    ``str | dict``) is a string on the command line; YAML and Python may give the other forms."""
+    if hint is bool:
+        return bool, "flag"
+    args = set(typing.get_args(hint)) or {hint}
+    optional = type(None) in args
+    args.discard(type(None))
+    if args == {dict}:
+        return Optional[List[str]], "pairs"
+    base = args.pop() if len(args) == 1 else str
+    return (Optional[base] if optional else base), "value"
+
+
+def _flag_name(name: str) -> str:
+    """How the command line spells field ``name`` (``--method-options`` is ``--option``)."""
+    f = CONFIG_FIELDS.get(name)
+    if f is not None and f.metadata.get("cli") == "argument":
+        return name.upper()
+    flags = f.metadata.get("flags") if f is not None else None
+    if flags:
+        return flags[0]
+    if flags is not None and f.metadata.get("negation"):
+        return f.metadata["negation"]
+    return "--" + name.replace("_", "-")
+
+
+def _field_option(f: dataclasses.Field, kind: str, **extra: Any) -> Any:
+    """The ``typer.Option`` of TrainConfig field ``f``: the field's default and help."""
+    meta = f.metadata
+    help_text = meta["help"] + _MORE_HELP.get(f.name, "")
+    flags = list(meta.get("flags", ("--" + f.name.replace("_", "-"),)))
+    if kind == "flag" and meta.get("negation"):
+        # "--feature-cache/--no-feature-cache"; without an on-switch only the off one: " /--no-progress"
+        extra.setdefault("show_default", bool(flags))
+        flags = [f"{flags[0] if flags else ' '}/{meta['negation']}", *flags[1:]]
+    if kind == "pairs":
+        extra.update(callback=_check_key_values, metavar=KEY_VALUE)
+    if f.name in _CALLBACKS:
+        extra["callback"] = _CALLBACKS[f.name]
+    return typer.Option(f.default, *flags, help=help_text, **extra)
+
+
+# Train options that are not one TrainConfig field each.
+_TRAIN_ONLY: list[tuple[str, Any, Any]] = [
+    ("config", Optional[Path], typer.Option(None, help="YAML file of TrainConfig fields; flags given on the command line win.")),
+    ("resume", Optional[Path], typer.Option(
+        None, metavar="RUN", help="Continue an interrupted run from its last checkpoint, with the configuration saved in it.",
+    )),
+    ("devices", int, typer.Option(
         1,
         help="Train in N processes with DistributedDataParallel (one per GPU; on CPUs, gloo): launches torchrun. "
         "--batch-size stays the batch of one optimizer step, shared among the processes.",
-    ),
-) -> None:
-    """Train a classifier and write a run folder (config.yaml, model.safetensors, model.json, metrics.json, tb/)."""
-    from . import api
-    from .config import TrainConfig, load_yaml
+    )),
+]
 
+
+def _train_signature() -> inspect.Signature:
+    """``train``'s parameters as typer reads them: ``ctx``, the DATA argument, one option per
+    TrainConfig field (those with ``cli`` false excepted), then the options of ``_TRAIN_ONLY``."""
+    hints = typing.get_type_hints(TrainConfig)
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context)]
+    for f in dataclasses.fields(TrainConfig):
+        where = f.metadata.get("cli", True)
+        if where == "argument":  # optional here: --resume RUN needs no DATA
+            params.append(inspect.Parameter(f.name, kw, annotation=Optional[str], default=typer.Argument(None, help=f.metadata["help"])))
+        elif where:
+            annotation, kind = _cli_type(hints[f.name])
+            params.append(inspect.Parameter(f.name, kw, annotation=annotation, default=_field_option(f, kind)))
+    params += [inspect.Parameter(name, kw, annotation=annotation, default=default) for name, annotation, default in _TRAIN_ONLY]
+    return inspect.Signature(params, return_annotation=None)
+
+
+def train(ctx: typer.Context, **kw: Any) -> None:
+    """Train a classifier and write a run folder (config.yaml, model.safetensors, model.json, metrics.json, tb/)."""
+    devices, config, resume = kw["devices"], kw["config"], kw["resume"]
     if devices > 1 and "WORLD_SIZE" not in os.environ:
         raise typer.Exit(_launch(devices))
-    given = {k: v for k, v in ctx.params.items() if ctx.get_parameter_source(k).name == "COMMANDLINE"}
+    given = {k for k in ctx.params if ctx.get_parameter_source(k).name == "COMMANDLINE"}
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if "devices" in given and devices != world:
-        raise HeadstartError(f"--devices {devices} disagrees with the {world} process(es) torchrun started; give one or the other")
+        raise api.HeadstartError(f"--devices {devices} disagrees with the {world} process(es) torchrun started; give one or the other")
     values = dict(ctx.params)
     values.pop("config")
     values.pop("devices")
-    values["progress"] = not values.pop("no_progress")
-    asked = {("progress" if k == "no_progress" else k) for k in given} - {"config", "devices"}
+    values["method_options"] = _key_values(values["method_options"])
+    asked = given - {"config", "devices"}
     if config is not None:
         base = load_yaml(config)
         base.pop("progress", None)
@@ -184,19 +228,25 @@ def train(
         cfg = _resume_config(resume, asked, values)
         _summary(api.train(cfg))
         return
-    if data is None:
-        raise HeadstartError("give the DATA to train on (a folder, a CSV or a built-in set), or --resume RUN")
+    if values["data"] is None:
+        raise api.HeadstartError("give the DATA to train on (a folder, a CSV or a built-in set), or --resume RUN")
     values.pop("resume")
     cfg = TrainConfig.from_dict(values)
     result = api.train(cfg)
     _summary(result)
 
 
+train.__signature__ = _train_signature()  # type: ignore[attr-defined]
+# typer also reads typing.get_type_hints(train): the same, concrete, annotations
+train.__annotations__ = {**{p.name: p.annotation for p in train.__signature__.parameters.values()}, "return": None}
+app.command()(train)
+
+
 @app.command()
 def advise(
     data: str = typer.Argument(..., help="Class-per-folder directory, a path,label CSV, or a built-in set (as for train)."),
-    backbone: str = typer.Option("efficientnet_lite0", help=BACKBONE_HELP),
-    weights: str = typer.Option("default", help="'default' (installed ImageNet weights), a state-dict file, or 'none'."),
+    backbone: str = typer.Option(CONFIG_FIELDS["backbone"].default, help=BACKBONE_HELP),
+    weights: str = typer.Option(CONFIG_FIELDS["weights"].default, help=CONFIG_FIELDS["weights"].metadata["help"]),
     labels_per_class: Optional[int] = typer.Option(None, help="Advise for K labeled images per class (as train would use them)."),
     seed: int = typer.Option(0, help="Seed for the few-label draw and the probe's folds."),
     image_size: Optional[int] = typer.Option(None, help="Measure at this input side (default: the size fine-tuning would use)."),
@@ -208,8 +258,6 @@ def advise(
 ) -> None:
     """Measure the data against a backbone and say how to fine-tune it, and why: the choice
     `headstart train --strategy auto` makes."""
-    from . import api
-
     adv = api.advise(
         data, backbone=backbone, weights=weights, labels_per_class=labels_per_class, seed=seed, device=device,
         image_size=image_size, use_cache=feature_cache,
@@ -283,7 +331,7 @@ def _launch(processes: int) -> int:
 
     argv = sys.argv[sys.argv.index("train") :] if "train" in sys.argv else None
     if argv is None:
-        raise HeadstartError("--devices works from the command line; from Python, start the script with torchrun")
+        raise api.HeadstartError("--devices works from the command line; from Python, start the script with torchrun")
     env = dict(os.environ)
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", "-m", "headstart", *argv]
@@ -311,12 +359,9 @@ def _resume_config(run: Path, asked: set, values: dict):
     """The saved configuration of ``run``. Flags repeated from the original command are accepted
     when their values equal the recorded ones; only device and progress may differ (anything
     else would not be the same run), and each differing flag is named with both values."""
-    from .config import TrainConfig, load_yaml
-    from .errors import RunError
-
     saved = run / "config.yaml"
     if not saved.is_file():
-        raise RunError(f"{saved} is missing: {run} is not a run folder that can be resumed")
+        raise api.RunError(f"{saved} is missing: {run} is not a run folder that can be resumed")
     requested = dict(load_yaml(saved)["requested"])
     recorded = {**requested, "output": str(run)}
     differing = []
@@ -324,10 +369,10 @@ def _resume_config(run: Path, asked: set, values: dict):
         if key not in recorded:
             continue
         if not _same_value(key, values[key], recorded[key]):
-            flag = "DATA" if key == "data" else "--" + key.replace("_", "-")
+            flag = _flag_name(key)
             differing.append(f"{flag} {values[key]!r} here, {recorded[key]!r} in the run")
     if differing:
-        raise HeadstartError(
+        raise api.HeadstartError(
             f"--resume continues {run} as it was configured, but: {'; '.join(differing)}. Drop these flags (or give "
             "the run's values), or start a new run with another --output"
         )
@@ -366,8 +411,6 @@ def eval_(
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """Accuracy, per-class precision/recall and the confusion matrix of a run on labeled data."""
-    from . import api
-
     m = api.evaluate(run, data, device=device, on_bad_image=on_bad_image, tta=tta, tta_views=tta_views)
     if as_json:
         _json_out(m)
@@ -415,8 +458,6 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Top-k classes with probabilities for each image."""
-    from . import api
-
     out = api.predict(run, images, top_k=top_k, device=device, tta=tta, tta_views=tta_views)
     if as_json:
         _json_out(out)
@@ -554,9 +595,7 @@ def report(
     out = api_explain.report(run, data, output=output, limit=limit, method=method, ground_truth=gt, layer=layer, channel=channel,
                              tensorboard=tensorboard, device=device)
     if screenshot is not None:
-        from .report.browser import render_check
-
-        seen = render_check(out["report"], screenshot=screenshot)
+        seen = api.render_check(out["report"], screenshot=screenshot)
         broken = [i["alt"] for i in seen["images"] if not i["width"]]
         out["rendered"] = {"sections": len(seen["sections"]), "images": len(seen["images"]), "broken_images": broken, "screenshot": str(screenshot)}
     if as_json:
@@ -580,15 +619,13 @@ app.add_typer(augment_app, name="augment")
 @augment_app.command("list")
 def augment_list() -> None:
     """The named policies and the transform families (with the magnitude each takes)."""
-    from .augment import policy_steps
-
     pol = Table(title="policies (--augment NAME)")
     pol.add_column("name")
     pol.add_column("transforms")
     pol.add_column("what it does", overflow="fold")
     for name in POLICIES:
         entry = POLICIES.get(name)
-        pol.add_row(name, ",".join(s.describe() for s in policy_steps(name)[1]) or "-", entry.doc)
+        pol.add_row(name, ",".join(s.describe() for s in api.policy_steps(name)[1]) or "-", entry.doc)
     console.print(pol)
     fam = Table(title="transform families (--augment / --invariances 'family:magnitude,...')")
     for col in ("family", "magnitude", "default", "range", "audited at", "what it does"):
@@ -614,8 +651,6 @@ def augment_preview(
     max_image_pixels: Optional[int] = PIXELS_OPTION,
 ) -> None:
     """Write a contact sheet: originals beside augmented versions, as training would draw them."""
-    from . import api
-
     path = api.augment_preview(
         data, output, policy=policy, strength=strength, invariances=invariances, rows=rows, copies=copies,
         image_size=image_size, seed=seed,
@@ -638,8 +673,6 @@ def augment_audit(
 ) -> None:
     """Apply each transform at a few strengths to labeled images and report, per class, how
     often the model's prediction changes and to which class; flag the transforms that change labels."""
-    from . import api
-
     res = api.augment_audit(
         run, data, per_class=per_class, families=[f.strip() for f in families.split(",")] if families else None,
         max_drop=max_drop, device=device,
@@ -672,6 +705,56 @@ def augment_audit(
     console.print(f"written to {res['written_to']}")
 
 
+list_app = typer.Typer(help="The registered choices: training methods (with their options), strategies, backbones.", no_args_is_help=True)
+app.add_typer(list_app, name="list")
+
+
+def _first_line(doc: Optional[str]) -> str:
+    lines = (doc or "").strip().splitlines()
+    return lines[0].strip() if lines else ""
+
+
+@list_app.command("methods")
+def list_methods() -> None:
+    """The training methods (--method NAME) and each one's options (-O key=value), with defaults."""
+    table = Table(title="training methods (--method NAME -O key=value)", show_lines=True)
+    for col in ("method", "what it does", "option", "default", "help"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("method", "option"))
+    for name in METHODS:
+        cls = METHODS.get(name)
+        rows = option_help(cls.Options)
+        what = _first_line(cls.__doc__)
+        if not rows:
+            table.add_row(name, what, "no options", "", "")
+        for i, (option, default, text) in enumerate(rows):
+            table.add_row(name if i == 0 else "", what if i == 0 else "", option, repr(default), text)
+    console.print(table)
+
+
+@list_app.command("strategies")
+def list_strategies() -> None:
+    """The transfer strategies (--strategy NAME)."""
+    table = Table(title="strategies (--strategy NAME)")
+    table.add_column("strategy", no_wrap=True)
+    table.add_column("what it does", overflow="fold")
+    table.add_row("auto", "measure the data and choose one of the others (`headstart advise` shows the choice and why)")
+    for name in STRATEGIES:
+        table.add_row(name, getattr(STRATEGIES.get(name), "description", ""))
+    console.print(table)
+
+
+@list_app.command("backbones")
+def list_backbones() -> None:
+    """The backbones (--backbone NAME); `headstart models` adds their stages and weights."""
+    table = Table(title="backbones (--backbone NAME)")
+    for col in ("backbone", "family", "what it is"):
+        table.add_column(col, overflow="fold", no_wrap=col == "backbone")
+    for name in BACKBONES:
+        spec = BACKBONES.get(name)
+        table.add_row(name, getattr(spec, "family", ""), getattr(spec, "description", ""))
+    console.print(table)
+
+
 @app.command()
 def demo(
     output: str = typer.Option("runs/demo", "--output", "-o", help="Where the demo's runs go."),
@@ -679,16 +762,14 @@ def demo(
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
 ) -> None:
     """Run the main job end to end on real data that installs offline, and say where to look."""
-    from .demo import run_demo
-
-    run_demo(output=output, labels_per_class=labels_per_class, device=device)
+    api.run_demo(output=output, labels_per_class=labels_per_class, device=device)
 
 
 def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         app()
-    except HeadstartError as exc:
+    except api.HeadstartError as exc:
         rank = int(os.environ.get("RANK", "0"))
         console.quiet = False  # errors are shown by every process of a group, marked with its rank
         console.print(f"{f'rank {rank}: ' if rank else ''}[bold red]error:[/bold red] {exc}")

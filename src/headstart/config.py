@@ -3,11 +3,18 @@
 ``None`` means "let the rules in ``finetune/rules.py`` decide from the data"; the run folder
 keeps both what was asked (``requested``) and what was used (``resolved``), with the reason for
 each decided value, so any run can be reproduced and explained.
+
+Each field is the one source of its knob: its default, and its one-line help in
+``metadata["help"]``, from which ``headstart train`` builds its option (so a new field is a new
+flag, with nothing written twice). The metadata may also say how the command line spells it:
+``flags`` (the option names; default ``--field-name``), ``negation`` (the switch that turns a
+true-by-default boolean off) and ``cli`` (``False``: not a flag of its own; ``"argument"``: the
+positional argument).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,104 +23,89 @@ import yaml
 from .errors import ConfigError, HeadstartError
 
 
+def knob(default: Any, help: str, **cli: Any) -> Any:
+    """A ``TrainConfig`` field: its default, its one-line help and how the CLI spells it."""
+    return field(default=default, metadata={"help": help, **cli})
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Configuration of ``headstart train`` (CLI flags map one-to-one onto these fields).
+    """Configuration of ``headstart train``: one field per knob, each documented in its
+    ``metadata["help"]`` (``headstart train --help`` prints them)."""
 
-    Attributes:
-        data: a class-per-folder directory, a ``path,label`` CSV, or a built-in set name
-            (``fashion-mnist``, ``fashion-mnist:/dir``, ``digits``).
-        output: the run folder to write.
-        backbone: a registered architecture (``headstart models``).
-        weights: ``default`` (weights shipped with headstart, if any), a state-dict path, or
-            ``none`` for random initialisation.
-        strategy: ``auto`` (measure the data and choose: ``headstart advise``), ``linear``,
-            ``partial``, ``full`` or ``knn``.
-        freeze_stages: for ``partial``, how many leading stages stay frozen.
-        warmup_epochs: head-only epochs before the chosen stages unfreeze, so a random head
-            does not send large gradients into pretrained layers.
-        image_size: input side in pixels.
-        epochs, batch_size, lr: optimisation; ``lr`` is the head's rate.
-        backbone_lr_mult: body learning rate as a fraction of the head's (``auto`` chooses 1/10
-            for data similar to the pretraining images, 1 for different data; 1/10 otherwise).
-        stage_lr_decay: further factor per stage towards the input (1 = none).
-        weight_decay, label_smoothing, drop_rate: regularisation.
-        augment: a policy name (``none``, ``light``: crop + flip, ``standard``: + rotation,
-            shifts, brightness/contrast, ``strong``: crop + flip + RandAugment), a transform list
-            ``"crop:0.6,hflip,rotate:10"``, or (YAML) a list ``[crop: 0.6, hflip, rotate: 10]``
-            (``headstart augment list`` shows the families).
-        augment_strength: scales every magnitude of the policy (1 = as written; ``auto`` picks it).
-        invariances: transforms that keep labels, ``"hflip,rotate:15"``, per class
-            ``"hflip,rotate:15;6=hflip;9=hflip"`` (YAML: a mapping with ``all`` and class
-            names): the policy drops every other transform and caps magnitudes at these.
-        cutmix, mixup: Beta(α, α) of batch-level CutMix / MixUp (0 = off; 1.0 / 0.2 usual);
-            both on: one of the two per batch.
-        labels_per_class: keep only K labeled images per class (the rest becomes the
-            unlabeled pool), for few-label experiments.
-        val: a separate validation set; otherwise a stratified split of the training data.
-        val_fraction: share of the labeled images held out for validation.
-        unlabeled: a folder of unlabeled images (recorded for later methods).
-        knn_k: neighbours for ``knn`` (chosen on validation when not given).
-        seed: seeds data splits, initialisation and batch order.
-        on_bad_image: ``skip`` (list and skip unreadable files) or ``error``.
-        device: ``auto``, ``cpu``, ``cuda`` ...
-        num_workers: decoding processes for image folders.
-        progress: show progress bars.
-        feature_cache: keep frozen-backbone features on disk (``HEADSTART_CACHE``), keyed by
-            weights, preprocessing and data, so the next linear probe or kNN on the same images
-            skips the network entirely.
-        checkpoint_every: also checkpoint every N optimizer steps inside an epoch (0: only at
-            epoch ends), for epochs long enough that losing one hurts.
-        resume: continue the run in ``output`` from its last checkpoint (same config), ending
-            with the same weights and metrics as an uninterrupted run.
-        overwrite: replace a finished run already in ``output`` (otherwise refused, so a
-            typo never destroys a trained model).
-        search: with ``strategy="auto"``, try the advisor's top candidates briefly and keep
-            the best on validation (successive halving) instead of trusting the rules alone.
-        max_image_pixels: refuse image files with more pixels than this (decompression-bomb
-            guard; ``None``: ``$HEADSTART_MAX_IMAGE_PIXELS`` or Pillow's 89,478,485). Kept in the
-            run so that ``--resume`` reads the same files.
-    """
-
-    data: str
-    output: str = "runs/latest"
-    backbone: str = "efficientnet_lite0"
-    weights: str = "default"
-    strategy: str = "auto"
-    freeze_stages: int | None = None
-    warmup_epochs: int = 0
-    image_size: int | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    backbone_lr_mult: float | None = None
-    stage_lr_decay: float = 1.0
-    weight_decay: float = 0.05
-    label_smoothing: float = 0.1
-    drop_rate: float = 0.1
-    augment: str | list | None = None
-    augment_strength: float | None = None
-    invariances: str | dict | None = None
-    cutmix: float = 0.0
-    mixup: float = 0.0
-    labels_per_class: int | None = None
-    val: str | None = None
-    val_fraction: float | None = None
-    unlabeled: str | None = None
-    knn_k: int | None = None
-    seed: int = 0
-    on_bad_image: str = "skip"
-    device: str = "auto"
-    num_workers: int = 2
-    progress: bool = True
-    feature_cache: bool = True
-    checkpoint_every: int = 0
-    resume: bool = False
-    overwrite: bool = False
-    search: bool = False
-    max_image_pixels: int | None = None
+    data: str = field(metadata={
+        "help": "Class-per-folder directory, a path,label CSV, or a built-in set: fashion-mnist, fashion-mnist:/dir, digits.",
+        "cli": "argument",
+    })
+    output: str = knob("runs/latest", "Run folder to write.", flags=("--output", "-o"))
+    backbone: str = knob("efficientnet_lite0", "A registered architecture (`headstart models` shows them).")
+    weights: str = knob("default", "'default' (installed ImageNet weights), a state-dict file, or 'none' (random initialisation).")
+    strategy: str = knob("auto", "How to fine-tune: auto measures the data and chooses (see `headstart advise`), or a fixed strategy (`headstart list strategies`).")
+    method: str = knob("supervised", "The training method (`headstart list methods` shows each, with its options).")
+    method_options: dict | None = knob(
+        None, "An option of the method, as key=value; repeat for more (`headstart list methods`; YAML: a mapping).",
+        flags=("--option", "-O"),
+    )
+    freeze_stages: int | None = knob(
+        None, "For partial: number of leading stages kept frozen (default: half; auto: from the stage-wise probe)."
+    )
+    warmup_epochs: int = knob(
+        0, "Head-only epochs before the chosen stages unfreeze, so a random head does not send large gradients into pretrained layers."
+    )
+    image_size: int | None = knob(None, "Input side in pixels (default: from the data and strategy).")
+    epochs: int | None = knob(None, "Training epochs (default: ~600 optimizer steps, at most 60 epochs when layers train).")
+    batch_size: int | None = knob(None, "Batch size (default 64, smaller for tiny sets).")
+    lr: float | None = knob(None, "Head learning rate (AdamW; default 1e-3 at batch 64).")
+    backbone_lr_mult: float | None = knob(
+        None, "Body learning rate as a fraction of the head's (auto: 1/10 for data like the pretraining images, 1 for different "
+        "data; 1/10 for fixed strategies)."
+    )
+    stage_lr_decay: float = knob(1.0, "Extra learning-rate factor per stage towards the input (1: none; 0.7 is usual).")
+    weight_decay: float = knob(0.05, "AdamW weight decay.")
+    label_smoothing: float = knob(0.1, "Label smoothing of the cross-entropy.")
+    drop_rate: float = knob(0.1, "Dropout before the head.")
+    augment: str | list | None = knob(
+        None, "A policy name, or transforms 'crop:0.6,hflip,rotate:10' (YAML: also a list of them; `headstart augment list`; "
+        "default: none when the body is frozen, else light)."
+    )
+    augment_strength: float | None = knob(None, "Scale every magnitude of the policy (1 = as written; default: auto picks it).")
+    invariances: str | dict | None = knob(
+        None, "Transforms that keep labels, e.g. 'hflip,rotate:15' or per class 'hflip,rotate:15;6=hflip;9=hflip' (YAML: a mapping "
+        "with 'all' and class names): the policy keeps only these, magnitudes capped."
+    )
+    cutmix: float = knob(0.0, "CutMix Beta(α, α) per batch (0: off; 1.0 usual).")
+    mixup: float = knob(0.0, "MixUp Beta(α, α) per batch (0: off; 0.2 usual). With --cutmix: one of the two per batch.")
+    labels_per_class: int | None = knob(None, "Keep only K labeled images per class; the rest becomes the unlabeled pool.")
+    val: str | None = knob(None, "Separate validation data (otherwise a stratified split when classes are big enough).")
+    val_fraction: float | None = knob(None, "Share of labeled images held out for validation.")
+    unlabeled: str | None = knob(None, "Folder of unlabeled images (kept for self-training methods).")
+    knn_k: int | None = knob(None, "Neighbours for --strategy knn (default: chosen on validation).")
+    seed: int = knob(0, "Seed for splits, initialisation and batch order.")
+    on_bad_image: str = knob("skip", "skip: list unreadable files and go on | error: stop at the first.")
+    device: str = knob("auto", "auto | cpu | cuda | cuda:1 ...")
+    num_workers: int = knob(2, "Processes decoding image files.")
+    progress: bool = knob(True, "Show progress bars (--no-progress hides them).", flags=(), negation="--no-progress")
+    feature_cache: bool = knob(
+        True, "Reuse frozen-backbone features from the disk cache (HEADSTART_CACHE), keyed by weights, preprocessing and data, "
+        "so the next linear probe or kNN on the same images skips the network.", negation="--no-feature-cache",
+    )
+    checkpoint_every: int = knob(0, "Also checkpoint every N optimizer steps inside an epoch (0: at epoch ends only).")
+    resume: bool = knob(
+        False, "Continue the run in output from its last checkpoint (same config), ending with the same weights and metrics as an "
+        "uninterrupted run (the CLI's --resume RUN).", cli=False,
+    )
+    overwrite: bool = knob(False, "Replace a finished run already in --output (otherwise refused, so a typo never destroys a trained model).")
+    search: bool = knob(False, "With --strategy auto: try the advisor's top candidates briefly, keep the best on validation.")
+    # kept in the run (not only in the environment), so that --resume reads the same files
+    max_image_pixels: int | None = knob(
+        None, "Refuse images with more pixels than this, a guard against decompression bombs; raise it for trusted large scans."
+    )
 
     def __post_init__(self) -> None:
+        if self.method_options is not None and not isinstance(self.method_options, dict):
+            raise ConfigError(
+                f"method_options must be a mapping of option names to values (-O key=value), got {self.method_options!r}"
+            )
         for name, (lo, hi, lo_open, why) in _RANGES.items():
             value = getattr(self, name)
             if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -3,13 +3,20 @@
     runs/<name>/
       config.yaml        requested and resolved configuration, with the reason for each default
       model.safetensors  weights (loading never unpickles code)
-      model.json         backbone, classes, preprocessing, strategy, head, headstart version
+      model.json         kind (classifier; later ensemble, segmenter, body), backbone, classes,
+                         preprocessing, strategy, head, headstart version
       metrics.json       final and per-epoch metrics
       splits.json        which images were labeled / held out (indices into the data)
       tb/                TensorBoard event files
 
 Every file is written to a temporary name and renamed into place, and ``model.json`` is
 written last: a folder without it is an unfinished run and is refused with that explanation.
+
+This module is the folder's one API: ``open_for_training`` (the resume and overwrite rules),
+``TrainingFolder.write_start`` / ``save``, the readers (``read_config``, ``read_splits``,
+``read_advice``, ``read_audit``, ``rebuild_split``) and ``load_run``, which dispatches on the
+run's ``kind`` (``RUN_KINDS``). Head types are registered (``HEADS``): a new head is one entry
+that says how to describe it in ``model.json`` and how to rebuild it.
 """
 
 from __future__ import annotations
@@ -18,17 +25,26 @@ import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
-from . import __version__
 from .backbones import Backbone, Preprocess, create_backbone
-from .config import dump_yaml
-from .errors import RunError
+from .config import dump_yaml, load_yaml
+from .data import ImageSet, resolve
+from .data.sources import is_builtin
+from .engine.checkpoint import Checkpointer
+from .errors import DataError, HeadstartError, RunError
 from .fileio import atomic_write
 from .finetune.knn import KNNHead
+from .registry import Registry
+from .version import __version__
+
+AUDIT_FILE = "augment-audit.json"
+CLASSIFIER = "classifier"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -47,11 +63,41 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+@dataclass(frozen=True)
+class HeadType:
+    """How a head is written into ``model.json`` and rebuilt from it (before its weights load).
+
+    ``describe(head)`` gives the head's entry (``{"type": name, ...}``) or ``None`` when the head
+    is not of this type; ``build(entry, model)`` returns an empty head of the right shape, or
+    ``None`` to keep the one the backbone was created with (``num_classes`` from the run)."""
+
+    describe: Callable[[nn.Module], dict[str, Any] | None]
+    build: Callable[[dict[str, Any], Backbone, int], nn.Module | None]
+
+
+HEADS: Registry[HeadType] = Registry("head type")
+HEADS.register("knn")(
+    HeadType(
+        describe=lambda h: {"type": "knn", "k": h.k, "bank_size": int(h.bank.shape[0])} if isinstance(h, KNNHead) else None,
+        build=lambda e, m, n: KNNHead(
+            torch.zeros(e["bank_size"], m.num_features), torch.zeros(e["bank_size"], dtype=torch.long), n, e["k"]
+        ),
+    )
+)
+HEADS.register("linear")(HeadType(describe=lambda h: {"type": "linear"}, build=lambda e, m, n: None))  # the backbone's own head
+
+
+def describe_head(head: nn.Module) -> dict[str, Any]:
+    for name in HEADS:
+        entry = HEADS.get(name).describe(head)
+        if entry is not None:
+            return entry
+    raise RunError(f"no registered head type describes {type(head).__name__}")
+
+
 def model_meta(model: Backbone, *, classes: list[str], image_size: int, strategy: str) -> dict[str, Any]:
-    head: dict[str, Any] = {"type": "linear"}
-    if isinstance(model.head, KNNHead):
-        head = {"type": "knn", "k": model.head.k, "bank_size": int(model.head.bank.shape[0])}
     return {
+        "kind": CLASSIFIER,
         "headstart_version": __version__,
         "backbone": model.name,
         "classes": list(classes),
@@ -64,7 +110,7 @@ def model_meta(model: Backbone, *, classes: list[str], image_size: int, strategy
         "cam_layer": model.stage_names[model.cam_index],
         "num_features": model.num_features,
         "drop_rate": model.drop.p if hasattr(model.drop, "p") else 0.0,
-        "head": head,
+        "head": describe_head(model.head),
         "pretrained": model.pretrained,
         "weights_source": model.weights_source,
     }
@@ -137,8 +183,14 @@ class LoadedRun:
         return Preprocess.from_dict(self.meta["preprocess"])
 
 
+RUN_KINDS: Registry[Callable[[Path, dict[str, Any], torch.device | str], LoadedRun]] = Registry("run kind")
+"""``kind`` in ``model.json`` → the loader of that kind of run (classifier today; ensembles,
+segmenters and pretrained bodies add theirs)."""
+
+
 def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> LoadedRun:
-    """Rebuild the model of a run from its folder alone (no pretrained weights file needed)."""
+    """Rebuild the model of a run from its folder alone (no pretrained weights file needed),
+    with the loader its ``kind`` names (runs written before kinds existed are classifiers)."""
     run_dir = Path(run_dir)
     meta_path, weights_path = run_dir / "model.json", run_dir / "model.safetensors"
     if not run_dir.is_dir():
@@ -152,23 +204,163 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Load
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as exc:
         raise RunError(f"{meta_path} is not valid JSON ({exc}); the run folder is damaged") from exc
+    kind = meta.get("kind", CLASSIFIER)
+    if kind not in RUN_KINDS:
+        raise RunError(
+            f"{run_dir} is a run of kind {kind!r}, which this headstart cannot load (it knows {', '.join(RUN_KINDS.names())}); "
+            "update headstart or use the version that wrote it"
+        )
+    return RUN_KINDS.get(kind)(run_dir, meta, device)
+
+
+@RUN_KINDS.register(CLASSIFIER)
+def _load_classifier(run_dir: Path, meta: dict[str, Any], device: torch.device | str) -> LoadedRun:
+    weights_path = run_dir / "model.safetensors"
     model = create_backbone(meta["backbone"], num_classes=meta["num_classes"], weights=None, drop_rate=meta.get("drop_rate", 0.0))
     model.preprocess = Preprocess.from_dict(meta["preprocess"])
-    head = meta.get("head", {"type": "linear"})
-    if head["type"] == "knn":
-        model.head = KNNHead(
-            torch.zeros(head["bank_size"], model.num_features),
-            torch.zeros(head["bank_size"], dtype=torch.long),
-            meta["num_classes"],
-            head["k"],
-        )
+    entry = meta.get("head", {"type": "linear"})
+    if entry["type"] not in HEADS:
+        raise RunError(f"{run_dir / 'model.json'} names a head type {entry['type']!r} this headstart does not know")
+    head = HEADS.get(entry["type"]).build(entry, model, meta["num_classes"])
+    if head is not None:
+        model.head = head
     state = load_file(str(weights_path))
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise RunError(f"{weights_path} does not match the model described in {meta_path}: {exc}") from exc
+        raise RunError(f"{weights_path} does not match the model described in {run_dir / 'model.json'}: {exc}") from exc
     model.freeze(meta.get("frozen_stages", 0))
     model.pretrained = meta.get("pretrained", False)
     model.weights_source = f"run {run_dir}"
     model.eval().to(device)
     return LoadedRun(path=run_dir, model=model, meta=meta)
+
+
+# -- readers ----------------------------------------------------------------------------------
+
+
+def read_config(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``config.yaml`` (requested, resolved, reasons), or ``{}`` when it has none."""
+    path = Path(run_dir) / "config.yaml"
+    return load_yaml(path) if path.is_file() else {}
+
+
+def read_splits(run_dir: str | Path) -> dict[str, Any]:
+    """The run's ``splits.json`` (which images were labeled, trained on, held out), or ``{}``."""
+    path = Path(run_dir) / "splits.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def read_advice(run_dir: str | Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / "advice.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def read_audit(run_dir: str | Path) -> dict[str, Any] | None:
+    """The run's label-safety audit (``headstart augment audit``), if one was made."""
+    path = Path(run_dir) / AUDIT_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+SPLIT_WORDS = ("test", "train", "val")
+
+
+def rebuild_split(run: LoadedRun, data: str | None, on_bad_image: str) -> tuple[ImageSet, str, str | None]:
+    """The labeled images ``eval`` scores, their name, and a caution when they are not unseen.
+
+    ``data`` is a folder, CSV or built-in set; or one of ``test`` (the built-in's official test
+    split: the default for built-in sets), ``train`` / ``val`` (the run's own training and
+    validation images, rebuilt from ``splits.json``). Default for a folder: the folder.
+    """
+    trained_on = run.meta.get("trained_on")
+    if data is None:
+        data = "test" if trained_on and is_builtin(trained_on) else trained_on
+    if data is None:
+        raise DataError("give the data to evaluate on (a folder, a CSV or a built-in set name)")
+    if data not in SPLIT_WORDS:
+        caution = None
+        if data == trained_on and not is_builtin(data):
+            caution = "these are the training images (plus any validation split): accuracy here is optimistic"
+        return resolve(data, split="test", on_bad_image=on_bad_image), data, caution
+    if data == "test":
+        if not (trained_on and is_builtin(trained_on)):
+            raise DataError(f"'test' names the official test split of a built-in set; {run.path} was trained on {trained_on}: give a folder or CSV of test images")
+        return resolve(trained_on, split="test", on_bad_image=on_bad_image), f"{trained_on} (test split)", None
+    splits_path = run.path / "splits.json"
+    if not splits_path.is_file():
+        raise RunError(f"{splits_path} is missing, so the run's {data} split cannot be rebuilt")
+    splits = json.loads(splits_path.read_text())
+    if data == "val" and splits.get("val_data"):
+        return resolve(splits["val_data"], split="test", on_bad_image=on_bad_image), splits["val_data"], None
+    idx = np.asarray(splits[f"{data}_indices"], dtype=np.int64)
+    if len(idx) == 0:
+        raise DataError(f"{run.path} has no {data} split (it trained on every labeled image)")
+    full = resolve(splits["data"], split="train", on_bad_image=on_bad_image)
+    caution = "these images trained the model: accuracy here is optimistic" if data == "train" else None
+    return full.subset(idx), f"{splits['data']} ({data} split)", caution
+
+
+
+# -- training into a folder ---------------------------------------------------------------------
+
+
+def refuse_finished(output: str | Path, overwrite: bool) -> None:
+    if (Path(output) / "model.json").exists() and not overwrite:
+        raise HeadstartError(f"{output} already holds a finished run; choose another --output or pass --overwrite to replace it")
+
+
+@dataclass
+class TrainingFolder:
+    """A run folder opened for training: its checkpointer and, when resuming, the state to
+    continue from."""
+
+    path: Path
+    checkpointer: Checkpointer
+    resume_state: dict[str, Any] | None = None
+
+    def start_config(self, fresh: dict[str, Any]) -> dict[str, Any]:
+        """What ``config.yaml`` holds for this run: ``fresh`` for a new run; for a resumed one,
+        the run as first configured, with the step it was resumed at appended."""
+        if self.resume_state is None:
+            return fresh
+        config = load_yaml(self.path / "config.yaml")
+        config.setdefault("resumed_at_steps", []).append(int(self.resume_state["step"]))
+        return config
+
+    def write_start(self, config: dict[str, Any], advice: dict[str, Any] | None) -> list[str]:
+        """For a new run: clear what an earlier run in the folder left (its numbers, pictures,
+        curves, audits), write ``config.yaml`` (and ``advice.json``) now, so a run killed before
+        it finishes can still be resumed and explained, and drop a stale checkpoint. What was
+        removed."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        replaced = clear_replaced_run(self.path)
+        write_yaml(self.path / "config.yaml", config)
+        if advice is not None:
+            write_json(self.path / "advice.json", advice)
+        self.checkpointer.clear()  # a stale checkpoint of an earlier run must never be resumed into this one
+        return replaced
+
+    def save(self, **parts: Any) -> Path:
+        """Write the finished run (``save_run``'s parts: model, meta, config, metrics, splits)."""
+        return save_run(self.path, **parts)
+
+    def finish(self) -> None:
+        """The run is complete: a checkpoint would only invite a stale resume."""
+        self.checkpointer.clear()
+
+
+def open_for_training(output: str | Path, *, resume: bool, overwrite: bool, checkpoint_every: int = 0) -> TrainingFolder:
+    """The folder ``output`` opened for a new run (refused when it holds a finished run, unless
+    ``overwrite``) or to resume one (refused when it has no checkpoint)."""
+    path = Path(output)
+    folder = TrainingFolder(path, Checkpointer(path / "checkpoint", every_steps=checkpoint_every))
+    if resume:
+        folder.resume_state = folder.checkpointer.load()
+        if folder.resume_state is None:
+            raise RunError(
+                f"nothing to resume in {path}: it has no checkpoint (a run that finished removes its "
+                "checkpoint, and knn runs have none); train again instead"
+            )
+    else:
+        refuse_finished(path, overwrite)
+    return folder

@@ -109,13 +109,13 @@ def test_measuring_leaves_the_random_state_alone():
     """A run must train the same whether its advice was measured now or read from the cache."""
     import torch
 
-    from headstart import api
+    from headstart.advise.cached import advise_labeled
     from headstart.data import few_shot, resolve
 
     full = resolve("digits", split="train")
     labeled = full.subset(few_shot(full.labels, 3, 0)[0])
     torch.manual_seed(123)
     before = torch.get_rng_state()
-    api._advise_labeled(labeled, native_size=8, backbone="efficientnet_lite0", weights="default", seed=0,
-                        device=torch.device("cpu"), image_size=32, num_workers=0, use_cache=False, val_fraction=None)
+    advise_labeled(labeled, native_size=8, backbone="efficientnet_lite0", weights="default", seed=0,
+                   device=torch.device("cpu"), image_size=32, num_workers=0, use_cache=False, val_fraction=None)
     assert torch.equal(before, torch.get_rng_state())

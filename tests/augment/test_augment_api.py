@@ -14,12 +14,12 @@ from PIL import Image
 from headstart import TrainConfig, evaluate, train
 from headstart.api import (
     Predictor,
-    _audit_store,
     augment_audit,
     augment_preview,
     predict,
 )
 from headstart.augment import TRANSFORMS
+from headstart.augment.store import audit_store
 from headstart.cli import app
 from headstart.errors import ConfigError, HeadstartError
 
@@ -102,7 +102,7 @@ def test_audit_writes_its_report_and_train_warns_about_flagged_transforms(aug_ru
     assert [r["family"] for r in res["rows"]] == ["hflip"] + ["rotate"] * len(TRANSFORMS.get("rotate").audit_levels)
     saved = json.loads((aug_run / "augment-audit.json").read_text())
     assert saved["run_policy"].startswith("hflip:0.5,rotate:10") and "run_policy_flagged" in saved
-    store = _audit_store(str(shapes_folder))
+    store = audit_store(str(shapes_folder))
     assert json.loads(store.read_text())["run"] == str(aug_run)
     # a train on the same data whose policy holds a transform an audit flagged says so
     store.write_text(json.dumps({**res, "families": {"vflip": {"flagged_at": 1.0, "safe_up_to": None}}, "max_drop": 0.2,
@@ -141,4 +141,4 @@ def test_cli_augment_commands(aug_run, shapes_folder, shapes_test_folder, tmp_pa
     assert "label-safety audit" in res.output and "supported invariances" in res.output
     res = runner.invoke(app, ["eval", str(aug_run), str(shapes_test_folder), "--tta", "--device", "cpu"], catch_exceptions=False)
     assert "test-time augmentation over 2 views" in res.output
-    _audit_store(str(shapes_folder)).unlink(missing_ok=True)
+    audit_store(str(shapes_folder)).unlink(missing_ok=True)

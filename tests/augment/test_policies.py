@@ -18,7 +18,7 @@ from headstart.augment import (
 from headstart.augment.transforms import _RandAugmentSubset
 from headstart.engine import Batches
 from headstart.errors import ConfigError
-from headstart.methods import Supervised
+from headstart.methods import Batch, Setup, Supervised
 
 
 def _img(seed: int = 0, size: int = 28) -> torch.Tensor:
@@ -186,13 +186,13 @@ def test_supervised_step_uses_the_mixed_soft_labels():
     x, y = torch.randn(5, 3, 2, 2), torch.tensor([0, 1, 2, 0, 1])
     mix = BatchMix(num_classes=3, mixup=1.0)
     torch.manual_seed(7)
-    out = Supervised(label_smoothing=0.1, mix=mix).step(model, x, y)
+    out = Supervised(model, setup=Setup(num_classes=3, label_smoothing=0.1, mix=mix)).step(Batch(images=x, labels=y))
     torch.manual_seed(7)
     mx, soft = mix(x, y)
     expected = -(((1 - 0.1) * soft + 0.1 / 3) * model(mx).log_softmax(1)).sum(1).mean()
     assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
     model.eval()  # no mixing outside training
-    plain = Supervised(label_smoothing=0.0, mix=mix).step(model, x, y)["loss"]
+    plain = Supervised(model, setup=Setup(num_classes=3, label_smoothing=0.0, mix=mix)).step(Batch(images=x, labels=y))["loss"]
     assert plain.item() == pytest.approx(F.cross_entropy(model(x), y).item(), rel=1e-6)
 
 

@@ -83,7 +83,7 @@ def test_an_edit_that_keeps_size_and_mtime_misses_every_cache(tmp_path, monkeypa
     from headstart import api
 
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache" / "features"))
-    monkeypatch.setattr(api, "PRELOAD_BUDGET_BYTES", 1000)  # decoded images go to a mapped file
+    monkeypatch.setattr("headstart.data.tensors.PRELOAD_BUDGET_BYTES", 1000)  # decoded images go to a mapped file
     data = _bmp_folder(tmp_path / "data")
     cfg = dict(data=str(data), strategy="linear", image_size=32, epochs=2, device="cpu", progress=False, overwrite=True)
 
@@ -132,11 +132,9 @@ def test_cache_can_be_switched_off(shapes_folder, tmp_path, monkeypatch):
 
 
 def test_sets_over_the_memory_budget_train_from_a_mapped_file_identically(shapes_folder, tmp_path, monkeypatch, capsys):
-    from headstart import api
-
     cfg = dict(data=str(shapes_folder), strategy="partial", image_size=40, epochs=2, batch_size=8, device="cpu", progress=False)
     train(TrainConfig(output=str(tmp_path / "memory"), **cfg))
-    monkeypatch.setattr(api, "PRELOAD_BUDGET_BYTES", 1000)  # every folder is now "too big for memory"
+    monkeypatch.setattr("headstart.data.tensors.PRELOAD_BUDGET_BYTES", 1000)  # every folder is now "too big for memory"
     capsys.readouterr()
     train(TrainConfig(output=str(tmp_path / "mapped"), **cfg))
     assert "decoding into" in capsys.readouterr().err

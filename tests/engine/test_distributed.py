@@ -68,16 +68,21 @@ def test_a_last_batch_smaller_than_the_group_is_dropped():
 
 
 def test_resume_refuses_a_checkpoint_of_another_group_size():
-    from headstart.engine import fit
+    from headstart.engine import CHECKPOINT_FORMAT, Context, fit
     from headstart.errors import RunError
-    from headstart.methods import Supervised
+    from headstart.methods import Setup, Supervised
 
     model = torch.nn.Linear(2, 2)
     with pytest.raises(RunError, match="written by 2 process"):
         fit(
-            model=model, method=Supervised(), train=Batches(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), batch_size=2),
-            val=None, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), lr_multipliers=torch.ones(2).numpy(),
-            prepare=lambda t: t, device=torch.device("cpu"), show_progress=False, resume={"world_size": 2},
+            Supervised(model, setup=Setup(num_classes=2, label_smoothing=0.1)),  # the old Supervised() default
+            Batches(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), batch_size=2),
+            None, epochs=1, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), lr_multipliers=torch.ones(2).numpy(),
+            # a checkpoint of the current format (an older one is refused before its group size is read)
+            context=Context(
+                device=torch.device("cpu"), prepare=lambda t: t, show_progress=False,
+                resume={"format": CHECKPOINT_FORMAT, "world_size": 2},
+            ),
         )
 
 

@@ -9,8 +9,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from headstart.backbones import Preprocess, create_backbone
-from headstart.engine import Batches, Prepare, cosine_schedule, extract_features, fit
-from headstart.methods import Supervised
+from headstart.engine import Batches, Context, Prepare, extract_features, fit
+from headstart.finetune.recipe import cosine_schedule
+from headstart.methods import Batch, Setup, Supervised
+
+
+def _cpu() -> Context:
+    """Tensors already model input, on the CPU, no progress bars (the old call's keywords)."""
+    return Context(device=torch.device("cpu"), prepare=lambda t: t, show_progress=False)
 
 
 def test_cosine_schedule_shape():
@@ -58,16 +64,13 @@ def test_fit_learns_and_keeps_the_best_validation_epoch():
     model = nn.Linear(5, 2)
     opt = torch.optim.AdamW(model.parameters(), lr=0.05)
     res = fit(
-        model=model,
-        method=Supervised(label_smoothing=0.0),
-        train=Batches(x[:200], y[:200], batch_size=32, shuffle=True),
-        val=Batches(x[200:], y[200:], batch_size=64),
+        Supervised(model, setup=Setup(num_classes=2, label_smoothing=0.0)),
+        Batches(x[:200], y[:200], batch_size=32, shuffle=True),
+        Batches(x[200:], y[200:], batch_size=64),
         epochs=8,
         optimizer=opt,
         lr_multipliers=cosine_schedule(total_steps=8 * 7, warmup_steps=3),
-        prepare=lambda t: t,
-        device=torch.device("cpu"),
-        show_progress=False,
+        context=_cpu(),
     )
     accs = [r["val_acc"] for r in res.history]
     assert max(accs) > 0.9
@@ -83,16 +86,13 @@ def test_nan_loss_stops_with_advice():
     x = torch.full((8, 2), float("nan"))
     with pytest.raises(FloatingPointError, match="lower --lr"):
         fit(
-            model=model,
-            method=Supervised(),
-            train=Batches(x, torch.zeros(8, dtype=torch.long), batch_size=4),
-            val=None,
+            Supervised(model, setup=Setup(num_classes=2, label_smoothing=0.1)),  # the old Supervised() default
+            Batches(x, torch.zeros(8, dtype=torch.long), batch_size=4),
+            None,
             epochs=1,
             optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
             lr_multipliers=np.ones(2),
-            prepare=lambda t: t,
-            device=torch.device("cpu"),
-            show_progress=False,
+            context=_cpu(),
         )
 
 
@@ -125,35 +125,41 @@ def test_device_names_are_checked():
 class _SmallMemory(Supervised):
     """Runs out of (pretend) GPU memory on any batch bigger than ``limit``."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(label_smoothing=0.0)
+    def __init__(self, model: nn.Module, limit: int) -> None:
+        super().__init__(model, setup=Setup(num_classes=3, label_smoothing=0.0))
         self.limit = limit
         self.sizes: list[int] = []
 
-    def step(self, model, inputs, targets):
-        if len(targets) > self.limit:
+    def step(self, batch: Batch):
+        if len(batch.labels) > self.limit:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-        self.sizes.append(len(targets))
-        return super().step(model, inputs, targets)
+        self.sizes.append(len(batch.labels))
+        return super().step(batch)
 
 
-def _linear_run(method, x, y):
+def _plain(model: nn.Module) -> Supervised:
+    return Supervised(model, setup=Setup(num_classes=3, label_smoothing=0.0))
+
+
+def _linear_run(make_method, x, y):
+    """3 epochs of SGD on a linear model made after seeding; ``make_method(model)`` binds the
+    method under test to it. Returns the model, the fit result and the method."""
     torch.manual_seed(0)
     model = nn.Linear(4, 3)
+    method = make_method(model)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
     result = fit(
-        model=model, method=method, train=Batches(x, y, batch_size=16, shuffle=True, seed=1), val=None, epochs=3,
-        optimizer=opt, lr_multipliers=np.ones(100), prepare=lambda t: t, device=torch.device("cpu"), show_progress=False,
+        method, Batches(x, y, batch_size=16, shuffle=True, seed=1), None, epochs=3,
+        optimizer=opt, lr_multipliers=np.ones(100), context=_cpu(),
     )
-    return model, result
+    return model, result, method
 
 
 def test_out_of_memory_splits_the_batch_and_takes_the_same_steps(capsys):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(40, 4, generator=g), torch.randint(0, 3, (40,), generator=g)
-    reference, ref_result = _linear_run(Supervised(label_smoothing=0.0), x, y)
-    small = _SmallMemory(limit=5)
-    model, result = _linear_run(small, x, y)
+    reference, ref_result, _ = _linear_run(_plain, x, y)
+    model, result, small = _linear_run(lambda m: _SmallMemory(m, limit=5), x, y)
     # 16 → 2 pieces of 8 still too big → 4 pieces of 4; the 8-image last batch runs in 4 pieces of 2
     assert max(small.sizes) <= 5 and set(small.sizes) == {4, 2}
     assert "4 pieces" in capsys.readouterr().err
@@ -168,4 +174,4 @@ def test_out_of_memory_on_a_single_image_says_what_to_set():
 
     x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
     with pytest.raises(RunError, match="--batch-size"):
-        _linear_run(_SmallMemory(limit=0), x, y)
+        _linear_run(lambda m: _SmallMemory(m, limit=0), x, y)

@@ -164,32 +164,34 @@ def _tiny_fit(tmp_path, *, crash_at: int | None, resume=None, seed: int = 0):
     import numpy as np
     from torch import nn
 
-    from headstart.engine import cosine_schedule, fit
+    from headstart.engine import Context, fit
     from headstart.engine.checkpoint import Checkpointer
-    from headstart.methods import Supervised
+    from headstart.finetune.recipe import cosine_schedule
+    from headstart.methods import Batch, Setup, Supervised
 
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Dropout(0.3), nn.Linear(5, 3))
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(80, 5, generator=g), torch.randint(0, 3, (80,), generator=g)
-    base = Supervised()
     calls = {"n": 0}
 
-    class Method:
-        def step(self, m, xb, yb):
+    class Method(Supervised):
+        def step(self, batch: Batch):
             calls["n"] += 1
             if crash_at is not None and calls["n"] == crash_at:
                 raise _Crash()
-            return base.step(m, xb, yb)
+            return super().step(batch)
 
     res = fit(
-        model=model, method=Method(),
-        train=Batches(x, y, batch_size=8, shuffle=True, seed=5, augment=lambda t: t + 0.05 * torch.randn_like(t)),
-        val=Batches(x[:16], y[:16], batch_size=16), epochs=4, optimizer=opt,
-        lr_multipliers=cosine_schedule(total_steps=40, warmup_steps=4), prepare=lambda t: t,
-        device=torch.device("cpu"), show_progress=False,
-        checkpoint=Checkpointer(tmp_path / "ck", every_steps=3), resume=resume,
+        Method(model, setup=Setup(num_classes=3, label_smoothing=0.1)),  # the old Supervised() default
+        Batches(x, y, batch_size=8, shuffle=True, seed=5, augment=lambda t: t + 0.05 * torch.randn_like(t)),
+        Batches(x[:16], y[:16], batch_size=16), epochs=4, optimizer=opt,
+        lr_multipliers=cosine_schedule(total_steps=40, warmup_steps=4),
+        context=Context(
+            device=torch.device("cpu"), prepare=lambda t: t, show_progress=False,
+            checkpoint=Checkpointer(tmp_path / "ck", every_steps=3), resume=resume,
+        ),
     )
     return model, res, np
 

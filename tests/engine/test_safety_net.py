@@ -26,14 +26,14 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from headstart import TrainConfig, api, train
+from headstart import TrainConfig, train
 from headstart.backbones import Preprocess, create_backbone
-from headstart.engine import Batches, fit
+from headstart.engine import Batches, Context, fit
 from headstart.engine.cache import FeatureCache, data_fingerprint
 from headstart.engine.checkpoint import Checkpointer
 from headstart.errors import TrainingDiverged
 from headstart.finetune.knn import KNNHead
-from headstart.methods import Supervised
+from headstart.methods import Batch, Setup, Supervised
 
 CPU = torch.device("cpu")
 
@@ -66,17 +66,20 @@ def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def _counting_supervised(monkeypatch, *, crash_at: int | None = None) -> dict[str, int]:
     """Make every training step of ``api.train`` go through a counter (and raise ``_Crash`` at
-    step ``crash_at``, counted over the whole call); returns the counter."""
+    step ``crash_at``, counted over the whole call); returns the counter.
+
+    ``api`` builds its method from the ``METHODS`` registry (``--method supervised`` by
+    default), so the counter goes on ``Supervised.step`` itself: every instance, however built."""
     calls = {"n": 0}
+    original = Supervised.step
 
-    class Counting(Supervised):
-        def step(self, model, inputs, targets):
-            calls["n"] += 1
-            if calls["n"] == crash_at:
-                raise _Crash(f"simulated kill at step {crash_at}")
-            return super().step(model, inputs, targets)
+    def counting_step(self, batch: Batch):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise _Crash(f"simulated kill at step {crash_at}")
+        return original(self, batch)
 
-    monkeypatch.setattr(api, "Supervised", Counting)
+    monkeypatch.setattr(Supervised, "step", counting_step)
     return calls
 
 
@@ -103,11 +106,11 @@ def _rotating_boundary_fit(epochs: int, *, validate: bool):
         model.weight.copy_(torch.tensor([[0.0, -1.0], [0.0, 1.0]]))
         model.bias.zero_()
     result = fit(
-        model=model, method=Supervised(label_smoothing=0.0),
-        train=Batches(_X_TRAIN, _Y_TRAIN, batch_size=20, shuffle=True, seed=1),
-        val=Batches(_X_VAL, _Y_VAL, batch_size=100) if validate else None, epochs=epochs,
+        Supervised(model, setup=Setup(num_classes=2, label_smoothing=0.0)),
+        Batches(_X_TRAIN, _Y_TRAIN, batch_size=20, shuffle=True, seed=1),
+        Batches(_X_VAL, _Y_VAL, batch_size=100) if validate else None, epochs=epochs,
         optimizer=torch.optim.SGD(model.parameters(), lr=0.05), lr_multipliers=np.ones(1),  # constant rate
-        prepare=lambda t: t, device=CPU, show_progress=False,
+        context=Context(device=CPU, prepare=lambda t: t, show_progress=False),
     )
     return model, result
 
@@ -234,29 +237,31 @@ class _DivergesAt(Supervised):
     """Supervised, but from step ``at`` on the inputs are scaled to infinity (a corrupt batch
     or an exploding layer): the loss becomes NaN. ``crash_at`` raises ``_Crash`` instead."""
 
-    def __init__(self, at: int | None, crash_at: int | None = None) -> None:
-        super().__init__(label_smoothing=0.0)
+    def __init__(self, model: nn.Module, at: int | None, crash_at: int | None = None) -> None:
+        super().__init__(model, setup=Setup(num_classes=3, label_smoothing=0.0))
         self.at, self.crash_at, self.calls = at, crash_at, 0
 
-    def step(self, model, inputs, targets):
+    def step(self, batch: Batch):
         self.calls += 1
         if self.calls == self.crash_at:
             raise _Crash()
         if self.at is not None and self.calls >= self.at:
-            inputs = inputs * float("inf")
-        return super().step(model, inputs, targets)
+            batch = Batch(images=batch.images * float("inf"), labels=batch.labels)
+        return super().step(batch)
 
 
 def _diverging_fit(folder: Path, *, diverge_at: int | None, crash_at: int | None = None, resume=None, init_seed: int = 0):
     torch.manual_seed(init_seed)
     model = nn.Linear(4, 3)
-    method = _DivergesAt(diverge_at, crash_at)
+    method = _DivergesAt(model, diverge_at, crash_at)
     result = fit(
-        model=model, method=method, train=Batches(_XD, _YD, batch_size=8, shuffle=True, seed=2),  # 5 steps an epoch
-        val=Batches(_XD[:16], _YD[:16], batch_size=16), epochs=4,
+        method, Batches(_XD, _YD, batch_size=8, shuffle=True, seed=2),  # 5 steps an epoch
+        Batches(_XD[:16], _YD[:16], batch_size=16), epochs=4,
         optimizer=torch.optim.AdamW(model.parameters(), lr=0.05), lr_multipliers=np.linspace(1, 0.1, 20),
-        prepare=lambda t: t, device=CPU, show_progress=False,
-        checkpoint=Checkpointer(folder, every_steps=2, min_interval_s=0), resume=resume,
+        context=Context(
+            device=CPU, prepare=lambda t: t, show_progress=False,
+            checkpoint=Checkpointer(folder, every_steps=2, min_interval_s=0), resume=resume,
+        ),
     )
     return model, result, method
 
@@ -274,7 +279,9 @@ def test_divergence_keeps_the_last_good_checkpoint_and_it_resumes_to_the_end(tmp
     assert state["step"] == DIVERGE_AT - 2 < DIVERGE_AT  # the save before the bad step, not at it
     assert (state["epoch"], state["position"]) == (2, 2)
     assert all(torch.isfinite(v).all() for v in state["model"].values())
-    assert all(torch.isfinite(s).all() for s in state["sums"])
+    # one process's running sums, name -> float64 scalar: the loss and accuracy so far, all finite
+    assert [sorted(s) for s in state["sums"]] == [["acc", "loss"]]
+    assert all(torch.isfinite(v).all() for s in state["sums"] for v in s.values())
     assert all(torch.isfinite(t).all() for g in state["optimizer"]["state"].values() for t in g.values())
     # the kept state is the clean run's after the same steps (stopped there by a kill instead)
     with pytest.raises(_Crash):

@@ -10,7 +10,12 @@ runs. Ties keep the rules' order, so the search only overrules the rules on evid
 from __future__ import annotations
 
 import math
+import tempfile
 from typing import Any, Callable, Sequence
+
+from ..console import console
+from ..finetune import rules
+from .advisor import Advice, describe
 
 # fractions of each candidate's epoch budget, one per round
 ROUNDS = (0.25, 0.5)
@@ -43,3 +48,45 @@ def successive_halving(
         keep = math.ceil(len(alive) / 2) if r < len(rounds) - 1 else 1
         alive = [c for _, _, c in scored[:keep]]
     return alive[0], log
+
+
+def search_then_train(config: Any, advice: Advice, train: Callable[..., Any]) -> Any:
+    """``--search``: successive halving over ``advice``'s candidates on a validation split, then
+    the winner trains in full as an ordinary ``auto`` run that records the search.
+
+    ``train(config, **kw)`` trains one run (``TrainConfig``) and returns its result (with
+    ``val_accuracy`` and ``seconds``); called with ``config`` itself for the final run
+    (``choice=`` the winner, ``search_log=`` the trials) and with a trial's config for each trial.
+    """
+    cands = advice.candidates
+    min_count = int(advice.size["min_per_class"])
+    if len(cands) < 2 or (config.val is None and min_count < 2):
+        why = "only one candidate" if len(cands) < 2 else f"the smallest class has {min_count} labeled image(s): nothing to validate on"
+        console.print(f"[yellow]--search skipped:[/yellow] {why}; training the advisor's choice")
+        return train(config, search_log=[])
+    # the search needs a validation split even where training alone would use every label
+    val_fraction = config.val_fraction or (0.0 if config.val else 0.2)
+    num_train = int(round(advice.size["total"] * (1 - val_fraction))) if not config.val else int(advice.size["total"])
+    batch = config.batch_size or rules.default_batch_size(num_train=num_train)
+    console.print(f"[bold]search[/bold]: {len(cands)} candidates, successive halving at {', '.join(f'{f:.0%}' for f in ROUNDS)} of their epochs")
+
+    def score(cand: dict[str, Any], fraction: float) -> float:
+        epochs = config.epochs or rules.default_epochs(num_train=num_train, batch_size=batch, strategy=cand["strategy"])
+        trial_epochs = max(1, round(epochs * fraction))
+        with tempfile.TemporaryDirectory() as tmp:
+            trial = config.with_updates(
+                output=tmp, search=False, progress=False, val_fraction=val_fraction, epochs=trial_epochs,
+                **{k: v for k, v in cand.items() if k == "strategy" or getattr(config, k) is None},  # the user's settings stay
+            )
+            quiet, console.quiet = console.quiet, True
+            try:
+                result = train(trial)
+            finally:
+                console.quiet = quiet
+        acc = float(result.val_accuracy or 0.0)
+        console.print(f"  {describe(cand)}, {trial_epochs} epochs: validation accuracy {acc:.4f} ({result.seconds:.0f} s)")
+        return acc
+
+    winner, log = successive_halving(cands, score)
+    console.print(f"  [bold]search winner[/bold]: {describe(winner)}")
+    return train(config, choice=winner, search_log=log)

@@ -237,3 +237,16 @@ def build_policy(
         pipelines = [compose(per_class[c], size) if c in per_class else shared for c in classes]
         augmenter = None if all(p is None for p in pipelines) else Augmenter(shared, pipelines)
     return BuiltPolicy(name=name, steps=default_steps, per_class_steps=per_class, notes=notes, augmenter=augmenter)
+
+
+VIEW_POLICIES = {"plain": "none", "weak": "light", "strong": "strong"}
+"""The views a training method may ask of each unlabeled image, by name (``Needs.unlabeled_views``):
+the image as stored, a weak view (crop + flip) and a strong one (crop + flip + RandAugment)."""
+
+
+def view_augmenter(name: str, size: int, *, strength: float = 1.0, invariances: Any = None, classes: list[str] | None = None):
+    """The per-image augmentation of the view ``name`` at ``size`` px, under the run's declared
+    invariances (``None`` for the plain view)."""
+    if name not in VIEW_POLICIES:
+        raise ConfigError(f"a training method asks for an unlabeled view {name!r}; the views are {', '.join(VIEW_POLICIES)}")
+    return build_policy(VIEW_POLICIES[name], size, strength=strength, invariances=invariances, classes=classes).augmenter

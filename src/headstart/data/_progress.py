@@ -6,7 +6,6 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Sequence, TypeVar
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -14,6 +13,8 @@ from rich.progress import (
     TextColumn,
     TimeRemainingColumn,
 )
+
+from ..console import console
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,13 +39,13 @@ def map_with_progress(
 
     A transient bar on stderr is shown when there are more than :data:`PROGRESS_THRESHOLD` items.
     """
-    show = len(items) > PROGRESS_THRESHOLD
+    show = len(items) > PROGRESS_THRESHOLD and not console.quiet  # one switch silences every bar
     progress = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console,
         transient=True,
         disable=not show,
     )

@@ -373,3 +373,22 @@ def to_square_uint8(img: Image.Image, size: int) -> np.ndarray:
         box=(left, top, left + side, top + side),
     )
     return np.asarray(out, dtype=np.uint8).copy()
+
+
+@contextlib.contextmanager
+def pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Decode with ``max_pixels`` as the decompression-bomb limit while the block runs (every
+    decoding thread reads ``$HEADSTART_MAX_IMAGE_PIXELS``); ``None`` leaves the limit as it is."""
+    if max_pixels is None:
+        yield
+        return
+    saved = os.environ.get(MAX_PIXELS_ENV)
+    os.environ[MAX_PIXELS_ENV] = str(int(max_pixels))
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(MAX_PIXELS_ENV, None)
+        else:
+            os.environ[MAX_PIXELS_ENV] = saved
+

@@ -30,6 +30,12 @@ BuiltinLoader = Callable[..., ImageSet]
 BUILTIN_DATASETS: Registry[BuiltinLoader] = Registry("dataset")
 """Built-in datasets: name -> ``loader(split=..., root=...)`` returning an ImageSet."""
 
+
+def is_builtin(spec: str) -> bool:
+    """Whether ``spec`` names a built-in set (``fashion-mnist``, ``fashion-mnist:/dir``, ``digits``)."""
+    return spec.split(":", 1)[0] in BUILTIN_DATASETS
+
+
 SPLITS = ("train", "test")
 
 ON_BAD_IMAGE = ("skip", "error")

@@ -19,6 +19,22 @@ def _per_class(labels: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(int(c), np.flatnonzero(labels == c)) for c in np.unique(labels)]
 
 
+def held_out_count(n: int, val_fraction: float) -> int:
+    """How many of a class's ``n`` images ``stratified_split`` holds out: ``round(n *
+    val_fraction)``, at least one when the class has two or more, never all of them."""
+    if n < 2:
+        return 0
+    return min(max(int(np.floor(n * val_fraction + 0.5)), 1), n - 1)
+
+
+def train_count(class_counts: Sequence[int], val_fraction: float) -> int:
+    """How many labeled images train after ``stratified_split`` at ``val_fraction`` (all of
+    them at 0)."""
+    if val_fraction <= 0:
+        return int(sum(class_counts))
+    return int(sum(n - held_out_count(int(n), val_fraction) for n in class_counts))
+
+
 def stratified_split(
     labels: Sequence[int] | np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -44,12 +60,7 @@ def stratified_split(
     train_parts: list[np.ndarray] = []
     val_parts: list[np.ndarray] = []
     for _, idx in _per_class(y):
-        n = len(idx)
-        n_val = int(np.floor(n * val_fraction + 0.5))
-        if n >= 2:
-            n_val = min(max(n_val, 1), n - 1)
-        else:
-            n_val = 0
+        n_val = held_out_count(len(idx), val_fraction)
         shuffled = rng.permutation(idx)
         val_parts.append(shuffled[:n_val])
         train_parts.append(shuffled[n_val:])

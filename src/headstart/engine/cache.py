@@ -13,31 +13,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from ..backbones import Backbone
+from ..data.fingerprint import data_fingerprint, default_cache_dir, file_digest, imageset_fingerprint
 from ..fileio import atomic_write
 
 if TYPE_CHECKING:
     from ..data import ImageSet
 
+__all__ = [
+    "CACHE_VERSION", "FeatureCache", "data_fingerprint", "default_cache_dir", "file_digest", "imageset_fingerprint",
+    "weights_fingerprint",
+]
+
 CACHE_VERSION = 2  # bump when the feature computation itself changes
-
-
-def default_cache_dir() -> Path | None:
-    env = os.environ.get("HEADSTART_CACHE")
-    if env and env.lower() in ("off", "0", "none", "false"):
-        return None
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "headstart" / "features"
 
 
 def weights_fingerprint(model: Backbone) -> str:
@@ -47,40 +41,6 @@ def weights_fingerprint(model: Backbone) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def data_fingerprint(
-    images: list[str] | np.ndarray, labels: np.ndarray, digests: Sequence[str] | None = None
-) -> str:
-    """Hash of the content, in order, and the labels: the pixels of an array set, or the bytes
-    of each file (``digests`` when the caller has them from decoding, else read here). Paths and
-    modification times play no part: the same bytes give the same pixels."""
-    h = hashlib.sha256()
-    if isinstance(images, np.ndarray):
-        h.update(str(images.shape).encode())
-        h.update(np.ascontiguousarray(images).tobytes())
-    else:
-        if digests is None or len(digests) != len(images) or not all(digests):
-            digests = [file_digest(p) for p in images]
-        h.update(f"files:{len(images)}\n".encode())
-        for d in digests:
-            h.update(d.encode())
-    h.update(np.ascontiguousarray(labels.astype(np.int64)).tobytes())
-    return h.hexdigest()
-
-
-def imageset_fingerprint(imageset: "ImageSet") -> str:
-    """:func:`data_fingerprint` of an image set, using the digests taken when it was loaded."""
-    return data_fingerprint(imageset.images, imageset.labels, imageset.digests)
 
 
 class FeatureCache:

@@ -21,6 +21,13 @@ import torch
 from ..fileio import atomic_write
 
 
+def seed_everything(seed: int) -> None:
+    """Seed every generator a run draws from (torch, numpy, random)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def rng_state() -> dict[str, Any]:
     """Every generator a training step draws from (dropout, augmentation, numpy, random)."""
     np_state = np.random.get_state()

@@ -1,8 +1,11 @@
-"""The training loop. It knows the method protocol and nothing about strategies or data sets.
+"""The training loop. It runs a method (``methods/base.py``) and never knows which one.
 
-Inputs arrive as batches ``(x, y)`` from any iterable (in-memory tensors or a DataLoader);
-``prepare`` turns a raw batch into model input on the device (uint8 pixels → normalised floats
-at the run's resolution, or cached features passed through).
+``fit`` takes the method, its batch sources, an optimizer with its per-step learning-rate
+multipliers, and a :class:`Context` (device, process group, writer, checkpointer, resume state,
+progress). Per step it prepares every image field of the batch, calls ``method.step``, steps the
+optimizer and calls ``method.after_step``; it sums every scalar the method returns for the
+console, ``metrics.json`` history and TensorBoard, validates through ``method.eval_step`` /
+``method.score`` and checkpoints the method's own state with the rest.
 """
 
 from __future__ import annotations
@@ -17,94 +20,17 @@ import torch
 from torch import nn
 
 from ..errors import RunError, TrainingDiverged
-from ..methods import Method
+from ..methods.base import Batch, TrainingMethod, as_batch
+from .batches import Batches
 from .checkpoint import Checkpointer, rng_state, set_rng_state
 from .distributed import SINGLE, Distributed
 from .progress import EpochProgress, console
 
+CHECKPOINT_FORMAT = 2
+"""Bumped whenever a checkpoint's layout changes; a checkpoint of another format is refused
+(2: method state and every logged scalar's running sum)."""
 
-class Batches:
-    """Shuffled mini-batches over tensors held in memory (pixels or cached features).
-
-    Faster than a DataLoader for data that already sits in one tensor: no worker processes, no
-    per-item collation, one index per batch. ``augment`` runs per sample, so every image in a
-    batch gets its own random crop; an augmentation with ``per_class = True`` is called with
-    each image's label too (declared invariances can differ by class).
-
-    In a process group (``dist``), every process draws the same global order and yields its
-    contiguous share of each global batch; ``shard_weight`` (share size × processes / batch
-    size) makes DDP's gradient average equal the whole batch's. A last global batch smaller
-    than the number of processes is dropped (a process must never get an empty share).
-    """
-
-    def __init__(
-        self,
-        inputs: torch.Tensor,
-        labels: torch.Tensor,
-        *,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        dist: Distributed = SINGLE,
-    ) -> None:
-        if len(inputs) != len(labels):
-            raise ValueError("inputs and labels differ in length")
-        self.inputs = inputs
-        self.labels = labels
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.augment = augment
-        self.dist = dist
-        self.shard_weight = 1.0
-        self.generator = torch.Generator().manual_seed(seed)
-        self.epoch_state = self.generator.get_state()
-        self._skip = 0
-
-    def resume_from(self, generator_state: torch.Tensor, position: int) -> None:
-        """Make the next pass draw its order from ``generator_state`` and skip the first
-        ``position`` batches (already trained on before an interruption)."""
-        self.generator.set_state(generator_state)
-        self._skip = position
-
-    def __len__(self) -> int:
-        n, world = len(self.inputs), self.dist.world_size
-        full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest >= world else 0)
-
-    def __iter__(self):
-        n = len(self.inputs)
-        self.epoch_state = self.generator.get_state()
-        skip, self._skip = self._skip, 0
-        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
-        world = self.dist.world_size
-        for start in range(skip * self.batch_size, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if world > 1:
-                if len(idx) < world:
-                    break
-                share = torch.tensor_split(idx, world)[self.dist.rank]
-                self.shard_weight = len(share) * world / len(idx)
-                idx = share
-            x, y = self.inputs[idx], self.labels[idx]
-            if self.augment is not None:
-                if getattr(self.augment, "per_class", False):  # policies that differ by class take the label
-                    x = torch.stack([self.augment(img, label) for img, label in zip(x, y.tolist())])
-                else:
-                    x = torch.stack([self.augment(img) for img in x])
-            yield x, y
-
-
-def cosine_schedule(*, total_steps: int, warmup_steps: int) -> np.ndarray:
-    """Per-step learning-rate multipliers: linear warm-up then cosine decay to 1 % (precomputed,
-    so the schedule can be inspected and resumed by index)."""
-    total_steps = max(1, total_steps)
-    warmup_steps = min(warmup_steps, total_steps - 1) if total_steps > 1 else 0
-    steps = np.arange(total_steps, dtype=np.float64)
-    warm = (steps + 1) / max(1, warmup_steps)
-    progress = (steps - warmup_steps) / max(1, total_steps - warmup_steps)
-    cos = 0.01 + 0.99 * 0.5 * (1 + np.cos(np.pi * np.clip(progress, 0, 1)))
-    return np.where(steps < warmup_steps, warm, cos)
+__all__ = ["Batches", "CHECKPOINT_FORMAT", "Context", "FitResult", "autocast_for", "fit", "predict_logits"]
 
 
 def autocast_for(device: torch.device):
@@ -150,235 +76,298 @@ def _out_of_memory(exc: RuntimeError) -> bool:
     return any(s in text for s in ("out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED", "NOT_ENOUGH_WORKSPACE"))
 
 
-def _validation_scores(model: nn.Module, batches: Iterable, *, prepare: Callable, device: torch.device, dist: Distributed) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy over a validation set; in a group each process scores
-    its share of every batch and the sums are added up."""
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss * n, correct, n
-    with torch.inference_mode(), autocast_for(device):
-        for x, y in batches:
-            logits = model(prepare(x)).float()
-            y = torch.as_tensor(y).to(device)
-            sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum").double()
-            sums[1] += (logits.argmax(1) == y).sum()
-            sums[2] += len(y)
-    model.train(was_training)
-    loss_sum, correct, n = dist.sum(sums).tolist()
-    return loss_sum / max(1.0, n), correct / max(1.0, n)
+@dataclass
+class Context:
+    """Where and how ``fit`` runs, apart from what it trains.
 
-
-def fit(
-    *,
-    model: nn.Module,
-    method: Method,
-    train: Batches,
-    val: Iterable | None,
-    epochs: int,
-    optimizer: torch.optim.Optimizer,
-    lr_multipliers: np.ndarray,
-    prepare: Callable[[torch.Tensor], torch.Tensor],
-    device: torch.device,
-    writer=None,
-    tag: str = "train",
-    show_progress: bool = True,
-    epoch_offset: int = 0,
-    checkpoint: Checkpointer | None = None,
-    resume: dict[str, Any] | None = None,
-    phase_info: dict[str, Any] | None = None,
-    dist: Distributed = SINGLE,
-) -> FitResult:
-    """Train for ``epochs`` epochs; keep the weights of the best validation epoch.
-
-    Without a validation set the final epoch is kept. With a ``checkpoint``, the full training
-    state is saved after every epoch (and every ``checkpoint.every_steps`` steps); ``resume``
-    (a state that ``checkpoint`` saved for this phase) continues bit for bit where it stopped.
-    ``phase_info`` is stored in each checkpoint for the caller. A keyboard interrupt ends
-    training after the current step and returns what was learned so far (marked
-    ``interrupted``); the last checkpoint stays, so ``--resume`` can still finish the run.
-
-    In a process group (``dist``) the model trains inside DDP on each process's share of the
-    batches (``train`` and ``val`` must be sharded with the same ``dist``); only rank 0 writes
-    checkpoints, and it stores every process's random state.
-
-    A step that runs out of GPU memory is retried in two halves with gradients accumulated
-    (then four, ...): the same batch and optimizer step, in pieces that fit.
+    ``prepare`` turns the raw image fields of a batch into model input on ``device`` (uint8
+    pixels → normalised floats at the run's resolution, or cached features moved). ``tag``
+    names the phase in logs and checkpoints, ``epoch_offset`` numbers its epochs after earlier
+    phases', ``phase_info`` is stored in each checkpoint for the caller. ``resume`` is a state
+    that ``checkpoint`` saved for this phase.
     """
-    result = FitResult()
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    best_acc = -1.0
-    step = 0
-    start_epoch, position = 0, 0
-    # the epoch so far: loss * n and correct on the device (no per-step sync), images seen
-    sums = torch.zeros(2, dtype=torch.float64, device=device)
-    seen = 0
-    if resume is not None:
-        if "world_size" not in resume:
+
+    device: torch.device
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+    dist: Distributed = SINGLE
+    writer: Any = None
+    checkpoint: Checkpointer | None = None
+    resume: dict[str, Any] | None = None
+    show_progress: bool = True
+    tag: str = "train"
+    epoch_offset: int = 0
+    phase_info: dict[str, Any] | None = None
+
+
+def _validate(method: TrainingMethod, batches: Iterable, ctx: Context) -> dict[str, float]:
+    """The method's validation scores; in a group each process sums its share of every batch
+    and the sums are added up before scoring."""
+    module = method.eval_module()
+    was_training = module.training
+    module.eval()
+    sums: dict[str, torch.Tensor] = {}
+    with torch.inference_mode(), autocast_for(ctx.device):
+        for raw in batches:
+            batch = as_batch(raw).map_images(ctx.prepare).labels_to(ctx.device)
+            for key, value in method.eval_step(batch).items():
+                sums[key] = sums.get(key, torch.zeros((), dtype=torch.float64, device=ctx.device)) + value.double()
+    module.train(was_training)
+    keys = sorted(sums)
+    totals = ctx.dist.sum(torch.stack([sums[k] for k in keys])).tolist() if keys else []
+    return method.score(dict(zip(keys, totals)))
+
+
+class _Run:
+    """The state of one ``fit`` call, saved whole in a checkpoint."""
+
+    def __init__(self, method: TrainingMethod, optimizer: torch.optim.Optimizer, ctx: Context) -> None:
+        self.method, self.optimizer, self.ctx = method, optimizer, ctx
+        self.result = FitResult()
+        self.best_score = float("-inf")
+        self.step = 0
+        self.epoch = 0
+        self.position = 0
+        # the epoch so far: each scalar × images on the device (no per-step sync), images seen
+        self.sums: dict[str, torch.Tensor] = {}
+        self.seen = 0
+        self.base_lrs = [g["lr"] for g in optimizer.param_groups]
+        self.micro = 1  # pieces each batch is split into after running out of GPU memory
+        # Reading the loss on the host waits for the device: every step on a CPU (free), every few
+        # dozen steps on a GPU, and always before a checkpoint, so no non-finite state is saved.
+        self.finite_every = 1 if ctx.device.type == "cpu" else 32
+
+    def load(self, resume: dict[str, Any]) -> Any:
+        """Continue from a checkpoint of this phase; the batch state to resume the source from."""
+        ctx = self.ctx
+        if resume.get("format") != CHECKPOINT_FORMAT:
             raise RunError("the checkpoint was written by an older headstart whose format this one cannot continue; train again")
-        if int(resume["world_size"]) != dist.world_size:
+        if int(resume["world_size"]) != ctx.dist.world_size:
             raise RunError(
                 f"the checkpoint was written by {resume['world_size']} process(es); resume it with the same "
-                f"number (now {dist.world_size}) so every process continues its own random state"
+                f"number (now {ctx.dist.world_size}) so every process continues its own random state"
             )
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        best_acc, result.best_epoch, result.best_state = resume["best_acc"], resume["best_epoch"], resume["best_state"]
-        result.history = list(resume["history"])
-        step, start_epoch, position = resume["step"], resume["epoch"], resume["position"]
-        sums, seen = resume["sums"][dist.rank].to(device), int(resume["seen"][dist.rank])
-        train.resume_from(resume["batches"], position)
-        set_rng_state(resume["rng"][dist.rank])
-    net = dist.wrap(model, device)
+        self.method.trainable().load_state_dict(resume["model"])
+        self.method.load_state_dict(resume["method"])
+        self.optimizer.load_state_dict(resume["optimizer"])
+        self.best_score, self.result.best_epoch, self.result.best_state = resume["best_score"], resume["best_epoch"], resume["best_state"]
+        self.result.history = list(resume["history"])
+        self.step, self.epoch, self.position = resume["step"], resume["epoch"], resume["position"]
+        self.sums = {k: v.to(ctx.device) for k, v in resume["sums"][ctx.dist.rank].items()}
+        self.seen = int(resume["seen"][ctx.dist.rank])
+        set_rng_state(resume["rng"][ctx.dist.rank])
+        return resume["batches"]
 
-    def snapshot(epoch: int, position: int, generator_state: torch.Tensor) -> None:
-        # every process's own running sums and random state; rank 0 writes them all
-        per_rank = dist.gather((sums.cpu(), seen, rng_state()))
-        if not dist.is_main:
+    def snapshot(self, epoch: int, position: int, batch_state: Any) -> None:
+        """Save everything (rank 0 writes; every process's own sums and random state)."""
+        ctx = self.ctx
+        per_rank = ctx.dist.gather(({k: v.cpu() for k, v in self.sums.items()}, self.seen, rng_state()))
+        if not ctx.dist.is_main:
             return
-        checkpoint.save(  # type: ignore[union-attr]
+        ctx.checkpoint.save(  # type: ignore[union-attr]
             {
-                "tag": tag,
+                "format": CHECKPOINT_FORMAT,
+                "tag": ctx.tag,
                 "epoch": epoch,
                 "position": position,
-                "step": step,
-                "world_size": dist.world_size,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "best_acc": best_acc,
-                "best_epoch": result.best_epoch,
-                "best_state": result.best_state,
-                "history": result.history,
+                "step": self.step,
+                "world_size": ctx.dist.world_size,
+                "model": self.method.trainable().state_dict(),
+                "method": self.method.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "best_score": self.best_score,
+                "best_epoch": self.result.best_epoch,
+                "best_state": self.result.best_state,
+                "history": self.result.history,
                 "sums": [r[0] for r in per_rank],
                 "seen": [r[1] for r in per_rank],
-                "batches": generator_state,
+                "batches": batch_state,
                 "rng": [r[2] for r in per_rank],
-                "info": phase_info or {},
+                "info": ctx.phase_info or {},
             }
         )
 
-    micro = 1  # pieces each batch is split into after running out of GPU memory
+    def optimizer_step(self, batch: Batch, lr_multipliers: np.ndarray, shard_weight: float) -> None:
+        """One optimizer step over a prepared batch: the scheduled rates, forward and backward
+        (split into pieces after running out of GPU memory), the step, the method's hook."""
+        ctx, optimizer = self.ctx, self.optimizer
+        mult = float(lr_multipliers[min(self.step, len(lr_multipliers) - 1)])
+        for group, base in zip(optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * mult
+        optimizer.zero_grad(set_to_none=True)
+        while True:
+            try:
+                self._forward_backward(batch, shard_weight)
+                break
+            except RuntimeError as exc:
+                if not _out_of_memory(exc):
+                    raise
+            # past the handler, the failed attempt's tensors (held by its traceback) are freed
+            if ctx.dist.enabled or self.micro >= len(batch):
+                raise RunError(
+                    f"out of GPU memory at batch size {len(batch)}"
+                    + (" per process" if ctx.dist.enabled else f" even in {self.micro} pieces")
+                    + "; pass a smaller --batch-size or --image-size"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            torch.cuda.empty_cache()
+            self.micro *= 2
+            console.print(
+                f"[yellow]out of GPU memory: each batch of {len(batch)} now runs in {self.micro} pieces with "
+                f"gradients accumulated (same optimizer steps); --batch-size {len(batch) // self.micro} "
+                "would avoid the retry[/yellow]"
+            )
+        self.step += 1
+        self.position += 1
+        self.seen += len(batch)
+        if self.step % self.finite_every == 0:
+            self.check_finite()
+        optimizer.step()
+        self.method.after_step(self.step)
 
-    def train_step(x: torch.Tensor, y: torch.Tensor) -> None:
-        """Forward and backward over one batch (in ``micro`` pieces), adding to ``sums``."""
-        pieces = zip(x.tensor_split(micro), y.tensor_split(micro)) if micro > 1 else [(x, y)]
-        step_sums = torch.zeros_like(sums)  # added to the epoch's only once the whole batch went through
-        for xp, yp in pieces:
-            with autocast_for(device):
-                out = method.step(net, xp, yp)
+    def _forward_backward(self, batch: Batch, shard_weight: float) -> None:
+        """Forward and backward over one batch in ``micro`` pieces (every field split alike);
+        the scalars join the epoch's sums only once the whole batch went through."""
+        outs = []
+        for piece in batch.split(self.micro):
+            with autocast_for(self.ctx.device):
+                out = self.method.step(piece)
             loss = out["loss"]
-            weight = train.shard_weight * len(yp) / len(y)
+            weight = shard_weight * len(piece) / len(batch)
             (loss if weight == 1.0 else loss * weight).backward()
-            step_sums[0] += loss.detach().double() * len(yp)
-            if "logits" in out:
-                step_sums[1] += (out["logits"].detach().argmax(1) == yp).sum()
-        sums.add_(step_sums)
+            outs.append((out, len(piece)))
+        for out, n in outs:
+            self.add(out, n)
 
-    def check_finite(epoch: int) -> None:
-        if not torch.isfinite(sums[0]):
+    def keep_if_best(self, row: dict[str, Any]) -> None:
+        """Keep the validated module's weights when the epoch's first score is the best so far
+        (without validation, the last epoch is the one kept)."""
+        scores = [v for k, v in row.items() if k.startswith("val_")]
+        if not scores or scores[0] > self.best_score:
+            self.result.best_epoch = row["epoch"]
+            if scores:
+                self.best_score = scores[0]
+                self.result.best_state = {k: v.detach().clone() for k, v in self.method.eval_module().state_dict().items()}
+
+    def add(self, scalars: dict[str, torch.Tensor], weight: int) -> None:
+        for key, value in scalars.items():
+            if key not in self.sums:
+                self.sums[key] = torch.zeros((), dtype=torch.float64, device=self.ctx.device)
+            self.sums[key] += value.detach().double() * weight
+
+    def check_finite(self) -> None:
+        loss = self.sums.get("loss")
+        if loss is not None and not torch.isfinite(loss):
+            ctx = self.ctx
             raise TrainingDiverged(
-                f"the loss became {sums[0].item()} in epoch {epoch_offset + epoch + 1}; lower --lr "
-                f"(now {base_lrs[0]:g}) or check the data for corrupt values, then train again (the same --output "
+                f"the loss became {loss.item()} in epoch {ctx.epoch_offset + self.epoch + 1}; lower --lr "
+                f"(now {self.base_lrs[0]:g}) or check the data for corrupt values, then train again (the same --output "
                 "will do: no finished run was written there)"
                 + (
-                    f"; the last good checkpoint is kept in {checkpoint.path} for inspection (--resume would repeat "
+                    f"; the last good checkpoint is kept in {ctx.checkpoint.path} for inspection (--resume would repeat "
                     "the same steps with the same settings)"
-                    if checkpoint and checkpoint.path.exists() else ""
+                    if ctx.checkpoint and ctx.checkpoint.path.exists() else ""
                 )
             )
 
-    # Reading the loss on the host waits for the device: every step on a CPU (free), every few
-    # dozen steps on a GPU, and always before a checkpoint, so no non-finite state is saved.
-    finite_every = 1 if device.type == "cpu" else 32
+    def epoch_row(self) -> dict[str, Any]:
+        """The epoch's training scalars (summed over processes), and the running sums reset."""
+        keys = list(self.sums)
+        stacked = torch.stack([self.sums[k] for k in keys] + [torch.tensor(float(self.seen), dtype=torch.float64, device=self.ctx.device)])
+        totals = self.ctx.dist.sum(stacked).tolist()
+        n = max(1.0, totals[-1])
+        row: dict[str, Any] = {"epoch": self.ctx.epoch_offset + self.epoch + 1, "phase": self.ctx.tag}
+        row.update({f"train_{k}": v / n for k, v in zip(keys, totals)})
+        row["lr"] = self.optimizer.param_groups[0]["lr"]
+        self.sums, self.seen, self.position = {}, 0, 0
+        return row
+
+
+def fit(
+    method: TrainingMethod,
+    train: Any,
+    val: Iterable | None,
+    *,
+    epochs: int,
+    optimizer: torch.optim.Optimizer,
+    lr_multipliers: np.ndarray,
+    context: Context,
+) -> FitResult:
+    """Train ``method`` for ``epochs`` epochs over the batch source ``train``; keep the module
+    the method names (``eval_module``) at its best validation epoch (by the first score).
+
+    Without a validation set the final epoch is kept. With ``context.checkpoint`` the full
+    training state — the method's own included — is saved after every epoch (and every
+    ``checkpoint.every_steps`` steps); ``context.resume`` continues bit for bit where it
+    stopped. A keyboard interrupt ends training after the current step and returns what was
+    learned so far (marked ``interrupted``); the last checkpoint stays, so ``--resume`` can
+    still finish the run.
+
+    In a process group (``context.dist``) the trainable module trains inside DDP on each
+    process's share of the batches (``train`` and ``val`` must be sharded with the same group);
+    only rank 0 writes checkpoints, and it stores every process's random state.
+
+    A step that runs out of GPU memory is retried with every field of the batch in two halves,
+    gradients accumulated (then four, ...): the same batch and optimizer step, in pieces that
+    fit; ``after_step`` still runs once per optimizer step.
+    """
+    ctx = context
+    run = _Run(method, optimizer, ctx)
+    if ctx.resume is not None:
+        train.resume_from(run.load(ctx.resume), run.position)
+    method.attach(ctx.dist.wrap(method.trainable(), ctx.device))
     t0 = time.perf_counter()
     steps_per_epoch = len(train)
+    module = method.trainable()
     try:
-        for epoch in range(start_epoch, epochs):
-            model.train()
+        for run.epoch in range(run.epoch, epochs):
+            module.train()
             with EpochProgress(
-                f"{tag} epoch {epoch_offset + epoch + 1}/{epoch_offset + epochs}", steps_per_epoch, show_progress, transient=True
+                f"{ctx.tag} epoch {ctx.epoch_offset + run.epoch + 1}/{ctx.epoch_offset + epochs}", steps_per_epoch,
+                ctx.show_progress, transient=True,
             ) as bar:
-                bar.advance_by(position)
-                for x, y in train:
-                    mult = float(lr_multipliers[min(step, len(lr_multipliers) - 1)])
-                    for group, base in zip(optimizer.param_groups, base_lrs):
-                        group["lr"] = base * mult
-                    x = prepare(x)
-                    y = y.to(device, non_blocking=True)
-                    optimizer.zero_grad(set_to_none=True)
-                    while True:
-                        try:
-                            train_step(x, y)
-                            break
-                        except RuntimeError as exc:
-                            if not _out_of_memory(exc):
-                                raise
-                        # past the handler, the failed attempt's tensors (held by its traceback) are freed
-                        if dist.enabled or micro >= len(y):
-                            raise RunError(
-                                f"out of GPU memory at batch size {len(y)}"
-                                + (" per process" if dist.enabled else f" even in {micro} pieces")
-                                + "; pass a smaller --batch-size or --image-size"
-                            )
-                        optimizer.zero_grad(set_to_none=True)
-                        torch.cuda.empty_cache()
-                        micro *= 2
-                        console.print(
-                            f"[yellow]out of GPU memory: each batch of {len(y)} now runs in {micro} pieces with "
-                            f"gradients accumulated (same optimizer steps); --batch-size {len(y) // micro} "
-                            "would avoid the retry[/yellow]"
-                        )
-                    step += 1
-                    position += 1
-                    seen += len(y)
-                    if step % finite_every == 0:
-                        check_finite(epoch)
-                    optimizer.step()
+                bar.advance_by(run.position)
+                for raw in train:
+                    run.optimizer_step(as_batch(raw).map_images(ctx.prepare).labels_to(ctx.device), lr_multipliers, train.shard_weight)
                     if bar.active:  # reading the sums waits for the device: only for a visible bar
-                        bar.advance(loss=sums[0].item() / seen, acc=sums[1].item() / seen)
+                        bar.advance(**{k: v.item() / run.seen for k, v in run.sums.items()})
                     else:
                         bar.advance()
-                    if checkpoint and checkpoint.every_steps and step % checkpoint.every_steps == 0 and position < steps_per_epoch:
-                        check_finite(epoch)
-                        snapshot(epoch, position, train.epoch_state)
-            check_finite(epoch)
-            totals = dist.sum(torch.cat([sums, torch.tensor([float(seen)], dtype=torch.float64, device=device)])).tolist()
-            total_seen = max(1.0, totals[2])
-            row = {
-                "epoch": epoch_offset + epoch + 1,
-                "phase": tag,
-                "train_loss": totals[0] / total_seen,
-                "train_acc": totals[1] / total_seen,
-                "lr": optimizer.param_groups[0]["lr"],
-            }
-            position = 0
-            sums.zero_()
-            seen = 0
+                    cp = ctx.checkpoint
+                    if cp and cp.every_steps and run.step % cp.every_steps == 0 and run.position < steps_per_epoch:
+                        run.check_finite()
+                        run.snapshot(run.epoch, run.position, train.epoch_state)
+            run.check_finite()
+            row = run.epoch_row()
             if val is not None:
-                row["val_loss"], row["val_acc"] = _validation_scores(model, val, prepare=prepare, device=device, dist=dist)
-            if writer is not None:
-                for k, v in row.items():
-                    if k not in ("epoch", "phase"):
-                        writer.add_scalar(f"{tag}/{k}", v, row["epoch"])
-                for g in optimizer.param_groups:
-                    writer.add_scalar(f"{tag}/lr/{g.get('name', 'group')}", g["lr"], row["epoch"])
-            result.history.append(row)
-            if show_progress and ((epoch + 1) % max(1, epochs // 10) == 0 or epoch + 1 == epochs):
-                console.print(
-                    f"{tag} epoch {row['epoch']}/{epoch_offset + epochs}: loss {row['train_loss']:.4f}, "
-                    f"train acc {row['train_acc']:.3f}"
-                    + (f", val acc {row['val_acc']:.3f}, val loss {row['val_loss']:.4f}" if "val_acc" in row else "")
-                )
-            score = row.get("val_acc", None)
-            if score is None or score > best_acc:
-                best_acc = -1.0 if score is None else score
-                result.best_epoch = row["epoch"]
-                if score is not None:
-                    result.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if checkpoint is not None and dist.from_main(checkpoint.due()):
-                snapshot(epoch + 1, 0, train.generator.get_state())
+                row.update(_validate(method, val, ctx))
+            _log(row, optimizer, ctx, last=run.epoch + 1 == epochs, every=max(1, epochs // 10), total=ctx.epoch_offset + epochs)
+            run.result.history.append(row)
+            run.keep_if_best(row)
+            if ctx.checkpoint is not None and ctx.dist.from_main(ctx.checkpoint.due()):
+                run.snapshot(run.epoch + 1, 0, train.next_state())
     except KeyboardInterrupt:
-        result.interrupted = True
-    result.seconds = time.perf_counter() - t0
-    if result.best_state is not None:
-        model.load_state_dict(result.best_state)
-    return result
+        run.result.interrupted = True
+    run.result.seconds = time.perf_counter() - t0
+    if run.result.best_state is not None:
+        method.eval_module().load_state_dict(run.result.best_state)
+    method.finish()
+    return run.result
+
+
+def _log(row: dict[str, Any], optimizer: torch.optim.Optimizer, ctx: Context, *, last: bool, every: int, total: int) -> None:
+    """An epoch's row to TensorBoard (every scalar, and each group's rate) and, every few
+    epochs, one summary line to the console."""
+    if ctx.writer is not None:
+        for k, v in row.items():
+            if k not in ("epoch", "phase"):
+                ctx.writer.add_scalar(f"{ctx.tag}/{k}", v, row["epoch"])
+        for g in optimizer.param_groups:
+            ctx.writer.add_scalar(f"{ctx.tag}/lr/{g.get('name', 'group')}", g["lr"], row["epoch"])
+    if ctx.show_progress and ((row["epoch"] - ctx.epoch_offset) % every == 0 or last):
+        train_part = ", ".join(
+            f"{'loss' if k == 'train_loss' else k.replace('_', ' ')} {v:.4f}" if k == "train_loss" else f"{k.replace('_', ' ')} {v:.3f}"
+            for k, v in row.items() if k.startswith("train_")
+        )
+        val_part = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" if k == "val_loss" else f"{k.replace('_', ' ')} {v:.3f}"
+                             for k, v in row.items() if k.startswith("val_"))
+        console.print(f"{ctx.tag} epoch {row['epoch']}/{total}: {train_part}" + (f", {val_part}" if val_part else ""))

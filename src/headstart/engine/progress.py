@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -12,7 +11,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-console = Console(stderr=True)
+from ..console import console
+
+__all__ = ["EpochProgress", "console"]
 
 
 class EpochProgress:
@@ -32,7 +33,7 @@ class EpochProgress:
 
     def __enter__(self) -> "EpochProgress":
         # Bars redraw in place, which only a terminal can show; logs get the summary lines.
-        if self.enabled and console.is_terminal:
+        if self.enabled and console.is_terminal and not console.quiet:
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),

@@ -6,9 +6,13 @@ its neighbours. Stored as buffers, the bank travels in ``model.safetensors`` lik
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from . import rules
 
 
 class KNNHead(nn.Module):
@@ -38,3 +42,27 @@ class KNNHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.votes(features).clamp_min(1e-6).log()
+
+
+def choose_k(
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    val_feats: tuple[torch.Tensor, torch.Tensor] | None,
+    num_classes: int,
+    k_given: int | None,
+    min_count: int,
+) -> tuple[int, dict[str, Any]]:
+    """k for the kNN baseline: as given, else the best on validation, else 1 if classes are
+    tiny (with 1-10 images per class, more neighbours mostly add votes from other classes)."""
+    if k_given:
+        return k_given, {"k_reason": f"k={k_given} as given"}
+    candidates = rules.knn_k_candidates(min_class_count=min_count)
+    if val_feats is None:
+        k = min(5, candidates[-1])
+        return k, {"k_reason": f"k={k}: no validation split to choose on; at most 5 and no more than the smallest class"}
+    scores = {}
+    for k in candidates:
+        head = KNNHead(feats, labels, num_classes, k)
+        scores[k] = float((head.votes(val_feats[0]).argmax(1) == val_feats[1]).float().mean())
+    best = max(candidates, key=lambda k: (scores[k], -k))
+    return best, {"k_reason": f"k={best}: best validation accuracy among {scores}", "knn_val_scores": scores}

@@ -40,7 +40,7 @@ def default_image_size(*, native_size: int | None, weights_size: int, strategy: 
     """
     if native_size is not None and native_size <= 64:
         return 112
-    if strategy in ("linear", "knn"):
+    if _strategy(strategy).frozen_body:
         return weights_size
     return min(weights_size, 160)
 
@@ -55,7 +55,7 @@ def default_epochs(*, num_train: int, batch_size: int, strategy: str) -> int:
     costs almost nothing.
     """
     steps_per_epoch = max(1, math.ceil(num_train / batch_size))
-    cap = 200 if strategy == "linear" else 60
+    cap = _strategy(strategy).max_epochs
     return int(min(cap, max(3, math.ceil(600 / steps_per_epoch))))
 
 
@@ -86,3 +86,9 @@ def default_freeze_stages(*, num_stages: int) -> int:
 def knn_k_candidates(*, min_class_count: int) -> list[int]:
     """k values tried for the kNN baseline; never more neighbours than a class has images."""
     return [k for k in (1, 3, 5, 10, 20) if k <= max(1, min_class_count)] or [1]
+
+
+def _strategy(name: str):
+    from .strategies import STRATEGIES  # strategies builds on these rules
+
+    return STRATEGIES.get(name)

@@ -22,10 +22,32 @@ from . import rules
 
 @dataclass(frozen=True)
 class StrategyInfo:
+    """A registered strategy and how it behaves, so no caller tests its name.
+
+    Attributes:
+        frozen_stages: (number of stages, requested freeze depth) → stages frozen.
+        trains_head: whether anything is trained (kNN memorises instead).
+        frozen_body: the whole body stays as pretrained: its features of an image never
+            change, so without random augmentation they are computed once and cached, and
+            images are taken at the size the weights were trained at.
+        knn_finish: the head is a nearest-neighbour search over the training features.
+        max_epochs: the most epochs the default schedule gives it (an epoch of a head on
+            cached features costs almost nothing; fine-tuning over a few hundred images for
+            long mostly memorises them).
+        default_augment: the policy when none is given (none for a frozen body: its features
+            are cached).
+        takes_freeze_depth: ``--freeze-stages`` chooses how deep it freezes.
+    """
+
     name: str
     description: str
     frozen_stages: Callable[[int, int | None], int]
     trains_head: bool = True
+    frozen_body: bool = False
+    knn_finish: bool = False
+    max_epochs: int = 60
+    default_augment: str = "light"
+    takes_freeze_depth: bool = False
 
 
 STRATEGIES: Registry[StrategyInfo] = Registry("strategy")
@@ -35,7 +57,12 @@ def _add(info: StrategyInfo) -> None:
     STRATEGIES.register(info.name)(info)
 
 
-_add(StrategyInfo("linear", "freeze the whole body, train a new linear head (linear probe)", lambda n, k: n))
+_add(
+    StrategyInfo(
+        "linear", "freeze the whole body, train a new linear head (linear probe)", lambda n, k: n,
+        frozen_body=True, max_epochs=200, default_augment="none",
+    )
+)
 
 
 def _partial(n: int, k: int | None) -> int:
@@ -45,11 +72,12 @@ def _partial(n: int, k: int | None) -> int:
     return k
 
 
-_add(StrategyInfo("partial", "freeze the first K stages, fine-tune the rest and the head", _partial))
+_add(StrategyInfo("partial", "freeze the first K stages, fine-tune the rest and the head", _partial, takes_freeze_depth=True))
 _add(StrategyInfo("full", "fine-tune every layer (backbone at a lower learning rate)", lambda n, k: 0))
 _add(
     StrategyInfo(
-        "knn", "no training: nearest neighbours among the training images' features", lambda n, k: n, trains_head=False
+        "knn", "no training: nearest neighbours among the training images' features", lambda n, k: n, trains_head=False,
+        frozen_body=True, knn_finish=True, default_augment="none",
     )
 )
 

@@ -1,47 +1,41 @@
-"""What one training step computes. Every method returns a dict holding at least ``loss``.
+"""Training methods: what one training step computes. One file per method, registered.
 
-The engine only calls ``method.step(model, inputs, targets)``; distillation, pseudo-labels and
-self-supervised pretext tasks plug in here without the loop knowing which one it runs.
+Every module in this package is imported here, so a new method is one new file: its
+``@METHODS.register("name")`` makes it a ``--method`` choice, a row of ``headstart list methods``
+and a case of the contract tests. See ``base.py`` for the protocol.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import importlib
+import pkgutil
+from typing import Any
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+from .base import Batch, Needs, NoOptions, Setup, TrainingMethod, as_batch, build_options, option_help
+from .registry import METHODS
+from .supervised import Supervised
 
-from ..registry import Registry
-
-
-class Method(Protocol):
-    def step(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]: ...
-
-
-METHODS: Registry[type] = Registry("method")
+for _info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+    if not _info.name.startswith("_") and _info.name not in ("base", "registry"):
+        importlib.import_module(f"{__name__}.{_info.name}")
 
 
-@METHODS.register("supervised")
-class Supervised:
-    """Cross-entropy on the labels, with label smoothing.
+def create_method(name: str, model: Any, options: dict[str, Any] | None = None, setup: Setup | None = None) -> TrainingMethod:
+    """The registered method ``name`` training ``model``, with its options from ``options``."""
+    cls = METHODS.get(name)
+    return cls(model, build_options(cls, name, options), setup)
 
-    Smoothing 0.1 keeps a head trained on a few hundred images from driving its logits to
-    extremes on them, which otherwise makes its probabilities overconfident on new images.
 
-    With ``mix`` (CutMix/MixUp, ``augment.BatchMix``) each training batch is mixed first and
-    the loss takes the mixed labels as soft targets; the returned logits are those of the mixed
-    images, so the loop's training accuracy counts agreement with each image's own label.
-    """
-
-    def __init__(self, *, label_smoothing: float = 0.1, mix: Callable | None = None) -> None:
-        self.label_smoothing = label_smoothing
-        self.mix = mix
-
-    def step(self, model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        soft = targets
-        if self.mix is not None and model.training:
-            inputs, soft = self.mix(inputs, targets)
-        logits = model(inputs)
-        loss = F.cross_entropy(logits.float(), soft, label_smoothing=self.label_smoothing)
-        return {"loss": loss, "logits": logits}
+__all__ = [
+    "METHODS",
+    "Batch",
+    "Needs",
+    "NoOptions",
+    "Setup",
+    "Supervised",
+    "TrainingMethod",
+    "as_batch",
+    "build_options",
+    "create_method",
+    "option_help",
+]

@@ -1,0 +1,101 @@
+"""The scoring API: ``evaluate`` a run on labeled images, ``predict`` image files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .data.files import gather_image_files
+from .data.notices import report_ignored, report_skipped, report_warned
+from .data.tensors import align_classes
+from .predictor import Predictor
+from .report import classification_metrics
+from .runfolder import SPLIT_WORDS, rebuild_split, write_json
+
+
+def evaluate(
+    run_dir: str | Path,
+    data: str | None = None,
+    *,
+    device: str = "auto",
+    on_bad_image: str = "skip",
+    tta: bool = False,
+    tta_views: str | None = None,
+) -> dict[str, Any]:
+    """Score a run on labeled data and write ``eval-<name>.json`` into the run folder.
+
+    ``data`` defaults to the official test split for a run trained on a built-in set (never
+    its training images), and to the training folder or CSV otherwise (with a caution that the
+    number is optimistic); ``train``/``val``/``test`` pick a split by name. With ``tta`` the
+    metrics are those of the probabilities averaged over the label-safe views, and ``tta``
+    holds the accuracy without them and of every view alone (same images).
+    """
+    predictor = Predictor(run_dir, device=device)
+    imageset, name, caution = rebuild_split(predictor.run, data, on_bad_image)
+    report_skipped(imageset)
+    imageset = align_classes(imageset, predictor.classes, name)
+    t0 = time.perf_counter()
+    tta_info = None
+    if tta:
+        views, left_out = predictor.tta_views(tta_views)
+        per_view = predictor.proba_views(predictor.images_of(imageset), views)
+        probs = np.mean(per_view, axis=0)
+        tta_info = {
+            "views": [v.name for v in views],
+            "left_out": left_out,
+            "accuracy": float((probs.argmax(1) == imageset.labels).mean()),
+            "accuracy_without_tta": float((per_view[0].argmax(1) == imageset.labels).mean()),
+            "accuracy_per_view": {v.name: float((p.argmax(1) == imageset.labels).mean()) for v, p in zip(views, per_view)},
+        }
+    else:
+        probs = predictor.proba_imageset(imageset, share_features=True)
+    metrics = classification_metrics(predictions=probs.argmax(1), labels=imageset.labels, classes=predictor.classes)
+    metrics.update(
+        {"data": name, "caution": caution, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped],
+         "tta": tta_info, "feature_cache": predictor.feature_cache}
+    )
+    key = data if data in SPLIT_WORDS or data is None else (Path(data).name or data)
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key or "test")) + ("-tta" if tta else "")
+    target = Path(run_dir) / f"eval-{safe}.json"
+    write_json(target, metrics)
+    metrics["written_to"] = str(target)
+    return metrics
+
+
+def predict(
+    run_dir: str | Path,
+    inputs: Sequence[str | Path],
+    *,
+    top_k: int = 3,
+    device: str = "auto",
+    tta: bool = False,
+    tta_views: str | None = None,
+) -> dict[str, Any]:
+    """Top-k classes with probabilities for each image file (folders are searched); with
+    ``tta``, probabilities averaged over the run's label-safe test-time views."""
+    predictor = Predictor(run_dir, device=device)
+    ignored: dict[str, list[str]] = {}
+    paths = gather_image_files(inputs, ignored)
+    for folder, files in ignored.items():
+        report_ignored(files, folder)
+    views, left_out = predictor.tta_views(tta_views) if tta else (None, [])
+    warned: list[tuple[str, str]] = []
+    ok, probs, bad = predictor.proba_files(paths, views=views, warned=warned)
+    report_warned(warned)
+    k = min(top_k, len(predictor.classes))
+    rows = []
+    for p, pr in zip(ok, probs):
+        top = np.argsort(pr)[::-1][:k]
+        rows.append({"path": str(p), "top": [{"class": predictor.classes[i], "probability": float(pr[i])} for i in top]})
+    out: dict[str, Any] = {
+        "predictions": rows,
+        "skipped": [{"path": p, "reason": r} for p, r in bad],
+        "ignored": {folder: files for folder, files in ignored.items() if files},
+        "decoder_warnings": [{"path": p, "warnings": w} for p, w in warned],
+    }
+    if tta:
+        out["tta"] = {"views": [v.name for v in views or []], "left_out": left_out}
+    return out

@@ -272,7 +272,7 @@ def _augmentation(job: _Job) -> list[str]:
     if p.strategy.frozen_body and p.strategy.trains_head and not _uses_cached_features(job):
         job.reasons["features"] = (
             "augmented images pass through the frozen body at every step (no feature cache: each draw differs)"
-            if METHODS.get(config.method).needs.cached_features
+            if METHODS.get(config.method).needs.cached_features and not METHODS.get(config.method).needs.unlabeled_views
             else f"--method {config.method} needs the images themselves at every step (no feature cache)"
         )
     warned = audit_warnings(config.data, policy, side)
@@ -285,9 +285,10 @@ def _uses_cached_features(job: _Job) -> bool:
     """Frozen features are cached only when every image is seen as it is (random augmentation
     or mixing through a frozen body computes its features at every step) and the method
     allows it."""
+    needs = METHODS.get(job.config.method).needs
     return (
         job.plan.strategy.frozen_body and job.policy.augmenter is None and job.setup.mix is None
-        and METHODS.get(job.config.method).needs.cached_features
+        and needs.cached_features and not needs.unlabeled_views
     )
 
 
@@ -320,8 +321,9 @@ def _tensors(job: _Job) -> dict[str, torch.Tensor]:
     if data.val_set is not None:
         out["val_x"] = images_tensor(data.val_set, size=size, num_workers=workers)
         out["val_y"] = torch.from_numpy(data.val_set.labels.astype(np.int64))
-    if METHODS.get(job.config.method).needs.unlabeled_views:
-        out["unlabeled_x"] = images_tensor(data.unlabeled, size=size, num_workers=workers)
+    if METHODS.get(job.config.method).needs.unlabeled_views:  # files of any size are decoded at the run's input size
+        pool_size = size if size is not None or data.unlabeled.is_array else job.plan.image_size
+        out["unlabeled_x"] = images_tensor(data.unlabeled, size=pool_size, num_workers=workers)
     return out
 
 

@@ -32,6 +32,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from .augment.store import AUDIT_FILE
 from .backbones import Backbone, Preprocess, create_backbone
 from .config import dump_yaml, load_yaml
 from .data import ImageSet, resolve
@@ -43,7 +44,6 @@ from .finetune.knn import KNNHead
 from .registry import Registry
 from .version import __version__
 
-AUDIT_FILE = "augment-audit.json"
 CLASSIFIER = "classifier"
 
 
@@ -117,7 +117,7 @@ def model_meta(model: Backbone, *, classes: list[str], image_size: int, strategy
 
 
 RUN_PRODUCTS = (
-    "model.json", "model.safetensors", "metrics.json", "splits.json", "advice.json", "augment-audit.json",
+    "model.json", "model.safetensors", "metrics.json", "splits.json", "advice.json", AUDIT_FILE,
     "bias-audit.json", "report.html", "eval-*.json", "tb", "explain", "features",
 )
 """What a run and the commands that read it write into its folder: a new run in the same folder

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from .advise import Advice
-from .advise.cached import advice_for_run, advise_labeled, apply_advice
+from .advise.cached import advice_for_run, apply_advice
+from .advise.cached import advise_data as advise
 from .advise.search import search_then_train
 from .api_augment import augment_audit, augment_preview
 from .api_predict import evaluate, predict
@@ -31,7 +32,7 @@ from .augment.store import audit_warnings
 from .backbones import BACKBONES, create_backbone
 from .config import TrainConfig
 from .console import console
-from .data import ImageSet, check_trainable, few_shot, load_unlabeled, resolve
+from .data import ImageSet, load_unlabeled
 from .data.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, pixel_limit
 from .data.files import gather_image_files, load_square_files
 from .data.labeled import TrainingData, read_training_data, splits_record
@@ -70,13 +71,6 @@ def run_demo(*args: Any, **kwargs: Any) -> Any:
     from .demo import run_demo as demo
 
     return demo(*args, **kwargs)
-
-
-def render_check(*args: Any, **kwargs: Any) -> Any:
-    """Render an HTML report in headless Chromium (see ``headstart.report.browser``)."""
-    from .report.browser import render_check as check
-
-    return check(*args, **kwargs)
 
 
 @dataclass
@@ -428,32 +422,3 @@ def _search_then_train(config: TrainConfig, dist: Distributed, device: torch.dev
 
     return search_then_train(config, advice, run)
 
-
-# -- the strategy advisor, evaluation and prediction ----------------------------------------
-
-
-def advise(
-    data: str,
-    *,
-    backbone: str = "efficientnet_lite0",
-    weights: str = "default",
-    labels_per_class: int | None = None,
-    seed: int = 0,
-    device: str = "auto",
-    image_size: int | None = None,
-    val_fraction: float | None = None,
-    num_workers: int = 2,
-    on_bad_image: str = "skip",
-    use_cache: bool = True,
-) -> Advice:
-    """Measure ``data`` (as ``train`` would read it) and return the advisor's recipe with its
-    evidence: what ``train(TrainConfig(data, strategy="auto"))`` will do, and why."""
-    BACKBONES.get(backbone)
-    full = resolve(data, split="train", on_bad_image=on_bad_image)
-    report_skipped(full)
-    check_trainable(full)
-    labeled = full if not labels_per_class else full.subset(few_shot(full.labels, labels_per_class, seed)[0])
-    return advise_labeled(
-        labeled, native_size=full.typical_size(), backbone=backbone, weights=weights, seed=seed, device=pick_device(device),
-        image_size=image_size, num_workers=num_workers, use_cache=use_cache, val_fraction=val_fraction,
-    )

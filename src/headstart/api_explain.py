@@ -615,3 +615,10 @@ def report(
         "accuracy": metrics["accuracy"], "method": a.method, "layer": a.cams.layer, "bias_flags": audit["flags"],
         "localization": loc, "tensorboard": tb, "skipped_files": [list(x) for x in a.imageset.skipped], "seconds": {**a.seconds, "total": time.perf_counter() - t_start},
     }
+
+
+def render_check(*args: Any, **kwargs: Any) -> Any:
+    """Render an HTML report in headless Chromium (see ``headstart.report.browser``)."""
+    from .report.browser import render_check as check
+
+    return check(*args, **kwargs)

@@ -595,7 +595,7 @@ def report(
     out = api_explain.report(run, data, output=output, limit=limit, method=method, ground_truth=gt, layer=layer, channel=channel,
                              tensorboard=tensorboard, device=device)
     if screenshot is not None:
-        seen = api.render_check(out["report"], screenshot=screenshot)
+        seen = api_explain.render_check(out["report"], screenshot=screenshot)
         broken = [i["alt"] for i in seen["images"] if not i["width"]]
         out["rendered"] = {"sections": len(seen["sections"]), "images": len(seen["images"]), "broken_images": broken, "screenshot": str(screenshot)}
     if as_json:

@@ -12,14 +12,15 @@ from typing import Any
 
 import torch
 
-from ..backbones import create_backbone
+from ..backbones import BACKBONES, create_backbone
 from ..config import TrainConfig
 from ..console import console
-from ..data import ImageSet
+from ..data import ImageSet, check_trainable, few_shot, resolve
 from ..data.fingerprint import default_cache_dir, imageset_fingerprint
+from ..data.notices import report_skipped
 from ..data.tensors import images_tensor
 from ..engine.cache import weights_fingerprint
-from ..engine.prepare import Prepare
+from ..engine.prepare import Prepare, pick_device
 from ..fileio import atomic_write
 from ..finetune import rules
 from .advisor import ADVICE_VERSION, MAX_IMAGES, Advice, decide, measure
@@ -135,3 +136,31 @@ def advice_for_run(
             val_fraction=0.0 if config.val else config.val_fraction,
         ).to_dict()
     return Advice.from_dict(dist.from_main(d)), None
+
+
+def advise_data(
+    data: str,
+    *,
+    backbone: str = "efficientnet_lite0",
+    weights: str = "default",
+    labels_per_class: int | None = None,
+    seed: int = 0,
+    device: str = "auto",
+    image_size: int | None = None,
+    val_fraction: float | None = None,
+    num_workers: int = 2,
+    on_bad_image: str = "skip",
+    use_cache: bool = True,
+) -> Advice:
+    """Measure ``data`` (as ``train`` would read it) and return the advisor's recipe with its
+    evidence: what ``train(TrainConfig(data, strategy="auto"))`` will do, and why
+    (``headstart.advise``)."""
+    BACKBONES.get(backbone)
+    full = resolve(data, split="train", on_bad_image=on_bad_image)
+    report_skipped(full)
+    check_trainable(full)
+    labeled = full if not labels_per_class else full.subset(few_shot(full.labels, labels_per_class, seed)[0])
+    return advise_labeled(
+        labeled, native_size=full.typical_size(), backbone=backbone, weights=weights, seed=seed, device=pick_device(device),
+        image_size=image_size, num_workers=num_workers, use_cache=use_cache, val_fraction=val_fraction,
+    )

@@ -154,6 +154,7 @@ def test_frozen_body_runs_share_one_pass_over_the_images_they_score(shapes_folde
     evaluation computes the test features, the second only runs its head, and both give the
     probabilities of the plain forward pass."""
     from headstart import api, evaluate
+    from headstart.data import resolve
 
     monkeypatch.setenv("HEADSTART_CACHE", str(tmp_path / "cache"))
     runs = {}
@@ -165,7 +166,7 @@ def test_frozen_body_runs_share_one_pass_over_the_images_they_score(shapes_folde
     assert first["feature_cache"] == {"hits": 0, "misses": 1}
     assert second["feature_cache"] == {"hits": 1, "misses": 0}
     assert evaluate(runs["partial"], str(shapes_test_folder), device="cpu")["feature_cache"] is None  # its body trained
-    test = api.resolve(str(shapes_test_folder))
+    test = resolve(str(shapes_test_folder))
     for strategy in ("knn", "linear"):
         predictor = api.Predictor(runs[strategy], device="cpu")
         cached = predictor.proba_imageset(test, share_features=True)

@@ -157,6 +157,7 @@ class _Job:
     resolved: dict[str, Any]
     setup: Setup
     policy: Any = None
+    invariances: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
     writer: Any = None
@@ -164,6 +165,11 @@ class _Job:
     @property
     def classes(self) -> list[str]:
         return list(self.data.full.classes)
+
+    @property
+    def needs(self) -> Any:
+        """What the run's method declares it needs (``methods.base.Needs``)."""
+        return METHODS.get(self.config.method).needs
 
     def context(self) -> Context:
         knn = self.plan.strategy.knn_finish
@@ -262,11 +268,11 @@ def _augmentation(job: _Job) -> list[str]:
         job.reasons["augmentation"] = f"{policy.describe()}" + (f"; {mix.describe()}" if mix is not None else "")
     if policy.notes:
         job.reasons["invariances"] = f"declared {invariances.text!r}: " + "; ".join(policy.notes)  # type: ignore[union-attr]
-    job.policy, job.setup = policy, Setup(len(classes), config.label_smoothing, mix)
+    job.policy, job.invariances, job.setup = policy, invariances, Setup(len(classes), config.label_smoothing, mix)
     if p.strategy.frozen_body and p.strategy.trains_head and not _uses_cached_features(job):
         job.reasons["features"] = (
             "augmented images pass through the frozen body at every step (no feature cache: each draw differs)"
-            if METHODS.get(config.method).needs.cached_features and not METHODS.get(config.method).needs.unlabeled_views
+            if job.needs.cached_features and not job.needs.unlabeled_views
             else f"--method {config.method} needs the images themselves at every step (no feature cache)"
         )
     warned = audit_warnings(config.data, policy, side)
@@ -279,7 +285,7 @@ def _uses_cached_features(job: _Job) -> bool:
     """Frozen features are cached only when every image is seen as it is (random augmentation
     or mixing through a frozen body computes its features at every step) and the method
     allows it."""
-    needs = METHODS.get(job.config.method).needs
+    needs = job.needs
     return (
         job.plan.strategy.frozen_body and job.policy.augmenter is None and job.setup.mix is None
         and needs.cached_features and not needs.unlabeled_views
@@ -315,7 +321,7 @@ def _tensors(job: _Job) -> dict[str, torch.Tensor]:
     if data.val_set is not None:
         out["val_x"] = images_tensor(data.val_set, size=size, num_workers=workers)
         out["val_y"] = torch.from_numpy(data.val_set.labels.astype(np.int64))
-    if METHODS.get(job.config.method).needs.unlabeled_views:  # files of any size are decoded at the run's input size
+    if job.needs.unlabeled_views:  # files of any size are decoded at the run's input size
         pool_size = size if size is not None or data.unlabeled.is_array else job.plan.image_size
         out["unlabeled_x"] = images_tensor(data.unlabeled, size=pool_size, num_workers=workers)
     return out
@@ -363,8 +369,10 @@ def _fit_on_images(job: _Job):
     needs = method.needs
     if needs.unlabeled_views:
         side = int(t["unlabeled_x"].shape[-1])
-        inv = parse_invariances(config.invariances, job.classes)
-        views = {name: view_augmenter(name, side, strength=p.augment_strength, invariances=inv, classes=job.classes) for name in needs.unlabeled_views}
+        views = {
+            name: view_augmenter(name, side, strength=p.augment_strength, invariances=job.invariances, classes=job.classes)
+            for name in needs.unlabeled_views
+        }
         train = WithUnlabeled(train, t["unlabeled_x"], ratio=needs.unlabeled_ratio or 1, views=views, seed=config.seed)
     # each process validates its share of every batch; the final scores are rank 0's, on the whole set
     val = None if "val_x" not in t else Batches(t["val_x"], t["val_y"], batch_size=256, dist=job.dist)

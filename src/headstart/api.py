@@ -26,17 +26,18 @@ from .advise.cached import advise_data as advise
 from .advise.search import search_then_train
 from .api_augment import augment_audit, augment_preview
 from .api_predict import evaluate, predict
+from .api_semi import selftrain
 from .augment import batch_mix, build_policy, parse_invariances, policy_steps
 from .augment.policies import view_augmenter
 from .augment.store import audit_warnings
 from .backbones import BACKBONES, create_backbone
 from .config import TrainConfig
 from .console import console
-from .data import ImageSet, load_unlabeled
+from .data import ImageSet
 from .data.decode import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, pixel_limit
 from .data.files import gather_image_files, load_square_files
 from .data.labeled import TrainingData, read_training_data, splits_record
-from .data.notices import report_ignored, report_skipped, report_warned
+from .data.notices import report_ignored, report_warned
 from .data.tensors import images_tensor
 from .engine import Batches, Context, Prepare, WithUnlabeled, cached_features, distributed, pick_device, predict_logits, run_phases
 from .engine.cache import FeatureCache, default_cache_dir
@@ -53,6 +54,8 @@ from .methods import METHODS, Setup, TrainingMethod, build_options, create_metho
 from .predictor import Predictor
 from .report import classification_metrics
 from .runfolder import TrainingFolder, model_meta, open_for_training, read_advice, refuse_finished, write_json
+from .semi.pool import POOL, Pool, evaluation_sets, read_pool
+from .semi.teacher import PROPAGATE, load_table, run_teacher_table, save_table, table_summary
 from .version import __version__
 
 AUTO = "auto"  # --strategy auto: measure the data, let advise/rules.py choose
@@ -62,7 +65,7 @@ AUTO = "auto"  # --strategy auto: measure the data, let advise/rules.py choose
 __cli__ = (console, HeadstartError, RunError, DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, write_json, policy_steps, create_backbone)
 __all__ = [
     "ImageClassifier", "Predictor", "TrainResult", "advise", "augment_audit", "augment_preview", "evaluate", "fit_classifier",
-    "gather_image_files", "load_square_files", "pixel_limit", "predict", "report_ignored", "report_warned", "train",
+    "gather_image_files", "load_square_files", "pixel_limit", "predict", "report_ignored", "report_warned", "selftrain", "train",
 ]
 
 
@@ -126,8 +129,16 @@ def _check(config: TrainConfig) -> tuple[bool, Any]:
     batch_mix(num_classes=2, cutmix=config.cutmix, mixup=config.mixup)
     if config.on_bad_image not in ("skip", "error"):
         raise ConfigError(f"--on-bad-image must be 'skip' or 'error', not {config.on_bad_image!r}")
-    if METHODS.get(config.method).needs.unlabeled_views and not config.unlabeled:
-        raise ConfigError(f"--method {config.method} learns from unlabeled images: give --unlabeled DIR")
+    needs = METHODS.get(config.method).needs_for(options)
+    if needs.unlabeled_views and not config.unlabeled:
+        raise ConfigError(
+            f"--method {config.method} learns from unlabeled images: give --unlabeled DIR (a folder of images), or "
+            "--unlabeled pool with --labels-per-class K"
+        )
+    if config.unlabeled == POOL and not config.labels_per_class:
+        raise ConfigError("--unlabeled pool is what --labels-per-class K leaves unlabeled of the training split; give --labels-per-class K")
+    if config.teacher and config.method != "pseudolabel":
+        raise ConfigError(f"--teacher gives fixed targets to --method pseudolabel, not to --method {config.method}")
     return auto, options
 
 
@@ -135,7 +146,8 @@ def _model(config: TrainConfig, num_classes: int):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = create_backbone(
-            config.backbone, num_classes=num_classes, weights=None if config.weights == "none" else config.weights, drop_rate=config.drop_rate
+            config.backbone, num_classes=num_classes, weights=None if config.weights == "none" else config.weights, drop_rate=config.drop_rate,
+            drop_path_rate=config.drop_path_rate,
         )
     for w in caught:
         console.print(f"[bold red]warning:[/bold red] {w.message}")
@@ -156,6 +168,10 @@ class _Job:
     reasons: dict[str, str]
     resolved: dict[str, Any]
     setup: Setup
+    options: Any = None
+    pool: Pool | None = None
+    pool_steps: int = 0  # with an unlabeled stream: steps per epoch and epochs (``_pool_epochs``)
+    pool_epochs: int = 0
     policy: Any = None
     invariances: Any = None
     extra: dict[str, Any] = field(default_factory=dict)
@@ -169,7 +185,19 @@ class _Job:
     @property
     def needs(self) -> Any:
         """What the run's method declares it needs (``methods.base.Needs``)."""
-        return METHODS.get(self.config.method).needs
+        return METHODS.get(self.config.method).needs_for(self.options)
+
+    def run_setup(self, mix: Any = None) -> Setup:
+        """What the method is built with: the run's settings and, with --unlabeled, the pool's."""
+        counts = self.data.train_set.class_counts() if self.data.train_set is not None else self.data.labeled.class_counts()
+        pool = self.pool
+        return Setup(
+            len(self.classes), self.config.label_smoothing, mix,
+            pool_size=0 if pool is None else len(pool),
+            pool_truth=None if pool is None or not pool.has_truth else torch.from_numpy(pool.truth),
+            class_prior=torch.from_numpy(counts.astype(np.float32) / max(1, counts.sum())),
+            pool_targets=self.setup.pool_targets if self.setup is not None else None,
+        )
 
     def context(self) -> Context:
         knn = self.plan.strategy.knn_finish
@@ -210,9 +238,6 @@ def _train(
     if advice is not None:
         console.print(f"  [bold]advice[/bold] ({advice.seconds:.0f} s of measurements): {advice.summary()}")
         config = apply_advice(config, advice, choice, reasons)
-    if config.unlabeled:
-        data.unlabeled = load_unlabeled(config.unlabeled, on_bad_image=config.on_bad_image)
-        report_skipped(data.unlabeled)
     model = _model(config, len(data.full.classes))
     counts = tuple(int(c) for c in data.labeled.class_counts())
     decided = plan(
@@ -224,7 +249,19 @@ def _train(
     resolved = {
         **decided.resolved(config), "method_options": dataclasses.asdict(options), "device": str(device), "processes": dist.world_size,
     }
-    job = _Job(config, dist, device, folder, data, decided, model, reasons, resolved, Setup(len(counts), config.label_smoothing))
+    job = _Job(config, dist, device, folder, data, decided, model, reasons, resolved, None, options)  # type: ignore[arg-type]
+    if config.unlabeled:
+        job.pool = read_pool(
+            config.unlabeled, full=data.full, pool_idx=data.pool_idx, labeled=data.labeled,
+            evaluation=evaluation_sets(config.data, data.val_set if config.val else None, config.on_bad_image), data_spec=config.data,
+            transductive=config.transductive, limit=config.unlabeled_limit, seed=config.seed, on_bad_image=config.on_bad_image,
+        )
+        data.unlabeled, data.pool_record = job.pool.images, job.pool.record()
+        if not job.needs.unlabeled_views:
+            console.print(f"  [dim]--method {config.method} does not learn from the unlabeled images (--method pseudolabel or fixmatch does)[/dim]")
+    job.setup = job.run_setup()
+    if job.needs.unlabeled_views:
+        job.pool_steps, job.pool_epochs = _pool_epochs(job)
     audit = _augmentation(job)
     model.to(device).to(memory_format=torch.channels_last)
     _announce(job, advice is not None)
@@ -240,6 +277,8 @@ def _train(
         replaced = folder.write_start(run_config, None if advice is None else {**advice.to_dict(), "search": search_log, "search_winner": choice})
         if replaced:
             console.print(f"  [dim]replaced the earlier run in {folder.path} ({', '.join(replaced)})[/dim]")
+    if config.teacher:
+        _teacher_targets(job)
     from torch.utils.tensorboard import SummaryWriter
 
     job.writer = SummaryWriter(str(folder.path / "tb")) if dist.is_main else None
@@ -268,11 +307,12 @@ def _augmentation(job: _Job) -> list[str]:
         job.reasons["augmentation"] = f"{policy.describe()}" + (f"; {mix.describe()}" if mix is not None else "")
     if policy.notes:
         job.reasons["invariances"] = f"declared {invariances.text!r}: " + "; ".join(policy.notes)  # type: ignore[union-attr]
-    job.policy, job.invariances, job.setup = policy, invariances, Setup(len(classes), config.label_smoothing, mix)
+    job.policy, job.invariances = policy, invariances
+    job.setup = job.run_setup(mix)
     if p.strategy.frozen_body and p.strategy.trains_head and not _uses_cached_features(job):
         job.reasons["features"] = (
             "augmented images pass through the frozen body at every step (no feature cache: each draw differs)"
-            if job.needs.cached_features and not job.needs.unlabeled_views
+            if job.needs.cached_features and all(v == "plain" for v in job.needs.unlabeled_views)
             else f"--method {config.method} needs the images themselves at every step (no feature cache)"
         )
     warned = audit_warnings(config.data, policy, side)
@@ -288,7 +328,7 @@ def _uses_cached_features(job: _Job) -> bool:
     needs = job.needs
     return (
         job.plan.strategy.frozen_body and job.policy.augmenter is None and job.setup.mix is None
-        and needs.cached_features and not needs.unlabeled_views
+        and needs.cached_features and all(v == "plain" for v in needs.unlabeled_views)
     )
 
 
@@ -321,10 +361,81 @@ def _tensors(job: _Job) -> dict[str, torch.Tensor]:
     if data.val_set is not None:
         out["val_x"] = images_tensor(data.val_set, size=size, num_workers=workers)
         out["val_y"] = torch.from_numpy(data.val_set.labels.astype(np.int64))
-    if job.needs.unlabeled_views:  # files of any size are decoded at the run's input size
+    if job.needs.unlabeled_views or job.config.teacher:  # files of any size are decoded at the run's input size
         pool_size = size if size is not None or data.unlabeled.is_array else job.plan.image_size
         out["unlabeled_x"] = images_tensor(data.unlabeled, size=pool_size, num_workers=workers)
     return out
+
+
+def _teacher_targets(job: _Job) -> None:
+    """``--teacher``: the fixed table of class probabilities for the pool, computed once (the
+    teacher run's predictions, or label spreading over the frozen body's features) and kept in
+    the run folder, so a resumed run reads the same targets."""
+    config, folder = job.config, job.folder.path
+    pool_x = job.tensors["unlabeled_x"]
+    table = load_table(folder, len(pool_x)) if config.resume else None
+    if table is None:
+        if config.teacher == PROPAGATE:
+            table = _propagated_table(job)
+        else:
+            table = run_teacher_table(config.teacher, pool_x, job.classes, device=str(job.device))
+        if job.dist.is_main:
+            save_table(folder, table, {"teacher": config.teacher, "pool": len(pool_x)})
+    summary = table_summary(table, job.pool.truth if job.pool is not None else None)
+    job.extra["teacher"] = {"source": config.teacher, **summary}
+    right = f", {summary['accuracy']:.1%} right by the hidden labels" if "accuracy" in summary else ""
+    console.print(
+        f"  [bold]teacher[/bold] {config.teacher}: mean confidence {summary['mean_confidence']:.2f}, "
+        f"{summary['share_conf_0.9']:.0%} of the pool at ≥ 0.9{right}"
+    )
+    job.setup = dataclasses.replace(job.setup, pool_targets=table)
+
+
+def _propagated_table(job: _Job) -> torch.Tensor:
+    """``--teacher propagate``: labels spread from the labeled images over a kNN graph of the
+    frozen pretrained body's features of labeled and pool images (``semi.propagate``)."""
+    from .semi.propagate import propagate
+
+    config, p, t = job.config, job.plan, job.tensors
+    body = _model(config, len(job.classes)).to(job.device).to(memory_format=torch.channels_last)
+    body.freeze(body.num_stages)
+    cache = FeatureCache(default_cache_dir() if config.feature_cache else None)
+    prepare = Prepare(body.preprocess, p.image_size, job.device)
+
+    def feats(imageset: ImageSet, x: torch.Tensor, what: str) -> torch.Tensor:
+        y = torch.zeros(len(x), dtype=torch.long)
+        return cached_features(
+            body, imageset, x, y, cache=cache, image_size=p.image_size, prepare=prepare, device=job.device, dist=job.dist,
+            what=what, show_progress=config.progress,
+        )[0]
+
+    labeled = feats(job.data.train_set, t["train_x"], "labeled")
+    pool = feats(job.data.unlabeled, t["unlabeled_x"], "unlabeled")
+    out = propagate(labeled.numpy(), t["train_y"].numpy(), pool.numpy(), len(job.classes), seed=config.seed)
+    job.extra["propagation"] = {"seconds": out.seconds, **out.info}
+    return torch.from_numpy(out.probs).float()
+
+
+def _pool_epochs(job: _Job) -> tuple[int, int]:
+    """For a method with an unlabeled stream: (steps per epoch, epochs). An epoch draws about
+    the pool's size of unlabeled images (at least one pass over the labeled ones); without
+    --epochs, as many epochs as the plan's optimizer steps fill (at least one)."""
+    ratio = job.needs.unlabeled_ratio or 1
+    n, world = len(job.data.train_set), job.dist.world_size
+    full, rest = divmod(n, job.plan.batch_size)
+    labeled_steps = full + (1 if rest >= world else 0)  # as engine.Batches counts them
+    per_step = ratio * job.plan.batch_size
+    pool = len(job.pool)  # type: ignore[arg-type]
+    steps = max(labeled_steps, -(-pool // per_step))
+    if job.config.epochs:
+        return steps, job.config.epochs
+    epochs = max(1, round(job.plan.epochs * labeled_steps / steps))
+    job.reasons["epochs"] = (
+        f"{epochs} epoch(s) of {steps} steps, each drawing ~{steps * per_step} unlabeled images (the pool's {pool}) beside "
+        f"{job.plan.batch_size} labeled per step: the plan's {job.plan.epochs * labeled_steps} optimizer steps, at least one pass"
+    )
+    job.resolved["epochs"] = epochs
+    return steps, epochs
 
 
 def _fit_on_features(job: _Job):
@@ -343,6 +454,10 @@ def _fit_on_features(job: _Job):
 
     feats = features(job.data.train_set, t["train_x"], t["train_y"], "train")
     val_feats = None if job.data.val_set is None else features(job.data.val_set, t["val_x"], t["val_y"], "val")
+    pool_feats = None
+    if job.needs.unlabeled_views:
+        pool_x = t["unlabeled_x"]
+        pool_feats = features(job.data.unlabeled, pool_x, torch.zeros(len(pool_x), dtype=torch.long), "unlabeled")[0]
     job.extra["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
     if p.strategy.knn_finish:
         k, chosen = choose_k(*feats, val_feats, len(job.classes), config.knn_k, int(job.data.train_set.class_counts().min()))
@@ -352,9 +467,17 @@ def _fit_on_features(job: _Job):
         job.resolved["knn_k"] = k
         return None
     method = create_method(config.method, probe_module(model), config.method_options, job.setup)
+    train: Any = Batches(*feats, batch_size=p.batch_size, shuffle=True, seed=config.seed, dist=job.dist)
+    epochs = p.epochs
+    if pool_feats is not None:
+        steps, epochs = job.pool_steps, job.pool_epochs
+        train = WithUnlabeled(
+            train, pool_feats, ratio=job.needs.unlabeled_ratio or 1, views=dict.fromkeys(job.needs.unlabeled_views), seed=config.seed,
+            steps=steps,
+        )
     return run_phases(
-        probe_phases(model, epochs=p.epochs, lr=p.lr, weight_decay=config.weight_decay), method,
-        Batches(*feats, batch_size=p.batch_size, shuffle=True, seed=config.seed, dist=job.dist),
+        probe_phases(model, epochs=epochs, lr=p.lr, weight_decay=config.weight_decay), method,
+        train,
         None if val_feats is None else Batches(*val_feats, batch_size=1024, dist=job.dist),
         dataclasses.replace(ctx, prepare=ToDevice(job.device)),
     )
@@ -366,18 +489,19 @@ def _fit_on_images(job: _Job):
     config, p, model, t = job.config, job.plan, job.model, job.tensors
     method: TrainingMethod = create_method(config.method, model, config.method_options, job.setup)
     train: Any = Batches(t["train_x"], t["train_y"], batch_size=p.batch_size, shuffle=True, seed=config.seed, augment=job.policy.augmenter, dist=job.dist)
-    needs = method.needs
+    needs, epochs = job.needs, p.epochs
     if needs.unlabeled_views:
         side = int(t["unlabeled_x"].shape[-1])
         views = {
             name: view_augmenter(name, side, strength=p.augment_strength, invariances=job.invariances, classes=job.classes)
             for name in needs.unlabeled_views
         }
-        train = WithUnlabeled(train, t["unlabeled_x"], ratio=needs.unlabeled_ratio or 1, views=views, seed=config.seed)
+        epochs = job.pool_epochs
+        train = WithUnlabeled(train, t["unlabeled_x"], ratio=needs.unlabeled_ratio or 1, views=views, seed=config.seed, steps=job.pool_steps)
     # each process validates its share of every batch; the final scores are rank 0's, on the whole set
     val = None if "val_x" not in t else Batches(t["val_x"], t["val_y"], batch_size=256, dist=job.dist)
     phases = fine_tune_phases(
-        model, frozen=p.frozen, epochs=p.epochs, lr=p.lr, warmup_epochs=config.warmup_epochs, backbone_lr_mult=p.backbone_lr_mult,
+        model, frozen=p.frozen, epochs=epochs, lr=p.lr, warmup_epochs=config.warmup_epochs, backbone_lr_mult=p.backbone_lr_mult,
         stage_lr_decay=config.stage_lr_decay, weight_decay=config.weight_decay,
     )
     out = run_phases(phases, method, train, val, job.context())

@@ -341,7 +341,7 @@ def _launch(processes: int) -> int:
 
 # May differ on --resume: where it runs and how it shows progress, not what it computes.
 _RESUME_FREE = frozenset({"resume", "device", "progress", "overwrite"})
-_PATH_KEYS = frozenset({"data", "output", "val", "unlabeled", "weights"})
+_PATH_KEYS = frozenset({"data", "output", "val", "unlabeled", "weights", "teacher"})
 
 
 def _same_value(key: str, given, saved) -> bool:
@@ -444,6 +444,46 @@ def eval_(
     if m["most_confused"]:
         console.print("most confused: " + "; ".join(f"{p['true']} → {p['predicted']} ({p['count']})" for p in m["most_confused"]))
     console.print(f"written to {m['written_to']}")
+
+
+@app.command()
+def selftrain(
+    run: Path = typer.Argument(..., help="The first teacher: a finished run folder written by `headstart train`."),
+    unlabeled: str = typer.Option(..., help="Unlabeled images: a folder, or 'pool' (the rest of the split --labels-per-class left)."),
+    rounds: int = typer.Option(1, help="Students to train, each taught by the one before."),
+    student: Optional[str] = typer.Option(None, help="The students' architecture (default: the teacher's; equal or larger is usual)."),
+    output: Path = typer.Option(Path("runs/selftrain"), "--output", "-o", help="Folder of the rounds (round-1, round-2, ... and rounds.md)."),
+    option: Optional[List[str]] = typer.Option(
+        None, "--option", "-O", callback=_check_key_values,
+        help="An option of --method pseudolabel for the students, key=value (default view=strong targets=soft threshold=0.3).",
+    ),
+    unlabeled_limit: Optional[int] = typer.Option(None, help="Use at most N unlabeled images per round (a seeded draw)."),
+    epochs: Optional[int] = typer.Option(None, help="Student epochs (each draws about the pool's size of unlabeled images)."),
+    drop_path_rate: float = typer.Option(0.2, help="The students' stochastic depth (the last block's drop probability)."),
+    device: Optional[str] = typer.Option(None, help="auto | cpu | cuda (default: the teacher's)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the rounds in --output from the first unfinished one."),
+) -> None:
+    """Noisy Student: the teacher labels the unlabeled images (soft targets), a noised student learns from them and the labels, and becomes the next teacher."""
+    overrides: dict[str, Any] = {}
+    if unlabeled_limit is not None:
+        overrides["unlabeled_limit"] = unlabeled_limit
+    if epochs is not None:
+        overrides["epochs"] = epochs
+    rows = api.selftrain(
+        str(run), unlabeled=unlabeled, rounds=rounds, output=output, student=student, options=_key_values(option),
+        drop_path_rate=drop_path_rate, resume=resume, device=device, **overrides,
+    )
+    table = Table(title=f"self-training rounds ({output / 'rounds.md'})")
+    for col in ("round", "run", "val acc", "test acc", "teacher's pseudo-labels right", "pool used", "seconds"):
+        table.add_column(col)
+
+    def f(v, pct=False):
+        return "" if v is None else (f"{v:.1%}" if pct else f"{v:.4f}" if isinstance(v, float) else str(v))
+
+    for r in rows:
+        table.add_row(str(r["round"]), r["run"], f(r.get("val_acc")), f(r.get("test_acc")), f(r.get("teacher_pseudo_acc"), True),
+                      f(r.get("coverage"), True), f(r.get("seconds")))
+    console.print(table)
 
 
 @app.command()

@@ -64,6 +64,7 @@ class TrainConfig:
     weight_decay: float = knob(0.05, "AdamW weight decay.")
     label_smoothing: float = knob(0.1, "Label smoothing of the cross-entropy.")
     drop_rate: float = knob(0.1, "Dropout before the head.")
+    drop_path_rate: float = knob(0.0, "Stochastic depth: the last residual block is skipped with this probability in training (0: off; 0.2 usual).")
     augment: str | list | None = knob(
         None, "A policy name, or transforms 'crop:0.6,hflip,rotate:10' (YAML: also a list of them; `headstart augment list`; "
         "default: none when the body is frozen, else light)."
@@ -78,7 +79,18 @@ class TrainConfig:
     labels_per_class: int | None = knob(None, "Keep only K labeled images per class; the rest becomes the unlabeled pool.")
     val: str | None = knob(None, "Separate validation data (otherwise a stratified split when classes are big enough).")
     val_fraction: float | None = knob(None, "Share of labeled images held out for validation.")
-    unlabeled: str | None = knob(None, "Folder of unlabeled images (kept for self-training methods).")
+    unlabeled: str | None = knob(
+        None, "Unlabeled images for --method pseudolabel/fixmatch: a folder (any depth; class subfolders are not used for "
+        "training), or 'pool' with --labels-per-class (the rest of the training split, its labels hidden)."
+    )
+    unlabeled_limit: int | None = knob(None, "Use at most N of the unlabeled images (a seeded draw; default: all).")
+    transductive: bool = knob(
+        False, "Keep unlabeled images that are also evaluation images (same content); otherwise they are dropped so scores stay honest."
+    )
+    teacher: str | None = knob(
+        None, "Where --method pseudolabel takes its targets: a finished run folder (its predictions on the unlabeled images), "
+        "'propagate' (label spreading over the frozen body's features), or none: the model being trained labels them itself."
+    )
     knn_k: int | None = knob(None, "Neighbours for --strategy knn (default: chosen on validation).")
     seed: int = knob(0, "Seed for splits, initialisation and batch order.")
     on_bad_image: str = knob("skip", "skip: list unreadable files and go on | error: stop at the first.")
@@ -145,10 +157,12 @@ _RANGES: dict[str, tuple[float, float | None, bool, str]] = {
     "weight_decay": (0, None, False, "0 turns it off"),
     "label_smoothing": (0, 1, False, "0 turns it off; 0.1 is usual"),
     "drop_rate": (0, 1, False, "0 turns dropout off"),
+    "drop_path_rate": (0, 1, False, "0 turns stochastic depth off"),
     "augment_strength": (0, None, False, "0 turns the policy off; 1 is as written"),
     "cutmix": (0, None, False, "0 turns it off; 1.0 is usual"),
     "mixup": (0, None, False, "0 turns it off; 0.2 is usual"),
     "val_fraction": (0, 1, False, "0 trains on every label; 0.2 is usual"),
+    "unlabeled_limit": (0, None, True, "leave it out to use every unlabeled image"),
     "knn_k": (0, None, True, "leave it out to choose k on validation"),
     "num_workers": (0, None, False, "0 decodes in the main thread"),
     "checkpoint_every": (0, None, False, "0 checkpoints at epoch ends only"),

@@ -49,3 +49,26 @@ def test_processes_share_each_draw_contiguously():
     for i, b in enumerate(whole):
         got = torch.cat([parts[0][i].extras["unlabeled_index"], parts[1][i].extras["unlabeled_index"]])
         assert torch.equal(got, b.extras["unlabeled_index"])
+
+
+def test_an_epoch_longer_than_the_labeled_pass_cycles_through_new_orders_and_resumes_anywhere():
+    from headstart.engine import WithUnlabeled
+
+    x, y, u = torch.arange(10).float()[:, None], torch.arange(10), torch.arange(100).float()[:, None]
+
+    def source():
+        return WithUnlabeled(Batches(x, y, batch_size=4, shuffle=True, seed=3), u, ratio=2, views={"plain": None}, seed=5, steps=7)
+
+    src = source()
+    assert len(src) == 7
+    epoch1 = [(b.labels.tolist(), b.extras["unlabeled_index"].tolist()) for b in src]
+    state = src.next_state()
+    epoch2 = [(b.labels.tolist(), b.extras["unlabeled_index"].tolist()) for b in src]
+    assert len(epoch1) == len(epoch2) == 7
+    # passes of 3 batches (4 + 4 + 2 images): each pass covers every labeled image once, in its own order
+    firsts = [sum((l for l, _ in epoch1[i:i + 3]), []) for i in (0, 3)]
+    assert all(sorted(f) == list(range(10)) for f in firsts) and firsts[0] != firsts[1]
+    for position in range(7):  # resumed at any step of epoch 2: the rest of epoch 2, exactly
+        again = source()
+        again.resume_from(state, position)
+        assert [(b.labels.tolist(), b.extras["unlabeled_index"].tolist()) for b in again] == epoch2[position:]

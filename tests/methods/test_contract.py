@@ -26,25 +26,48 @@ U = torch.randn(40, 6, generator=_G)
 def _method(case) -> TrainingMethod:
     name, options = case
     torch.manual_seed(0)
-    return create_method(name, nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), options, Setup(num_classes=3, label_smoothing=0.1))
+    options = dict(options or {})
+    table = options.pop("_teacher", None)
+    setup = Setup(
+        num_classes=3, label_smoothing=0.1, pool_size=len(U), pool_targets=table,
+        pool_truth=torch.arange(len(U)) % 3, class_prior=torch.tensor([0.5, 0.25, 0.25]),
+    )
+    return create_method(name, nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), options or None, setup)
+
+
+def _needs(method: TrainingMethod):
+    return type(method).needs_for(method.options)
 
 
 def _batch(method: TrainingMethod, n: int = 8) -> Batch:
-    views = {f"unlabeled_{v}": U[: n * max(1, method.needs.unlabeled_ratio)] for v in method.needs.unlabeled_views}
-    return Batch(images=X[:n], labels=Y[:n] if method.needs.labels else None, views=views)
+    needs = _needs(method)
+    m = n * max(1, needs.unlabeled_ratio)
+    views = {f"unlabeled_{v}": U[:m] for v in needs.unlabeled_views}
+    extras = {"unlabeled_index": torch.arange(m)} if views else {}
+    return Batch(images=X[:n], labels=Y[:n] if needs.labels else None, views=views, extras=extras)
 
 
 def _source(method: TrainingMethod):
     labeled = Batches(X, Y, batch_size=8, shuffle=True, seed=1)
-    if not method.needs.unlabeled_views:
+    needs = _needs(method)
+    if not needs.unlabeled_views:
         return labeled
-    return WithUnlabeled(labeled, U, ratio=max(1, method.needs.unlabeled_ratio), views={v: None for v in method.needs.unlabeled_views})
+    return WithUnlabeled(labeled, U, ratio=max(1, needs.unlabeled_ratio), views={v: None for v in needs.unlabeled_views})
 
 
 NAMES = METHODS.names()
 # every method with its defaults, and options that switch on state of its own
-CASES = [(n, None) for n in NAMES] + [("supervised", {"ema_decay": "0.9"})]
-IDS = [n if o is None else f"{n}-{','.join(f'{k}={v}' for k, v in o.items())}" for n, o in CASES]
+_TABLE = torch.softmax(torch.randn(len(U), 3, generator=_G) * 3, 1)
+CASES = [(n, None) for n in NAMES] + [
+    ("supervised", {"ema_decay": "0.9"}),
+    ("pseudolabel", {"thresholds": "flexmatch", "threshold": "0.3"}),
+    ("pseudolabel", {"thresholds": "freematch", "targets": "soft", "temperature": "0.5", "align": "true", "ema_decay": "0.9"}),
+    ("pseudolabel", {"_teacher": _TABLE, "view": "strong", "targets": "soft", "threshold": "0.5", "balance": "true"}),
+    ("fixmatch", {"thresholds": "flexmatch", "threshold": "0.3", "align": "true"}),
+    ("fixmatch", {"thresholds": "freematch", "ema_decay": "0.9"}),
+]
+IDS = [n if o is None else f"{n}-{','.join(f'{k}={v}' for k, v in o.items() if k != '_teacher')}" + ("-teacher" if o and "_teacher" in o else "")
+       for n, o in CASES]
 
 
 def test_the_registry_holds_the_supervised_method():
@@ -100,6 +123,7 @@ def test_method_state_survives_a_round_trip(name):
     with torch.no_grad():
         for p in method.trainable().parameters():
             p.add_(1.0)  # an optimizer step's worth of change, so any EMA moves
+    method.step(_batch(method))  # statistics a method keeps from its batches (thresholds) move too
     method.after_step(1)
     method.after_step(2)
     state = method.state_dict()

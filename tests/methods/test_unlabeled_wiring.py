@@ -40,9 +40,24 @@ def views_method(monkeypatch, request):
     return _Views
 
 
+def _other_images(folder, out):
+    """The folder's images mirrored: other content (the labeled copies would be dropped as duplicates)."""
+    from PIL import Image, ImageOps
+
+    out.mkdir()
+    for i, path in enumerate(sorted(p for p in folder.rglob("*") if p.is_file())):
+        try:
+            with Image.open(path) as img:
+                ImageOps.mirror(img.convert("RGB")).save(out / f"u{i}.png")
+        except OSError:
+            continue  # the fixture's unreadable files
+    return out
+
+
 def test_the_pool_reaches_the_method_as_prepared_views(views_method, shapes_folder, tmp_path):
+    pool = _other_images(shapes_folder, tmp_path / "pool")
     cfg = TrainConfig(
-        data=str(shapes_folder), unlabeled=str(shapes_folder), method="views-test", strategy="linear", image_size=32, epochs=1,
+        data=str(shapes_folder), unlabeled=str(pool), method="views-test", strategy="linear", image_size=32, epochs=1,
         batch_size=8, val_fraction=0.0, device="cpu", progress=False, output=str(tmp_path / "r"),
     )
     result = train(cfg)

@@ -204,6 +204,7 @@ def create_backbone(
     weights: str | None = "default",
     drop_rate: float = 0.0,
     keep_pretrained_head: bool = False,
+    drop_path_rate: float = 0.0,
 ) -> Backbone:
     """Build a registered backbone with the uniform surface.
 
@@ -217,9 +218,13 @@ def create_backbone(
         drop_rate: dropout before the head.
         keep_pretrained_head: keep the ImageNet classifier (1000 classes) from the weights —
             used to check that the weights are real (a cat photo must come out a cat).
+        drop_path_rate: stochastic depth (``set_stochastic_depth``): the last residual block
+            is skipped with this probability in training, earlier ones linearly less.
     """
     spec = BACKBONES.get(name)
     model = spec.build()
+    if drop_path_rate > 0:
+        set_stochastic_depth(model, drop_path_rate, name)
     path = spec.default_weights_path() if weights == "default" else weights
     if weights == "default" and path is None:
         warnings.warn(
@@ -259,3 +264,21 @@ def create_backbone(
         bb.pretrained = True
         bb.weights_source = f"{path} (keys matched {matched})"
     return bb
+
+
+def set_stochastic_depth(model: nn.Module, rate: float, name: str = "the backbone") -> int:
+    """Stochastic depth on every residual block that has timm's ``drop_path`` slot: block ``i``
+    of ``n`` is skipped with probability ``rate · i / n`` in training (timm's linear rule, the
+    one Noisy Student uses); the number of blocks set. Raises when the architecture has none."""
+    from timm.layers import DropPath
+
+    blocks = [m for m in model.modules() if hasattr(m, "drop_path") and isinstance(m.drop_path, (nn.Identity, DropPath))]
+    if not blocks:
+        from ..errors import ConfigError
+
+        raise ConfigError(f"{name} has no residual blocks with stochastic depth; leave --drop-path-rate at 0")
+    n = len(blocks)
+    for i, block in enumerate(blocks):
+        p = rate * i / max(1, n - 1)
+        block.drop_path = DropPath(p) if p > 0 else nn.Identity()
+    return n

@@ -29,6 +29,7 @@ class TrainingData:
     val_set: ImageSet | None = None
     train_idx: np.ndarray | None = None
     val_idx: np.ndarray = field(default_factory=lambda: np.array([], dtype=np.int64))
+    pool_record: dict[str, Any] | None = None  # what was found about the unlabeled images (``semi.pool.Pool.record``)
 
     @property
     def labeled(self) -> ImageSet:
@@ -67,5 +68,6 @@ def splits_record(config: Any, data: TrainingData) -> dict[str, Any]:
         "labeled_indices": data.labeled_idx.tolist(), "train_indices": data.train_idx.tolist(), "val_indices": data.val_idx.tolist(),
         "val_data": config.val, "unlabeled_pool_size": int(len(data.pool_idx)), "unlabeled_folder": config.unlabeled,
         "unlabeled_folder_images": None if data.unlabeled is None else len(data.unlabeled),
+        "unlabeled": data.pool_record,
         "skipped_files": [list(s) for s in data.full.skipped],
     }

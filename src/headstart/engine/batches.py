@@ -66,6 +66,11 @@ class Batches:
         self.generator.set_state(generator_state)
         self._skip = position
 
+    def skip_pass(self) -> None:
+        """Draw one pass's order and yield nothing (a pass trained on before an interruption)."""
+        if self.shuffle:
+            torch.randperm(len(self.inputs), generator=self.generator)
+
     def __len__(self) -> int:
         n, world = len(self.inputs), self.dist.world_size
         full, rest = divmod(n, self.batch_size)
@@ -102,9 +107,11 @@ class WithUnlabeled:
 
     Every step draws ``ratio × batch_size`` unlabeled images (also beside a smaller last labeled
     batch), uniformly with replacement from their own generator (seeded apart from the labeled
-    order), so an epoch is a pass over the labeled images however large the pool is; in a process group each process takes its contiguous share, as for
-    the labeled images. A view is a per-image function (an augmentation) or ``None`` (the image
-    as it is).
+    order). An epoch is ``steps`` batches: by default one pass over the labeled images however
+    large the pool is; more (e.g. enough to draw the pool's size) cycle through the labeled
+    images again, each pass in a new order. In a process group each process takes its
+    contiguous share, as for the labeled images. A view is a per-image function (an
+    augmentation) or ``None`` (the image as it is).
     """
 
     def __init__(
@@ -115,6 +122,7 @@ class WithUnlabeled:
         ratio: int,
         views: dict[str, Callable[[torch.Tensor], torch.Tensor] | None],
         seed: int = 0,
+        steps: int | None = None,
     ) -> None:
         if ratio < 1:
             raise ValueError("ratio must be at least 1 unlabeled image per labeled image")
@@ -126,29 +134,51 @@ class WithUnlabeled:
         self.views = dict(views)
         self.generator = torch.Generator().manual_seed(seed + 7919)
         self.epoch_state: Any = self.next_state()
+        self.steps = int(steps) if steps else len(labeled)
+        if self.steps < 1 or len(labeled) < 1:
+            raise ValueError("an epoch needs at least one labeled batch")
+        self._skip = 0
 
     @property
     def shard_weight(self) -> float:
         return self.labeled.shard_weight
 
     def __len__(self) -> int:
-        return len(self.labeled)
+        return self.steps
 
     def next_state(self) -> dict[str, torch.Tensor]:
         return {"labeled": self.labeled.next_state(), "unlabeled": self.generator.get_state()}
 
     def resume_from(self, state: dict[str, torch.Tensor], position: int) -> None:
-        self.labeled.resume_from(state["labeled"], position)
+        self.labeled.resume_from(state["labeled"], 0)
         self.generator.set_state(state["unlabeled"])
         self._skip = position
 
+    def _labeled(self, skip: int):
+        """The epoch's ``steps`` labeled batches, cycling through passes; the first ``skip``
+        are not yielded (a pass wholly trained on before an interruption only draws its order)."""
+        per_pass, done = len(self.labeled), 0
+        while done < self.steps:
+            take = min(per_pass, self.steps - done)  # this pass's batches that belong to the epoch
+            if skip - done >= take:
+                self.labeled.skip_pass()
+                done += take
+                continue
+            offset = max(0, skip - done)
+            self.labeled._skip = offset
+            for k, pair in enumerate(self.labeled, offset):
+                yield pair
+                if k + 1 >= take:
+                    break
+            done += take
+
     def __iter__(self):
         self.epoch_state = self.next_state()
-        skip, self._skip = getattr(self, "_skip", 0), 0
+        skip, self._skip = self._skip, 0
         world, rank = self.labeled.dist.world_size, self.labeled.dist.rank
         for _ in range(skip):  # the draws of the batches trained on before an interruption
             torch.randint(len(self.unlabeled), (self.ratio * self.labeled.batch_size,), generator=self.generator)
-        for images, labels in self.labeled:
+        for images, labels in self._labeled(skip):
             idx = torch.randint(len(self.unlabeled), (self.ratio * self.labeled.batch_size,), generator=self.generator)
             if world > 1:
                 idx = torch.tensor_split(idx, world)[rank]

@@ -338,6 +338,7 @@ def fit(
                         run.snapshot(run.epoch, run.position, train.epoch_state)
             run.check_finite()
             row = run.epoch_row()
+            row.update(method.epoch_info())
             if val is not None:
                 row.update(_validate(method, val, ctx))
             _log(row, optimizer, ctx, last=run.epoch + 1 == epochs, every=max(1, epochs // 10), total=ctx.epoch_offset + epochs)
@@ -359,14 +360,17 @@ def _log(row: dict[str, Any], optimizer: torch.optim.Optimizer, ctx: Context, *,
     epochs, one summary line to the console."""
     if ctx.writer is not None:
         for k, v in row.items():
-            if k not in ("epoch", "phase"):
+            if isinstance(v, (list, tuple)):
+                for i, x in enumerate(v):
+                    ctx.writer.add_scalar(f"{ctx.tag}/{k}/{i}", x, row["epoch"])
+            elif k not in ("epoch", "phase"):
                 ctx.writer.add_scalar(f"{ctx.tag}/{k}", v, row["epoch"])
         for g in optimizer.param_groups:
             ctx.writer.add_scalar(f"{ctx.tag}/lr/{g.get('name', 'group')}", g["lr"], row["epoch"])
     if ctx.show_progress and ((row["epoch"] - ctx.epoch_offset) % every == 0 or last):
         train_part = ", ".join(
             f"{'loss' if k == 'train_loss' else k.replace('_', ' ')} {v:.4f}" if k == "train_loss" else f"{k.replace('_', ' ')} {v:.3f}"
-            for k, v in row.items() if k.startswith("train_")
+            for k, v in row.items() if k.startswith(("train_", "pool_")) and isinstance(v, (int, float))
         )
         val_part = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" if k == "val_loss" else f"{k.replace('_', ' ')} {v:.3f}"
                              for k, v in row.items() if k.startswith("val_"))

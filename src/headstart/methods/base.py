@@ -122,6 +122,11 @@ class Setup:
     num_classes: int
     label_smoothing: float = 0.0
     mix: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None
+    # the unlabeled pool (``--unlabeled``), for methods that learn from it
+    pool_size: int = 0
+    pool_targets: torch.Tensor | None = None  # (P, C) a teacher's class probabilities per pool image (``--teacher``)
+    pool_truth: torch.Tensor | None = None  # (P,) hidden labels (-1: unknown), only to score pseudo-labels, never to train
+    class_prior: torch.Tensor | None = None  # (C,) the labeled images' class shares
 
 
 @dataclass(frozen=True)
@@ -143,6 +148,12 @@ class TrainingMethod:
 
     Options: ClassVar[type] = NoOptions
     needs: ClassVar[Needs] = Needs()
+
+    @classmethod
+    def needs_for(cls, options: Any) -> Needs:
+        """What the method needs with these options (a method whose views depend on its
+        options overrides this); ``needs`` by default."""
+        return cls.needs
 
     def __init__(self, model: nn.Module, options: Any = None, setup: Setup | None = None) -> None:
         self.model = model
@@ -172,6 +183,11 @@ class TrainingMethod:
     def after_step(self, step: int) -> None:
         """Called once after every optimizer step (``step`` counts them from 1): EMA updates,
         threshold schedules."""
+
+    def epoch_info(self) -> dict[str, Any]:
+        """Values the method reports once per epoch beside the summed scalars (per-class
+        thresholds, pool coverage): numbers or lists of numbers, kept in the epoch's row."""
+        return {}
 
     # -- validation and what is kept ------------------------------------------------------------
     def eval_module(self) -> nn.Module:

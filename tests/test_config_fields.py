@@ -34,7 +34,7 @@ def test_method_and_its_options_come_right_after_strategy():
     at = names.index("strategy")
     assert names[at + 1 : at + 3] == ["method", "method_options"]
     cfg = TrainConfig(data="digits")
-    assert cfg.method == "supervised" and cfg.method_options is None
+    assert cfg.method == "auto" and cfg.method_options is None  # supervised, or self-training with --unlabeled
 
 
 def test_method_options_round_trip_and_must_be_a_mapping():

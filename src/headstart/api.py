@@ -103,6 +103,12 @@ def train(config: TrainConfig) -> TrainResult:
         if not config.resume:
             refuse_finished(config.output, config.overwrite)  # before a search spends minutes on trials
         with pixel_limit(config.max_image_pixels):
+            if config.method == AUTO and config.unlabeled:
+                from .api_semi import self_training
+
+                return self_training(config, lambda cfg, **kw: _train(cfg, dist, device, time.perf_counter(), **kw), t_start)
+            if config.method == AUTO:
+                config = config.with_updates(method="supervised")
             if config.search and not config.resume:
                 return _search_then_train(config, dist, device, t_start)
             return _train(config, dist, device, t_start)
@@ -170,6 +176,7 @@ class _Job:
     setup: Setup
     options: Any = None
     pool: Pool | None = None
+    t_start: float = 0.0
     pool_steps: int = 0  # with an unlabeled stream: steps per epoch and epochs (``_pool_epochs``)
     pool_epochs: int = 0
     policy: Any = None
@@ -205,6 +212,7 @@ class _Job:
             device=self.device, prepare=Prepare(self.model.preprocess, self.plan.image_size, self.device), dist=self.dist,
             writer=self.writer, checkpoint=None if knn else self.folder.checkpointer, resume=self.folder.resume_state,
             show_progress=self.config.progress,
+            deadline=None if self.config.time_budget is None else self.t_start + 60.0 * self.config.time_budget,
         )
 
 
@@ -217,18 +225,21 @@ def _train(
     advice: Advice | None = None,
     choice: dict[str, Any] | None = None,
     search_log: list[dict[str, Any]] | None = None,
+    notes: dict[str, str] | None = None,
 ) -> TrainResult:
     """One training run. With ``strategy='auto'`` the advisor's decision (``advice``, measured
     here unless given, or ``choice``, the winner of a search) fills every field the user left
     open."""
     if not dist.is_main:
         console.quiet = True  # one log for the group: rank 0's
+    if config.method == AUTO:
+        config = config.with_updates(method="supervised")
     folder = open_for_training(config.output, resume=config.resume, overwrite=config.overwrite, checkpoint_every=config.checkpoint_every)
     auto, options = _check(config)
     seed_everything(config.seed)
     data = read_training_data(config)
     requested = config.to_dict()
-    reasons: dict[str, str] = {}
+    reasons: dict[str, str] = dict(notes or {})
     if not auto:
         advice = None
     elif advice is None:
@@ -249,7 +260,7 @@ def _train(
     resolved = {
         **decided.resolved(config), "method_options": dataclasses.asdict(options), "device": str(device), "processes": dist.world_size,
     }
-    job = _Job(config, dist, device, folder, data, decided, model, reasons, resolved, None, options)  # type: ignore[arg-type]
+    job = _Job(config, dist, device, folder, data, decided, model, reasons, resolved, None, options, t_start=t_start)  # type: ignore[arg-type]
     if config.unlabeled:
         job.pool = read_pool(
             config.unlabeled, full=data.full, pool_idx=data.pool_idx, labeled=data.labeled,
@@ -257,7 +268,7 @@ def _train(
             transductive=config.transductive, limit=config.unlabeled_limit, seed=config.seed, on_bad_image=config.on_bad_image,
         )
         data.unlabeled, data.pool_record = job.pool.images, job.pool.record()
-        if not job.needs.unlabeled_views:
+        if not job.needs.unlabeled_views and "method" not in reasons:
             console.print(f"  [dim]--method {config.method} does not learn from the unlabeled images (--method pseudolabel or fixmatch does)[/dim]")
     job.setup = job.run_setup()
     if job.needs.unlabeled_views:
@@ -513,6 +524,10 @@ def _finish(job: _Job, out: Any, run_config: dict[str, Any], t_start: float) -> 
     """Rank 0 scores the whole validation set and writes the run folder."""
     config, data, model, p = job.config, job.data, job.model, job.plan
     history, best_epoch, interrupted = ([], 0, False) if out is None else (out.history, out.best_epoch, out.interrupted)
+    if out is not None:
+        job.extra.update(fit_seconds=out.seconds, stopped_at=out.stopped_at)
+        if config.time_budget is not None:
+            job.extra["time_budget_minutes"] = config.time_budget
     if not job.dist.is_main:
         return TrainResult(job.folder.path, None, best_epoch, time.perf_counter() - t_start, job.resolved, history, interrupted)
     val_metrics = None

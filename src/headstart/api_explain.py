@@ -597,6 +597,12 @@ def report(
                  f"(receptive field {p['patch']} px, stride {p['stride']} px; caption: class and activation).")
     sections.append(s)
 
+    from .semi.report import pool_section
+
+    pool = pool_section(run.path, a.predictor)
+    if pool is not None:
+        sections.append(pool)
+
     s = Section("config", "Run configuration")
     s.code(yaml.safe_dump(cfg, sort_keys=False) if cfg else "(config.yaml missing)")
     sections.append(s)

@@ -360,9 +360,13 @@ def _resume_config(run: Path, asked: set, values: dict):
     when their values equal the recorded ones; only device and progress may differ (anything
     else would not be the same run), and each differing flag is named with both values."""
     saved = run / "config.yaml"
-    if not saved.is_file():
+    route = run / "selftrain.json"  # train --unlabeled stopped while its teacher trained: the request itself
+    if not saved.is_file() and route.is_file():
+        requested = dict(json.loads(route.read_text())["requested"])
+    elif not saved.is_file():
         raise api.RunError(f"{saved} is missing: {run} is not a run folder that can be resumed")
-    requested = dict(load_yaml(saved)["requested"])
+    else:
+        requested = dict(load_yaml(saved)["requested"])
     recorded = {**requested, "output": str(run)}
     differing = []
     for key in sorted(asked - _RESUME_FREE):

@@ -41,7 +41,10 @@ class TrainConfig:
     backbone: str = knob("efficientnet_lite0", "A registered architecture (`headstart models` shows them).")
     weights: str = knob("default", "'default' (installed ImageNet weights), a state-dict file, or 'none' (random initialisation).")
     strategy: str = knob("auto", "How to fine-tune: auto measures the data and chooses (see `headstart advise`), or a fixed strategy (`headstart list strategies`).")
-    method: str = knob("supervised", "The training method (`headstart list methods` shows each, with its options).")
+    method: str = knob(
+        "auto", "The training method (`headstart list methods` shows each, with its options); auto: supervised, or with --unlabeled "
+        "a teacher and a Noisy Student round (see `headstart selftrain`)."
+    )
     method_options: dict | None = knob(
         None, "An option of the method, as key=value; repeat for more (`headstart list methods`; YAML: a mapping).",
         flags=("--option", "-O"),
@@ -107,6 +110,10 @@ class TrainConfig:
         "uninterrupted run (the CLI's --resume RUN).", cli=False,
     )
     overwrite: bool = knob(False, "Replace a finished run already in --output (otherwise refused, so a typo never destroys a trained model).")
+    time_budget: float | None = knob(
+        None, "Minutes the run may take: epochs stop once the next would not fit (reported); with --unlabeled, the pool and the "
+        "rounds are sized to fit."
+    )
     search: bool = knob(False, "With --strategy auto: try the advisor's top candidates briefly, keep the best on validation.")
     # kept in the run (not only in the environment), so that --resume reads the same files
     max_image_pixels: int | None = knob(
@@ -165,6 +172,7 @@ _RANGES: dict[str, tuple[float, float | None, bool, str]] = {
     "unlabeled_limit": (0, None, True, "leave it out to use every unlabeled image"),
     "knn_k": (0, None, True, "leave it out to choose k on validation"),
     "num_workers": (0, None, False, "0 decodes in the main thread"),
+    "time_budget": (0, None, True, "e.g. 30 for half an hour; leave it out for no limit"),
     "checkpoint_every": (0, None, False, "0 checkpoints at epoch ends only"),
     "max_image_pixels": (0, None, True, "e.g. 200000000 for large trusted scans"),
 }

@@ -48,6 +48,7 @@ class FitResult:
     best_state: dict | None = None
     interrupted: bool = False
     seconds: float = 0.0
+    stopped_at: int | None = None  # the epoch after which the time budget stopped training
 
 
 @torch.inference_mode()
@@ -97,6 +98,7 @@ class Context:
     tag: str = "train"
     epoch_offset: int = 0
     phase_info: dict[str, Any] | None = None
+    deadline: float | None = None  # time.perf_counter() by which training should end (--time-budget)
 
 
 def _validate(method: TrainingMethod, batches: Iterable, ctx: Context) -> dict[str, float]:
@@ -320,6 +322,7 @@ def fit(
     module = method.trainable()
     try:
         for run.epoch in range(run.epoch, epochs):
+            t_epoch_start = time.perf_counter()
             module.train()
             with EpochProgress(
                 f"{ctx.tag} epoch {ctx.epoch_offset + run.epoch + 1}/{ctx.epoch_offset + epochs}", steps_per_epoch,
@@ -346,6 +349,15 @@ def fit(
             run.keep_if_best(row)
             if ctx.checkpoint is not None and ctx.dist.from_main(ctx.checkpoint.due()):
                 run.snapshot(run.epoch + 1, 0, train.next_state())
+            if ctx.deadline is not None and run.epoch + 1 < epochs:
+                t_epoch = (time.perf_counter() - t_epoch_start)
+                if ctx.dist.from_main(time.perf_counter() + t_epoch > ctx.deadline):
+                    run.result.stopped_at = row["epoch"]
+                    console.print(
+                        f"[yellow]--time-budget: stopped after epoch {row['epoch']} of {ctx.epoch_offset + epochs} "
+                        f"(one more epoch, ~{t_epoch:.0f} s, would not fit)[/yellow]"
+                    )
+                    break
     except KeyboardInterrupt:
         run.result.interrupted = True
     run.result.seconds = time.perf_counter() - t0
@@ -363,7 +375,7 @@ def _log(row: dict[str, Any], optimizer: torch.optim.Optimizer, ctx: Context, *,
             if isinstance(v, (list, tuple)):
                 for i, x in enumerate(v):
                     ctx.writer.add_scalar(f"{ctx.tag}/{k}/{i}", x, row["epoch"])
-            elif k not in ("epoch", "phase"):
+            elif k not in ("epoch", "phase") and v is not None:
                 ctx.writer.add_scalar(f"{ctx.tag}/{k}", v, row["epoch"])
         for g in optimizer.param_groups:
             ctx.writer.add_scalar(f"{ctx.tag}/lr/{g.get('name', 'group')}", g["lr"], row["epoch"])

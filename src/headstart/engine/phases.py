@@ -35,6 +35,7 @@ class PhasesResult:
     best_epoch: int = 0
     interrupted: bool = False
     seconds: float = 0.0
+    stopped_at: int | None = None
 
 
 def run_phases(
@@ -64,5 +65,8 @@ def run_phases(
         offset += phase.epochs
         if fr.interrupted:
             out.interrupted = True
+            break
+        if fr.stopped_at is not None:
+            out.stopped_at = fr.stopped_at
             break
     return out

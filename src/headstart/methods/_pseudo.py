@@ -238,8 +238,8 @@ class UnlabeledMethod:
         known, right, kept, drawn = all_sum(self.counts).tolist()
         self.counts = torch.zeros(4, dtype=torch.float64)
         out: dict[str, Any] = {"pool_mask": kept / max(1.0, drawn)}
-        if known > 0:
-            out["pool_pseudo_acc"] = right / known
+        if self.truth is not None:
+            out["pool_pseudo_acc"] = right / known if known > 0 else None  # None: nothing with a hidden label was kept
         return out
 
     # -- hooks of TrainingMethod ----------------------------------------------------------------
@@ -282,8 +282,8 @@ class UnlabeledMethod:
 
 def check_common(o: Any) -> None:
     """The options every pseudo-label method shares, checked (ValueError names the option)."""
-    if not 0.0 < o.threshold <= 1.0:
-        raise ValueError(f"threshold must be in (0, 1], got {o.threshold}")
+    if not 0.0 <= o.threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1] (0 keeps every pseudo-label), got {o.threshold}")
     if o.thresholds not in THRESHOLDS:
         raise ValueError(f"thresholds must be one of {', '.join(THRESHOLDS)}, got {o.thresholds!r}")
     if o.targets not in ("hard", "soft"):

@@ -100,3 +100,32 @@ def bars(values: dict[str, float], title: str, *, reference: float | None = None
     ax.set_title(title)
     ax.set_xlabel(xlabel)
     return _png(fig)
+
+
+def pool_curves(history: Sequence[dict[str, Any]]) -> bytes | None:
+    """Per epoch, what the unlabeled images gave: the share of drawn images kept (mask), the
+    share of the pool covered, the pseudo-labels' accuracy by the hidden labels (when known),
+    and the lowest, mean and highest per-class threshold."""
+    rows = [h for h in history if any(k.startswith("pool_") for k in h)]
+    if not rows:
+        return None
+    ep = [h["epoch"] for h in rows]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.2))
+    for key, label in (("pool_mask", "mask rate"), ("pool_coverage", "pool covered"), ("pool_pseudo_acc", "pseudo-label accuracy")):
+        pts = [(e, h[key]) for e, h in zip(ep, rows) if h.get(key) is not None]
+        if pts:
+            axes[0].plot(*zip(*pts), marker="o", label=label)
+    axes[0].set_ylim(0, 1.02)
+    axes[0].set_title("unlabeled images")
+    axes[0].set_xlabel("epoch")
+    axes[0].legend()
+    th = [(e, h["pool_thresholds"]) for e, h in zip(ep, rows) if h.get("pool_thresholds")]
+    if th:
+        es, ts = zip(*th)
+        axes[1].plot(es, [min(t) for t in ts], label="lowest class")
+        axes[1].plot(es, [sum(t) / len(t) for t in ts], label="mean")
+        axes[1].plot(es, [max(t) for t in ts], label="highest class")
+        axes[1].legend()
+    axes[1].set_title("confidence thresholds")
+    axes[1].set_xlabel("epoch")
+    return _png(fig)

@@ -1,0 +1,181 @@
+"""The unlabeled methods through ``headstart train``: a teacher's table reaches the student and
+is kept in its run; label spreading feeds a head on cached features; a kill -9 in the middle of
+consistency training resumes bit for bit; bad combinations are refused before training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image, ImageOps
+from safetensors.torch import load_file
+
+from headstart import TrainConfig, train
+from headstart.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def pool_folder(shapes_folder, tmp_path_factory):
+    """The labeled shapes mirrored (other content), under class subfolders: hidden truth."""
+    out = tmp_path_factory.mktemp("pool")
+    for path in sorted(p for p in shapes_folder.rglob("*") if p.is_file()):
+        try:
+            with Image.open(path) as img:
+                (out / path.parent.name).mkdir(exist_ok=True)
+                ImageOps.mirror(img.convert("RGB")).save(out / path.parent.name / f"m{path.stem}.png")
+        except OSError:
+            continue
+    return out
+
+
+def _cfg(data, out, **kw):
+    base = dict(data=str(data), output=str(out), image_size=32, device="cpu", progress=False, val_fraction=0.3, batch_size=8)
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_teacher_runs_table_reaches_the_student_and_stays_in_its_run(shapes_folder, pool_folder, tmp_path):
+    from headstart.data import load_unlabeled
+    from headstart.data.tensors import images_tensor
+    from headstart.predictor import Predictor
+
+    teacher = train(_cfg(shapes_folder, tmp_path / "t", strategy="partial", freeze_stages=6, epochs=3))
+    student = train(_cfg(
+        shapes_folder, tmp_path / "s", strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(pool_folder), method="pseudolabel",
+        teacher=str(teacher.run_dir), method_options={"view": "strong", "targets": "soft", "threshold": "0.0"},
+    ))
+    table = load_file(str(student.run_dir / "teacher_targets.safetensors"))["probs"]
+    pool = load_unlabeled(str(pool_folder))
+    expected = Predictor(teacher.run_dir, device="cpu").proba_tensor(images_tensor(pool, size=32, num_workers=0))
+    assert table.shape == (30, 3)
+    np.testing.assert_allclose(table.numpy(), expected, atol=1e-5)
+    metrics = json.loads((student.run_dir / "metrics.json").read_text())
+    truth = np.array([["disc", "square", "stripes"].index(Path(p).parent.name) for p in pool.images])
+    assert metrics["teacher"]["accuracy"] == pytest.approx(float((expected.argmax(1) == truth).mean()))
+    assert all(row["pool_coverage"] == 1.0 for row in metrics["history"])  # threshold 0: every image kept
+    requested = yaml.safe_load((student.run_dir / "config.yaml").read_text())["requested"]
+    assert requested["teacher"] == str(teacher.run_dir) and requested["method"] == "pseudolabel"
+    splits = json.loads((student.run_dir / "splits.json").read_text())
+    assert splits["unlabeled"]["used"] == 30 and splits["unlabeled"]["hidden_truth"] == 30
+
+
+def test_label_spreading_feeds_a_linear_head_on_cached_features(shapes_folder, pool_folder, tmp_path):
+    res = train(_cfg(
+        shapes_folder, tmp_path / "p", strategy="linear", epochs=3, unlabeled=str(pool_folder), method="pseudolabel",
+        teacher="propagate", method_options={"view": "plain", "threshold": "0.0", "targets": "soft"},
+    ))
+    metrics = json.loads((res.run_dir / "metrics.json").read_text())
+    assert metrics["propagation"]["n_pool"] == 30 and metrics["teacher"]["source"] == "propagate"
+    assert metrics["feature_cache"]["misses"] >= 1  # the head trained on cached features, pool included
+    assert 0 <= metrics["history"][-1]["train_unsup_loss"] and "pool_pseudo_acc" in metrics["history"][-1]
+
+
+def test_bad_combinations_are_refused_before_any_data_is_read(tmp_path):
+    for kw, msg in [
+        (dict(method="fixmatch"), "learns from unlabeled images: give --unlabeled"),
+        (dict(method="fixmatch", unlabeled="pool"), "--labels-per-class K"),
+        (dict(method="fixmatch", unlabeled="x", teacher="runs/t"), "--teacher gives fixed targets"),
+        (dict(method="pseudolabel", unlabeled="x", method_options={"view": "blurry"}), "view must be one of"),
+    ]:
+        with pytest.raises(ConfigError, match=msg):
+            train(_cfg(tmp_path / "missing-data", tmp_path / "o", **kw))
+
+
+def _cmd(data, pool, out, *extra):
+    return [
+        sys.executable, "-m", "headstart", "train", str(data), "-o", str(out), "--strategy", "partial", "--freeze-stages", "6",
+        "--image-size", "32", "--epochs", "20", "--val-fraction", "0.3", "--batch-size", "8", "--checkpoint-every", "2",
+        "--device", "cpu", "--no-progress", "--unlabeled", str(pool), "--method", "fixmatch",
+        "-O", "thresholds=flexmatch", "-O", "threshold=0.5", "-O", "align=true", "-O", "ema_decay=0.9", *extra,
+    ]
+
+
+def test_kill_minus_nine_in_consistency_training_then_resume_matches_uninterrupted(shapes_folder, pool_folder, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    ref = tmp_path / "ref"
+    subprocess.run(_cmd(shapes_folder, pool_folder, ref), check=True, env=env, capture_output=True)
+    run = tmp_path / "killed"
+    proc = subprocess.Popen(_cmd(shapes_folder, pool_folder, run), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = run / "checkpoint" / "last.pt"
+    deadline, killed_at = time.time() + 240, None
+    while time.time() < deadline and proc.poll() is None:
+        if ckpt.exists():
+            try:
+                state = torch.load(ckpt, weights_only=True)
+            except Exception:  # noqa: BLE001 - atomic writes make this rare; try again
+                continue
+            if state["step"] >= 13:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = state["step"]
+                break
+        time.sleep(0.02)
+    proc.wait()
+    assert killed_at is not None, "the run finished before it could be killed; make it longer"
+    res = subprocess.run([sys.executable, "-m", "headstart", "train", "--resume", str(run), "--no-progress"], env=env, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr + res.stdout
+    a, b = load_file(str(ref / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ha, hb = (json.loads((r / "metrics.json").read_text())["history"] for r in (ref, run))
+    assert ha == hb and any(row["pool_thresholds"] != ha[0]["pool_thresholds"] for row in ha)  # the curriculum moved, and resumed
+
+
+@pytest.fixture(scope="module")
+def big_pool(shapes_folder, tmp_path_factory):
+    """90 unlabeled images (each labeled shape mirrored, flipped and both): three per label."""
+    out = tmp_path_factory.mktemp("bigpool")
+    for path in sorted(p for p in shapes_folder.rglob("*") if p.is_file()):
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+        except OSError:
+            continue
+        for k, im in enumerate((ImageOps.mirror(rgb), ImageOps.flip(rgb), ImageOps.flip(ImageOps.mirror(rgb)))):
+            im.save(out / f"{path.parent.name}-{path.stem}-{k}.png")
+    return out
+
+
+def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes_folder, big_pool, tmp_path):
+    out = tmp_path / "auto"
+    res = train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(big_pool)))
+    assert res.run_dir == out
+    assert json.loads((out / "teacher" / "metrics.json").read_text())["interrupted"] is False
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["requested"]["teacher"] == str(out / "teacher") and saved["requested"]["method"] == "pseudolabel"
+    assert saved["requested"]["method_options"]["view"] == "strong" and saved["requested"]["drop_path_rate"] == 0.2
+    assert "self-training" in saved["reasons"]["method"]
+    assert json.loads((out / "selftrain.json").read_text())["requested"]["method"] == "auto"
+    # the CLI resumes such a run from its request while no student has started
+    from headstart.cli import _resume_config
+
+    (out / "config.yaml").unlink()
+    cfg = _resume_config(out, set(), {"progress": False})
+    assert cfg.method == "auto" and cfg.resume and cfg.unlabeled == str(big_pool)
+
+
+def test_auto_keeps_supervised_when_the_pool_is_small(shapes_folder, pool_folder, tmp_path):
+    res = train(_cfg(shapes_folder, tmp_path / "small", strategy="linear", epochs=2, unlabeled=str(pool_folder)))
+    saved = yaml.safe_load((res.run_dir / "config.yaml").read_text())
+    assert saved["requested"]["method"] == "supervised" and "too few" in saved["reasons"]["method"]
+    assert not (res.run_dir / "teacher").exists()
+
+
+def test_a_time_budget_sizes_the_students_share_of_the_pool(tmp_path):
+    from headstart.api_semi import _pool_limit
+
+    teacher = tmp_path / "t"
+    teacher.mkdir()
+    (teacher / "metrics.json").write_text(json.dumps({"history": [{}] * 10, "num_train": 100, "fit_seconds": 10.0}))  # 100 img/s
+    cfg = TrainConfig(data="x", time_budget=10.0)
+    n, why = _pool_limit(cfg, teacher, 1_000_000, 3, spent_s=60.0)
+    per_image = (1 / 3 + 4 / 3) / 100.0
+    assert n == int(0.85 * (600.0 - 60.0) / per_image) and "100 img/s" in why
+    assert _pool_limit(cfg, teacher, 500, 3, 60.0)[0] == 500  # never more than the pool
+    assert _pool_limit(TrainConfig(data="x"), teacher, 500, 3, 60.0)[0] is None

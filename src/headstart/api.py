@@ -106,7 +106,12 @@ def train(config: TrainConfig) -> TrainResult:
             if config.method == AUTO and config.unlabeled:
                 from .api_semi import self_training
 
-                return self_training(config, lambda cfg, **kw: _train(cfg, dist, device, time.perf_counter(), **kw), t_start)
+                def one(cfg: TrainConfig, **kw: Any) -> TrainResult:
+                    if cfg.search and not cfg.resume and cfg.method == "supervised":  # the teacher's recipe may be searched
+                        return _search_then_train(cfg, dist, device, time.perf_counter())
+                    return _train(cfg, dist, device, time.perf_counter(), **kw)
+
+                return self_training(config, one, t_start)
             if config.method == AUTO:
                 config = config.with_updates(method="supervised")
             if config.search and not config.resume:

@@ -115,7 +115,7 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
         pool = len(load_unlabeled(config.unlabeled, on_bad_image=config.on_bad_image))
     if pool < MIN_POOL_RATIO * labeled:
         console.print(f"  [bold]method[/bold] auto: {pool} unlabeled images for {labeled} labeled (< {MIN_POOL_RATIO:g}×): supervised")
-        plain = config.with_updates(method="supervised", resume=config.resume and (out / "config.yaml").is_file())
+        plain = config.with_updates(method="supervised", resume=config.resume and (out / "config.yaml").is_file(), search=False)
         return train_one(plain, notes={"method": f"auto: {pool} unlabeled images for {labeled} labeled is fewer than "
                                                  f"{MIN_POOL_RATIO:g}× — too few to pay for a teacher and a student: supervised"})
     t0 = time.perf_counter()
@@ -134,7 +134,7 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
         raise DataError(f"--time-budget {config.time_budget:g} leaves time for only {limit} unlabeled images after the teacher "
                         f"({teacher_dir}, a finished supervised run); raise --time-budget, or use that teacher as it is")
     student = config.with_updates(
-        method="pseudolabel", teacher=str(teacher_dir), method_options=options, unlabeled_limit=limit,
+        method="pseudolabel", teacher=str(teacher_dir), method_options=options, unlabeled_limit=limit, search=False,
         drop_path_rate=config.drop_path_rate or 0.2, resume=config.resume and (out / "checkpoint").exists(),
         time_budget=None if config.time_budget is None else max(0.5, config.time_budget - spent / 60.0),
     )

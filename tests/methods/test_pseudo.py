@@ -137,3 +137,8 @@ def test_a_teacher_table_gives_the_student_its_soft_targets_on_the_kept_images()
         expected += -kept * (target[0] * ls[0] + target[1] * ls[1])
     assert out["unsup_loss"].item() == pytest.approx(expected / 3, rel=1e-5)
     assert method.epoch_info()["pool_coverage"] == pytest.approx(2 / 3)
+
+
+def test_a_confidence_equal_to_the_threshold_is_kept():
+    t = Thresholds("fixed", 0.6, num_classes=2, pool_size=1)
+    assert t.mask(torch.tensor([[0.6, 0.4], [0.4, 0.6], [0.59, 0.41]])).tolist() == [1.0, 1.0, 0.0]

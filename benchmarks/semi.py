@@ -36,13 +36,43 @@ from headstart.api import selftrain  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+ONLINE = {
+    # the methods that need no teacher run, each on its own from the ImageNet weights (label, config fields)
+    "fixmatch": ("fixmatch (online)", {"method": "fixmatch"}),
+    "pseudolabel": ("pseudolabel (online, flexmatch)", {"method": "pseudolabel", "method_options": {"thresholds": "flexmatch"}}),
+    "propagate": ("label spreading on frozen features + linear head",
+                  {"strategy": "linear", "method": "pseudolabel", "teacher": "propagate",
+                   "method_options": {"view": "plain", "targets": "soft", "threshold": "0.0"}}),
+}
+
+
+def online_rows(k: int, seed: int, names: list[str], limit: int | None, work: Path) -> list[dict]:
+    rows = []
+    for name in names:
+        label, fields = ONLINE[name]
+        out = work / f"k{k}-s{seed}" / name
+        t0 = time.perf_counter()
+        train(TrainConfig(data="fashion-mnist", labels_per_class=k, seed=seed, output=str(out), progress=False, unlabeled="pool",
+                          unlabeled_limit=limit, **fields))
+        wall = time.perf_counter() - t0
+        m = json.loads((out / "metrics.json").read_text())
+        last = (m.get("history") or [{}])[-1]
+        pa = (m.get("teacher") or {}).get("accuracy", last.get("pool_pseudo_acc"))
+        rows.append({"labels": k, "seed": seed, "method": label, "round": 0, "test_acc": evaluate(str(out))["accuracy"],
+                     "wall_s": round(wall, 1), "pseudo_acc": pa, "mask": last.get("pool_mask")})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 def one_seed(k: int, seed: int, rounds: int, limit: int | None, work: Path, epochs: int | None, options: dict) -> list[dict]:
     t0 = time.perf_counter()
     teacher = work / f"k{k}-s{seed}" / "teacher"
-    train(TrainConfig(data="fashion-mnist", labels_per_class=k, seed=seed, output=str(teacher), progress=False))
+    train(TrainConfig(data="fashion-mnist", labels_per_class=k, seed=seed, output=str(teacher), progress=False, method="supervised"))
     t_teacher = time.perf_counter() - t0
     rows = [{"labels": k, "seed": seed, "method": "supervised auto (teacher)", "round": 0,
              "test_acc": evaluate(str(teacher))["accuracy"], "wall_s": round(t_teacher, 1), "pseudo_acc": None}]
+    if rounds == 0:
+        return rows
     overrides = {"unlabeled_limit": limit} if limit else {}
     if epochs:
         overrides["epochs"] = epochs
@@ -78,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=20000, help="unlabeled images per round (0: the whole pool)")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("-O", dest="options", action="append", default=[], help="student option key=value")
+    ap.add_argument("--online", nargs="*", default=[], choices=sorted(ONLINE), help="also these methods without a teacher run")
     ap.add_argument("--tag", default="fashion-mnist")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     a = ap.parse_args(argv)
@@ -89,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         for seed in a.seeds:
             rows += one_seed(k, seed, a.rounds, a.limit or None, work, a.epochs, options)
             print(json.dumps(rows[-a.rounds - 1:]), flush=True)
+            rows += online_rows(k, seed, a.online, a.limit or None, work)
     summary = summarise(rows)
     info = machine_info()
     command = "python benchmarks/semi.py " + " ".join(argv if argv is not None else sys.argv[1:])

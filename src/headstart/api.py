@@ -162,7 +162,29 @@ def _model(config: TrainConfig, num_classes: int):
         )
     for w in caught:
         console.print(f"[bold red]warning:[/bold red] {w.message}")
+    if config.init_from:
+        _load_run_weights(model, config)
     return model
+
+
+def _load_run_weights(model: Any, config: TrainConfig) -> None:
+    """``--init-from RUN``: the run's whole network (its backbone and classes must be this run's)."""
+    from safetensors.torch import load_file
+
+    run = Path(config.init_from)
+    meta_path = run / "model.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"--init-from {run} is not a finished run folder (no model.json)")
+    import json
+
+    meta = json.loads(meta_path.read_text())
+    if meta.get("backbone") != config.backbone:
+        raise ConfigError(f"--init-from {run} is a {meta.get('backbone')} run; this run's --backbone is {config.backbone}")
+    state = load_file(str(run / "model.safetensors"))
+    if tuple(state["head.weight"].shape) != tuple(model.head.weight.shape):
+        raise ConfigError(f"--init-from {run} has {state['head.weight'].shape[0]} classes, this data {model.head.weight.shape[0]}")
+    model.load_state_dict(state)
+    model.pretrained = True
 
 
 @dataclass

@@ -115,7 +115,7 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
         pool = len(load_unlabeled(config.unlabeled, on_bad_image=config.on_bad_image))
     if pool < MIN_POOL_RATIO * labeled:
         console.print(f"  [bold]method[/bold] auto: {pool} unlabeled images for {labeled} labeled (< {MIN_POOL_RATIO:g}×): supervised")
-        plain = config.with_updates(method="supervised", resume=config.resume and (out / "config.yaml").is_file(), search=False)
+        plain = config.with_updates(method="supervised", resume=config.resume and (out / "config.yaml").is_file())
         return train_one(plain, notes={"method": f"auto: {pool} unlabeled images for {labeled} labeled is fewer than "
                                                  f"{MIN_POOL_RATIO:g}× — too few to pay for a teacher and a student: supervised"})
     t0 = time.perf_counter()

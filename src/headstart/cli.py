@@ -341,7 +341,7 @@ def _launch(processes: int) -> int:
 
 # May differ on --resume: where it runs and how it shows progress, not what it computes.
 _RESUME_FREE = frozenset({"resume", "device", "progress", "overwrite"})
-_PATH_KEYS = frozenset({"data", "output", "val", "unlabeled", "weights", "teacher"})
+_PATH_KEYS = frozenset({"data", "output", "val", "unlabeled", "weights", "teacher", "init_from"})
 
 
 def _same_value(key: str, given, saved) -> bool:

@@ -39,6 +39,10 @@ class TrainConfig:
     })
     output: str = knob("runs/latest", "Run folder to write.", flags=("--output", "-o"))
     backbone: str = knob("efficientnet_lite0", "A registered architecture (`headstart models` shows them).")
+    init_from: str | None = knob(
+        None, "Start from a finished run's network, head included (same backbone and classes), instead of --weights: e.g. a "
+        "teacher that goes on learning from its own pseudo-labels."
+    )
     weights: str = knob("default", "'default' (installed ImageNet weights), a state-dict file, or 'none' (random initialisation).")
     strategy: str = knob("auto", "How to fine-tune: auto measures the data and chooses (see `headstart advise`), or a fixed strategy (`headstart list strategies`).")
     method: str = knob(

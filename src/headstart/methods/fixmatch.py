@@ -43,7 +43,7 @@ class FixMatchOptions:
 
 @METHODS.register("fixmatch")
 class FixMatch(UnlabeledMethod, TrainingMethod):
-    """FixMatch consistency: a weak view's confident prediction is the target of a strong view of the same unlabeled image.
+    """FixMatch: a weak view's confident prediction is the target of a strong view of the same unlabeled image.
 
     See the module docstring for the options beyond the paper.
     """

@@ -86,10 +86,11 @@ def select(table: torch.Tensor, threshold: float, keep: float, balance: bool) ->
 
 @METHODS.register("pseudolabel")
 class PseudoLabel(UnlabeledMethod, TrainingMethod):
-    """Pseudo-labels on unlabeled images: the model's own confident predictions (Lee 2013; FlexMatch/FreeMatch thresholds), or a
-    --teacher's fixed table (Noisy Student's student with view=strong, targets=soft).
+    """Confident predictions on unlabeled images train as their targets: the model's own, or a --teacher's fixed table.
 
-    See the module docstring for the loss and what is logged.
+    Online as in Lee (2013), with fixed or FlexMatch/FreeMatch thresholds; with ``--teacher`` and
+    ``view=strong``, ``targets=soft`` it is Noisy Student's student. See the module docstring for
+    the loss and what is logged.
     """
 
     Options = PseudoLabelOptions

@@ -26,7 +26,7 @@ def test_fixmatch_with_flexmatch_thresholds_trains_in_two_processes(tmp_path):
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     m = json.loads((out / "metrics.json").read_text())
-    assert "2 processes" in proc.stdout
+    assert "2 processes" in proc.stdout + proc.stderr
     for row in m["history"]:
         assert 0.0 <= row["pool_mask"] <= 1.0 and len(row["pool_thresholds"]) == 10
         assert row["pool_coverage"] >= 0.0

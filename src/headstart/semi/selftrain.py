@@ -49,7 +49,7 @@ def round_config(plan: SelftrainPlan, r: int, teacher: str) -> TrainConfig:
         raise RunError(f"{plan.teacher} is not a finished headstart run folder (no config.yaml); train the first teacher with "
                        "`headstart train`")
     requested = dict(saved["requested"])
-    if requested.get("method") not in (None, "supervised", "pseudolabel"):
+    if requested.get("method") not in (None, "auto", "supervised", "pseudolabel"):
         raise ConfigError(f"the teacher {plan.teacher} was trained with --method {requested['method']}; selftrain starts from a "
                           "supervised (or earlier selftrain) run")
     requested.update(

@@ -26,7 +26,7 @@ from .advise.cached import advise_data as advise
 from .advise.search import search_then_train
 from .api_augment import augment_audit, augment_preview
 from .api_predict import evaluate, predict
-from .api_semi import selftrain
+from .api_semi import pool_epochs, read_unlabeled, selftrain, teacher_targets
 from .augment import batch_mix, build_policy, parse_invariances, policy_steps
 from .augment.policies import view_augmenter
 from .augment.store import audit_warnings
@@ -53,9 +53,8 @@ from .finetune.recipe import fine_tune_phases, probe_module, probe_phases
 from .methods import METHODS, Setup, TrainingMethod, build_options, create_method
 from .predictor import Predictor
 from .report import classification_metrics
-from .runfolder import TrainingFolder, model_meta, open_for_training, read_advice, refuse_finished, write_json
-from .semi.pool import POOL, Pool, evaluation_sets, read_pool
-from .semi.teacher import PROPAGATE, load_table, run_teacher_table, save_table, table_summary
+from .runfolder import TrainingFolder, load_run_weights, model_meta, open_for_training, read_advice, refuse_finished, write_json
+from .semi.pool import POOL, Pool
 from .version import __version__
 
 AUTO = "auto"  # --strategy auto: measure the data, let advise/rules.py choose
@@ -163,28 +162,8 @@ def _model(config: TrainConfig, num_classes: int):
     for w in caught:
         console.print(f"[bold red]warning:[/bold red] {w.message}")
     if config.init_from:
-        _load_run_weights(model, config)
+        load_run_weights(model, config.init_from, config.backbone)
     return model
-
-
-def _load_run_weights(model: Any, config: TrainConfig) -> None:
-    """``--init-from RUN``: the run's whole network (its backbone and classes must be this run's)."""
-    from safetensors.torch import load_file
-
-    run = Path(config.init_from)
-    meta_path = run / "model.json"
-    if not meta_path.is_file():
-        raise ConfigError(f"--init-from {run} is not a finished run folder (no model.json)")
-    import json
-
-    meta = json.loads(meta_path.read_text())
-    if meta.get("backbone") != config.backbone:
-        raise ConfigError(f"--init-from {run} is a {meta.get('backbone')} run; this run's --backbone is {config.backbone}")
-    state = load_file(str(run / "model.safetensors"))
-    if tuple(state["head.weight"].shape) != tuple(model.head.weight.shape):
-        raise ConfigError(f"--init-from {run} has {state['head.weight'].shape[0]} classes, this data {model.head.weight.shape[0]}")
-    model.load_state_dict(state)
-    model.pretrained = True
 
 
 @dataclass
@@ -289,17 +268,10 @@ def _train(
     }
     job = _Job(config, dist, device, folder, data, decided, model, reasons, resolved, None, options, t_start=t_start)  # type: ignore[arg-type]
     if config.unlabeled:
-        job.pool = read_pool(
-            config.unlabeled, full=data.full, pool_idx=data.pool_idx, labeled=data.labeled,
-            evaluation=evaluation_sets(config.data, data.val_set if config.val else None, config.on_bad_image), data_spec=config.data,
-            transductive=config.transductive, limit=config.unlabeled_limit, seed=config.seed, on_bad_image=config.on_bad_image,
-        )
-        data.unlabeled, data.pool_record = job.pool.images, job.pool.record()
-        if not job.needs.unlabeled_views and "method" not in reasons:
-            console.print(f"  [dim]--method {config.method} does not learn from the unlabeled images (--method pseudolabel or fixmatch does)[/dim]")
+        read_unlabeled(job)
     job.setup = job.run_setup()
     if job.needs.unlabeled_views:
-        job.pool_steps, job.pool_epochs = _pool_epochs(job)
+        job.pool_steps, job.pool_epochs = pool_epochs(job)
     audit = _augmentation(job)
     model.to(device).to(memory_format=torch.channels_last)
     _announce(job, advice is not None)
@@ -316,7 +288,7 @@ def _train(
         if replaced:
             console.print(f"  [dim]replaced the earlier run in {folder.path} ({', '.join(replaced)})[/dim]")
     if config.teacher:
-        _teacher_targets(job)
+        teacher_targets(job, lambda: _model(config, len(job.classes)))
     from torch.utils.tensorboard import SummaryWriter
 
     job.writer = SummaryWriter(str(folder.path / "tb")) if dist.is_main else None
@@ -403,77 +375,6 @@ def _tensors(job: _Job) -> dict[str, torch.Tensor]:
         pool_size = size if size is not None or data.unlabeled.is_array else job.plan.image_size
         out["unlabeled_x"] = images_tensor(data.unlabeled, size=pool_size, num_workers=workers)
     return out
-
-
-def _teacher_targets(job: _Job) -> None:
-    """``--teacher``: the fixed table of class probabilities for the pool, computed once (the
-    teacher run's predictions, or label spreading over the frozen body's features) and kept in
-    the run folder, so a resumed run reads the same targets."""
-    config, folder = job.config, job.folder.path
-    pool_x = job.tensors["unlabeled_x"]
-    table = load_table(folder, len(pool_x)) if config.resume else None
-    if table is None:
-        if config.teacher == PROPAGATE:
-            table = _propagated_table(job)
-        else:
-            table = run_teacher_table(config.teacher, pool_x, job.classes, device=str(job.device))
-        if job.dist.is_main:
-            save_table(folder, table, {"teacher": config.teacher, "pool": len(pool_x)})
-    summary = table_summary(table, job.pool.truth if job.pool is not None else None)
-    job.extra["teacher"] = {"source": config.teacher, **summary}
-    right = f", {summary['accuracy']:.1%} right by the hidden labels" if "accuracy" in summary else ""
-    console.print(
-        f"  [bold]teacher[/bold] {config.teacher}: mean confidence {summary['mean_confidence']:.2f}, "
-        f"{summary['share_conf_0.9']:.0%} of the pool at ≥ 0.9{right}"
-    )
-    job.setup = dataclasses.replace(job.setup, pool_targets=table)
-
-
-def _propagated_table(job: _Job) -> torch.Tensor:
-    """``--teacher propagate``: labels spread from the labeled images over a kNN graph of the
-    frozen pretrained body's features of labeled and pool images (``semi.propagate``)."""
-    from .semi.propagate import propagate
-
-    config, p, t = job.config, job.plan, job.tensors
-    body = _model(config, len(job.classes)).to(job.device).to(memory_format=torch.channels_last)
-    body.freeze(body.num_stages)
-    cache = FeatureCache(default_cache_dir() if config.feature_cache else None)
-    prepare = Prepare(body.preprocess, p.image_size, job.device)
-
-    def feats(imageset: ImageSet, x: torch.Tensor, what: str) -> torch.Tensor:
-        y = torch.zeros(len(x), dtype=torch.long)
-        return cached_features(
-            body, imageset, x, y, cache=cache, image_size=p.image_size, prepare=prepare, device=job.device, dist=job.dist,
-            what=what, show_progress=config.progress,
-        )[0]
-
-    labeled = feats(job.data.train_set, t["train_x"], "labeled")
-    pool = feats(job.data.unlabeled, t["unlabeled_x"], "unlabeled")
-    out = propagate(labeled.numpy(), t["train_y"].numpy(), pool.numpy(), len(job.classes), seed=config.seed)
-    job.extra["propagation"] = {"seconds": out.seconds, **out.info}
-    return torch.from_numpy(out.probs).float()
-
-
-def _pool_epochs(job: _Job) -> tuple[int, int]:
-    """For a method with an unlabeled stream: (steps per epoch, epochs). An epoch draws about
-    the pool's size of unlabeled images (at least one pass over the labeled ones); without
-    --epochs, as many epochs as the plan's optimizer steps fill (at least one)."""
-    ratio = job.needs.unlabeled_ratio or 1
-    n, world = len(job.data.train_set), job.dist.world_size
-    full, rest = divmod(n, job.plan.batch_size)
-    labeled_steps = full + (1 if rest >= world else 0)  # as engine.Batches counts them
-    per_step = ratio * job.plan.batch_size
-    pool = len(job.pool)  # type: ignore[arg-type]
-    steps = max(labeled_steps, -(-pool // per_step))
-    if job.config.epochs:
-        return steps, job.config.epochs
-    epochs = max(1, round(job.plan.epochs * labeled_steps / steps))
-    job.reasons["epochs"] = (
-        f"{epochs} epoch(s) of {steps} steps, each drawing ~{steps * per_step} unlabeled images (the pool's {pool}) beside "
-        f"{job.plan.batch_size} labeled per step: the plan's {job.plan.epochs * labeled_steps} optimizer steps, at least one pass"
-    )
-    job.resolved["epochs"] = epochs
-    return steps, epochs
 
 
 def _fit_on_features(job: _Job):

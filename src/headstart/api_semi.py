@@ -1,16 +1,29 @@
-"""The self-training API: ``selftrain`` runs Noisy Student rounds (``semi.selftrain``) through
-``train``, scoring each round on the data's test split where it has one."""
+"""The self-training API and the unlabeled pieces of a training run.
+
+``selftrain`` runs Noisy Student rounds (``semi.selftrain``) through ``train``, scoring each round
+on the data's test split where it has one; ``self_training`` is ``train --unlabeled`` with
+``--method auto`` (a teacher, then a student). ``read_unlabeled``, ``teacher_targets`` and
+``pool_epochs`` are the steps ``api._train`` takes when a run has unlabeled images.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import torch
+
+from .console import console
+from .data import ImageSet
 from .data.sources import is_builtin
+from .engine import Prepare, cached_features
+from .engine.cache import FeatureCache, default_cache_dir
 from .runfolder import read_config
 from .semi.selftrain import SelftrainPlan
 from .semi.selftrain import selftrain as run_rounds
+from .semi.teacher import PROPAGATE, load_table, run_teacher_table, save_table, table_summary
 
 
 def selftrain(
@@ -91,7 +104,6 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
     import time
 
     from .config import TrainConfig
-    from .console import console
     from .data.labeled import read_training_data
     from .errors import DataError
     from .fileio import atomic_write
@@ -146,3 +158,92 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
         "unlabeled_limit": why_limit if limit is None or limit >= pool else f"{limit} of {pool} unlabeled images: {why_limit}",
     }
     return train_one(TrainConfig.from_dict(student.to_dict()), notes=notes)
+
+
+# -- the unlabeled pieces of one training run (``api._train`` passes its ``_Job``) --------------
+
+
+def read_unlabeled(job: Any) -> None:
+    """``--unlabeled``: the pool read and checked (``semi.pool``), into the job and its data."""
+    from .semi.pool import evaluation_sets, read_pool
+
+    config, data = job.config, job.data
+    job.pool = read_pool(
+        config.unlabeled, full=data.full, pool_idx=data.pool_idx, labeled=data.labeled,
+        evaluation=evaluation_sets(config.data, data.val_set if config.val else None, config.on_bad_image), data_spec=config.data,
+        transductive=config.transductive, limit=config.unlabeled_limit, seed=config.seed, on_bad_image=config.on_bad_image,
+    )
+    data.unlabeled, data.pool_record = job.pool.images, job.pool.record()
+    if not job.needs.unlabeled_views and "method" not in job.reasons:
+        console.print(f"  [dim]--method {config.method} does not learn from the unlabeled images (--method pseudolabel or fixmatch does)[/dim]")
+
+
+def teacher_targets(job: Any, build_body: Callable[[], Any]) -> None:
+    """``--teacher``: the fixed table of class probabilities for the pool, computed once (the
+    teacher run's predictions, or label spreading over the frozen body's features) and kept in
+    the run folder, so a resumed run reads the same targets."""
+    config, folder = job.config, job.folder.path
+    pool_x = job.tensors["unlabeled_x"]
+    table = load_table(folder, len(pool_x)) if config.resume else None
+    if table is None:
+        if config.teacher == PROPAGATE:
+            table = _propagated_table(job, build_body())
+        else:
+            table = run_teacher_table(config.teacher, pool_x, job.classes, device=str(job.device))
+        if job.dist.is_main:
+            save_table(folder, table, {"teacher": config.teacher, "pool": len(pool_x)})
+    summary = table_summary(table, job.pool.truth if job.pool is not None else None)
+    job.extra["teacher"] = {"source": config.teacher, **summary}
+    right = f", {summary['accuracy']:.1%} right by the hidden labels" if "accuracy" in summary else ""
+    console.print(
+        f"  [bold]teacher[/bold] {config.teacher}: mean confidence {summary['mean_confidence']:.2f}, "
+        f"{summary['share_conf_0.9']:.0%} of the pool at ≥ 0.9{right}"
+    )
+    job.setup = dataclasses.replace(job.setup, pool_targets=table)
+
+
+def _propagated_table(job: Any, body: Any) -> torch.Tensor:
+    """``--teacher propagate``: labels spread from the labeled images over a kNN graph of the
+    frozen pretrained body's features of labeled and pool images (``semi.propagate``)."""
+    from .semi.propagate import propagate
+
+    config, p, t = job.config, job.plan, job.tensors
+    body = body.to(job.device).to(memory_format=torch.channels_last)
+    body.freeze(body.num_stages)
+    cache = FeatureCache(default_cache_dir() if config.feature_cache else None)
+    prepare = Prepare(body.preprocess, p.image_size, job.device)
+
+    def feats(imageset: ImageSet, x: torch.Tensor, what: str) -> torch.Tensor:
+        y = torch.zeros(len(x), dtype=torch.long)
+        return cached_features(
+            body, imageset, x, y, cache=cache, image_size=p.image_size, prepare=prepare, device=job.device, dist=job.dist,
+            what=what, show_progress=config.progress,
+        )[0]
+
+    labeled = feats(job.data.train_set, t["train_x"], "labeled")
+    pool = feats(job.data.unlabeled, t["unlabeled_x"], "unlabeled")
+    out = propagate(labeled.numpy(), t["train_y"].numpy(), pool.numpy(), len(job.classes), seed=config.seed)
+    job.extra["propagation"] = {"seconds": out.seconds, **out.info}
+    return torch.from_numpy(out.probs).float()
+
+
+def pool_epochs(job: Any) -> tuple[int, int]:
+    """For a method with an unlabeled stream: (steps per epoch, epochs). An epoch draws about
+    the pool's size of unlabeled images (at least one pass over the labeled ones); without
+    --epochs, as many epochs as the plan's optimizer steps fill (at least one)."""
+    ratio = job.needs.unlabeled_ratio or 1
+    n, world = len(job.data.train_set), job.dist.world_size
+    full, rest = divmod(n, job.plan.batch_size)
+    labeled_steps = full + (1 if rest >= world else 0)  # as engine.Batches counts them
+    per_step = ratio * job.plan.batch_size
+    pool = len(job.pool)  # type: ignore[arg-type]
+    steps = max(labeled_steps, -(-pool // per_step))
+    if job.config.epochs:
+        return steps, job.config.epochs
+    epochs = max(1, round(job.plan.epochs * labeled_steps / steps))
+    job.reasons["epochs"] = (
+        f"{epochs} epoch(s) of {steps} steps, each drawing ~{steps * per_step} unlabeled images (the pool's {pool}) beside "
+        f"{job.plan.batch_size} labeled per step: the plan's {job.plan.epochs * labeled_steps} optimizer steps, at least one pass"
+    )
+    job.resolved["epochs"] = epochs
+    return steps, epochs

@@ -364,3 +364,22 @@ def open_for_training(output: str | Path, *, resume: bool, overwrite: bool, chec
     else:
         refuse_finished(path, overwrite)
     return folder
+
+
+def load_run_weights(model: Any, run_dir: str | Path, backbone: str) -> None:
+    """``--init-from RUN``: the run's whole network, head included, into ``model`` (a backbone
+    built for this run); the run's architecture and number of classes must be this run's."""
+    from .errors import ConfigError
+
+    run = Path(run_dir)
+    meta_path = run / "model.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"--init-from {run} is not a finished run folder (no model.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("backbone") != backbone:
+        raise ConfigError(f"--init-from {run} is a {meta.get('backbone')} run; this run's --backbone is {backbone}")
+    state = load_file(str(run / "model.safetensors"))
+    if tuple(state["head.weight"].shape) != tuple(model.head.weight.shape):
+        raise ConfigError(f"--init-from {run} has {state['head.weight'].shape[0]} classes, this data {model.head.weight.shape[0]}")
+    model.load_state_dict(state)
+    model.pretrained = True

@@ -55,7 +55,7 @@ def round_config(plan: SelftrainPlan, r: int, teacher: str) -> TrainConfig:
     requested.update(
         output=str(Path(plan.output) / f"round-{r}"), unlabeled=plan.unlabeled, method="pseudolabel", teacher=str(teacher),
         method_options={**STUDENT_NOISE, **{k: str(v) for k, v in plan.options.items()}}, drop_path_rate=plan.drop_path_rate,
-        resume=False, overwrite=False, search=False,
+        resume=False, overwrite=False, search=False, time_budget=None, init_from=None,  # the teacher's own run limits stay its own
     )
     if plan.student:
         requested["backbone"] = plan.student

@@ -149,6 +149,11 @@ def _check(config: TrainConfig) -> tuple[bool, Any]:
         raise ConfigError("--unlabeled pool is what --labels-per-class K leaves unlabeled of the training split; give --labels-per-class K")
     if config.teacher and config.method != "pseudolabel":
         raise ConfigError(f"--teacher gives fixed targets to --method pseudolabel, not to --method {config.method}")
+    if config.teacher and (options.thresholds != "fixed" or options.align or options.ema_decay):
+        raise ConfigError("with --teacher the targets are a fixed table: -O thresholds=flexmatch/freematch, align and ema_decay are "
+                          "for the online method (drop --teacher, or those options)")
+    if needs.unlabeled_views and (config.cutmix or config.mixup):
+        raise ConfigError(f"--method {config.method} does not mix batches; drop --cutmix/--mixup")
     return auto, options
 
 

@@ -84,6 +84,8 @@ def test_bad_combinations_are_refused_before_any_data_is_read(tmp_path):
         (dict(method="fixmatch", unlabeled="pool"), "--labels-per-class K"),
         (dict(method="fixmatch", unlabeled="x", teacher="runs/t"), "--teacher gives fixed targets"),
         (dict(method="pseudolabel", unlabeled="x", method_options={"view": "blurry"}), "view must be one of"),
+        (dict(method="pseudolabel", unlabeled="x", teacher="runs/t", method_options={"thresholds": "flexmatch"}), "fixed table"),
+        (dict(method="fixmatch", unlabeled="x", cutmix=1.0), "does not mix batches"),
     ]:
         with pytest.raises(ConfigError, match=msg):
             train(_cfg(tmp_path / "missing-data", tmp_path / "o", **kw))

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -36,6 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT))
 
 from headstart.semi.propagate import propagate
 
@@ -44,36 +44,22 @@ LIMIT_NONE_S = 300.0
 
 
 def machine_info() -> dict:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False, cwd=ROOT).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "src/headstart/semi/propagate.py"], capture_output=True, text=True,
-                                    check=False, cwd=ROOT).stdout.strip())
-    except OSError:
-        commit, dirty = "", False
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """The harness's machine record (``benchmarks.strategies.machine_info``) plus what this
+    benchmark also depends on: the scientific stack, whether the module measured was edited
+    since the commit, and the load of the shared machine."""
     import scipy
     import sklearn
 
+    from benchmarks.strategies import machine_info as base
+
+    try:
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "src/headstart/semi/propagate.py"], capture_output=True, text=True,
+                                    check=False, cwd=ROOT).stdout.strip())
+    except OSError:
+        dirty = False
     return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "sklearn": sklearn.__version__,
-        "torch": torch.__version__,
-        "commit": commit,
-        "propagate_py_uncommitted": dirty,
-        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
+        **base(), "numpy": np.__version__, "scipy": scipy.__version__, "sklearn": sklearn.__version__,
+        "propagate_py_uncommitted": dirty, "loadavg_1_5_15": [round(v, 2) for v in os.getloadavg()],
     }
 
 

@@ -21,7 +21,7 @@ from .data.sources import is_builtin
 from .engine import Prepare, cached_features
 from .engine.cache import FeatureCache, default_cache_dir
 from .runfolder import read_config
-from .semi.selftrain import SelftrainPlan
+from .semi.selftrain import SelftrainPlan, finished
 from .semi.selftrain import selftrain as run_rounds
 from .semi.teacher import PROPAGATE, load_table, run_teacher_table, save_table, table_summary
 
@@ -70,11 +70,6 @@ continue the teacher or the student, whichever was stopped."""
 
 MIN_POOL_RATIO = 2.0
 """Self-training is tried only when the pool holds at least this many images per labeled one."""
-
-
-def _finished(run: Path) -> bool:
-    m = run / "metrics.json"
-    return (run / "model.json").is_file() and m.is_file() and not json.loads(m.read_text()).get("interrupted")
 
 
 def _pool_limit(config: Any, teacher: Path, pool: int, ratio: int, spent_s: float) -> tuple[int | None, str]:
@@ -131,7 +126,7 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
         return train_one(plain, notes={"method": f"auto: {pool} unlabeled images for {labeled} labeled is fewer than "
                                                  f"{MIN_POOL_RATIO:g}× — too few to pay for a teacher and a student: supervised"})
     t0 = time.perf_counter()
-    if _finished(teacher_dir):
+    if finished(teacher_dir):
         console.print(f"  [dim]teacher {teacher_dir} already trained[/dim]")
     else:
         budget = None if config.time_budget is None else 0.35 * config.time_budget

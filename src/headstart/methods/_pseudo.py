@@ -231,6 +231,16 @@ class UnlabeledMethod:
         self.counts += pseudo_counts(mask, pred, truth)
         return {"mask": mask.float().mean()}
 
+    def step_result(self, sup: torch.Tensor, unsup: torch.Tensor, l_logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                    pred: torch.Tensor, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """What a pseudo-label step returns: the loss (labeled + ``weight`` × unlabeled), both
+        parts, the labeled accuracy and the mask rate (the counts behind the pool figures kept)."""
+        out = {"loss": sup + self.options.weight * unsup, "sup_loss": sup.detach(), "unsup_loss": unsup.detach()}
+        hard = labels if labels.ndim == 1 else labels.argmax(1)
+        out["acc"] = (l_logits.detach().argmax(1) == hard).float().mean()
+        out.update(self.stats(mask, pred, index))
+        return out
+
     def pool_counts_info(self) -> dict[str, Any]:
         """The epoch's pseudo-label figures, over every process, and the counts reset:
         ``pool_mask`` (share of drawn images kept) and, where hidden labels are known,

@@ -60,7 +60,6 @@ class FixMatch(UnlabeledMethod, TrainingMethod):
         self._init_unlabeled()
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
-        o = self.options
         x_l, y_l = batch.images, batch.labels
         weak, strong = batch.views["unlabeled_weak"], batch.views["unlabeled_strong"]
         idx = batch.extras["unlabeled_index"]
@@ -76,8 +75,4 @@ class FixMatch(UnlabeledMethod, TrainingMethod):
         sup = F.cross_entropy(l_logits.float(), y_l, label_smoothing=self.setup.label_smoothing)
         targets, mask, pred = self.pseudo_targets(torch.softmax(w_logits.float(), 1), idx)
         unsup = masked_mean(soft_cross_entropy(s_logits, targets), mask)
-        out = {"loss": sup + o.weight * unsup, "sup_loss": sup.detach(), "unsup_loss": unsup.detach()}
-        hard = y_l if y_l.ndim == 1 else y_l.argmax(1)
-        out["acc"] = (l_logits.detach().argmax(1) == hard).float().mean()
-        out.update(self.stats(mask, pred, idx))
-        return out
+        return self.step_result(sup, unsup, l_logits, y_l, mask, pred, idx)

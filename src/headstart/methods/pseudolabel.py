@@ -131,11 +131,7 @@ class PseudoLabel(UnlabeledMethod, TrainingMethod):
                 teacher = u_logits.detach() if self.ema is None else self.ema.module(u)
             targets, mask, pred = self.pseudo_targets(torch.softmax(teacher.float(), 1), idx)
         unsup = masked_mean(soft_cross_entropy(u_logits, targets), mask)
-        out = {"loss": sup + o.weight * unsup, "sup_loss": sup.detach(), "unsup_loss": unsup.detach()}
-        hard = y_l if y_l.ndim == 1 else y_l.argmax(1)
-        out["acc"] = (l_logits.detach().argmax(1) == hard).float().mean()
-        out.update(self.stats(mask, pred, idx))
-        return out
+        return self.step_result(sup, unsup, l_logits, y_l, mask, pred, idx)
 
     def epoch_info(self) -> dict[str, Any]:
         if self.selected is None:

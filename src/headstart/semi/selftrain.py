@@ -64,8 +64,8 @@ def round_config(plan: SelftrainPlan, r: int, teacher: str) -> TrainConfig:
     return TrainConfig.from_dict(requested)
 
 
-def _finished(run: Path) -> bool:
-    """A round whose training ended (not interrupted)."""
+def finished(run: Path) -> bool:
+    """A run whose training ended (not interrupted): a round, or the route's teacher."""
     metrics = run / "metrics.json"
     return (run / "model.json").is_file() and metrics.is_file() and not json.loads(metrics.read_text()).get("interrupted")
 
@@ -94,11 +94,11 @@ def selftrain(plan: SelftrainPlan, train: Callable[[TrainConfig], Any], score: C
         run = Path(cfg.output)
         console.rule(f"selftrain round {r}/{plan.rounds}: teacher {teacher}")
         t0 = time.perf_counter()
-        if resume and run.exists() and not _finished(run):
+        if resume and run.exists() and not finished(run):
             cfg = cfg.with_updates(resume=True)
-        elif run.exists() and _finished(run) and not resume:
+        elif run.exists() and finished(run) and not resume:
             raise RunError(f"{run} already holds a finished round; give another -o, or --resume to continue the rounds")
-        if not (resume and _finished(run)):
+        if not (resume and finished(run)):
             train(cfg)
         metrics = json.loads((run / "metrics.json").read_text())
         history = metrics.get("history") or [{}]

@@ -55,6 +55,7 @@ from .predictor import Predictor
 from .report import classification_metrics
 from .runfolder import TrainingFolder, load_run_weights, model_meta, open_for_training, read_advice, refuse_finished, write_json
 from .semi.pool import POOL, Pool
+from .semi.teacher import check_teachers
 from .version import __version__
 
 AUTO = "auto"  # --strategy auto: measure the data, let advise/rules.py choose
@@ -105,6 +106,9 @@ def train(config: TrainConfig) -> TrainResult:
             if config.method == AUTO and config.unlabeled:
                 from .api_semi import self_training
 
+                if config.teachers is not None and config.teachers < 1:
+                    raise ConfigError(f"--teachers {config.teachers}: give at least 1")
+
                 def one(cfg: TrainConfig, **kw: Any) -> TrainResult:
                     if cfg.search and not cfg.resume and cfg.method == "supervised":  # the teacher's recipe may be searched
                         return _search_then_train(cfg, dist, device, time.perf_counter())
@@ -152,6 +156,11 @@ def _check(config: TrainConfig) -> tuple[bool, Any]:
     if config.teacher and (options.thresholds != "fixed" or options.align or options.ema_decay):
         raise ConfigError("with --teacher the targets are a fixed table: -O thresholds=flexmatch/freematch, align and ema_decay are "
                           "for the online method (drop --teacher, or those options)")
+    if config.teacher:
+        check_teachers(config.teacher)
+    if config.teachers is not None:  # the self-training route takes it off the configurations it trains
+        raise ConfigError("--teachers N is how many teachers --method auto trains for its unlabeled images; give it with "
+                          "--unlabeled (and no other --method), or drop it")
     if needs.unlabeled_views and (config.cutmix or config.mixup):
         raise ConfigError(f"--method {config.method} does not mix batches; drop --cutmix/--mixup")
     return auto, options

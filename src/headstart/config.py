@@ -95,11 +95,20 @@ class TrainConfig:
         False, "Keep unlabeled images that are also evaluation images (same content); otherwise they are dropped so scores stay honest."
     )
     teacher: str | None = knob(
-        None, "Where --method pseudolabel takes its targets: a finished run folder (its predictions on the unlabeled images), "
+        None, "Where --method pseudolabel takes its targets: a finished run folder (its predictions on the unlabeled images; "
+        "several folders separated by commas: the mean of their predictions), "
         "'propagate' (label spreading over the frozen body's features), or none: the model being trained labels them itself."
+    )
+    teachers: int | None = knob(
+        None, "With --unlabeled and --method auto: how many supervised teachers to train on the same labels (seeds --seed, "
+        "--seed+1, ...) and label the unlabeled images with together (default: as many as --time-budget allows, at most 4)."
     )
     knn_k: int | None = knob(None, "Neighbours for --strategy knn (default: chosen on validation).")
     seed: int = knob(0, "Seed for splits, initialisation and batch order.")
+    split_seed: int | None = knob(
+        None, "Seed for the --labels-per-class draw and the validation split alone (default: --seed), so runs of several "
+        "seeds can share their labeled images (an ensemble's members, a teacher's students)."
+    )
     on_bad_image: str = knob("skip", "skip: list unreadable files and go on | error: stop at the first.")
     device: str = knob("auto", "auto | cpu | cuda | cuda:1 ...")
     num_workers: int = knob(2, "Processes decoding image files.")

@@ -66,6 +66,20 @@ def test_a_teacher_runs_table_reaches_the_student_and_stays_in_its_run(shapes_fo
     splits = json.loads((student.run_dir / "splits.json").read_text())
     assert splits["unlabeled"]["used"] == 30 and splits["unlabeled"]["hidden_truth"] == 30
 
+    # two teachers, comma-separated: the mean of their probabilities, each one's score recorded
+    other = train(_cfg(shapes_folder, tmp_path / "t2", strategy="partial", freeze_stages=6, epochs=3, seed=1, split_seed=0))
+    both = train(_cfg(
+        shapes_folder, tmp_path / "s2", strategy="partial", freeze_stages=6, epochs=1, unlabeled=str(pool_folder), method="pseudolabel",
+        teacher=f"{teacher.run_dir},{other.run_dir}", method_options={"view": "plain", "targets": "soft", "threshold": "0.0"},
+    ))
+    second = Predictor(other.run_dir, device="cpu").proba_tensor(images_tensor(pool, size=32, num_workers=0))
+    assert np.abs(second - expected).max() > 1e-3  # two different teachers
+    mean = load_file(str(both.run_dir / "teacher_targets.safetensors"))["probs"]
+    np.testing.assert_allclose(mean.numpy(), (expected + second) / 2, atol=1e-5)
+    members = json.loads((both.run_dir / "metrics.json").read_text())["teacher"]["members"]
+    assert [m["accuracy"] for m in members] == pytest.approx([float((p.argmax(1) == truth).mean()) for p in (expected, second)])
+    assert json.loads((other.run_dir / "splits.json").read_text())["train_indices"] == splits["train_indices"]  # --split-seed 0
+
 
 def test_label_spreading_feeds_a_linear_head_on_cached_features(shapes_folder, pool_folder, tmp_path):
     res = train(_cfg(
@@ -87,6 +101,10 @@ def test_bad_combinations_are_refused_before_any_data_is_read(tmp_path):
         (dict(method="pseudolabel", unlabeled="x", method_options={"view": "blurry"}), "view must be one of"),
         (dict(method="pseudolabel", unlabeled="x", teacher="runs/t", method_options={"thresholds": "flexmatch"}), "fixed table"),
         (dict(method="fixmatch", unlabeled="x", cutmix=1.0), "does not mix batches"),
+        (dict(method="pseudolabel", unlabeled="x", teacher=f"{tmp_path}/nope"), "nope is not a finished run folder"),
+        (dict(teachers=2), "--teachers N is how many"),
+        (dict(teachers=2, method="pseudolabel", unlabeled="x"), "--teachers N is how many"),
+        (dict(teachers=0, unlabeled="x"), "at least 1"),
     ]:
         with pytest.raises(ConfigError, match=msg):
             train(_cfg(tmp_path / "missing-data", tmp_path / "o", **kw))
@@ -147,11 +165,16 @@ def big_pool(shapes_folder, tmp_path_factory):
 
 def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes_folder, big_pool, tmp_path):
     out = tmp_path / "auto"
-    res = train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(big_pool)))
+    res = train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(big_pool), teachers=2))
     assert res.run_dir == out
-    assert json.loads((out / "teacher" / "metrics.json").read_text())["interrupted"] is False
+    for t in ("teacher", "teacher-2"):
+        assert json.loads((out / t / "metrics.json").read_text())["interrupted"] is False
+    seeds = [yaml.safe_load((out / t / "config.yaml").read_text())["requested"] for t in ("teacher", "teacher-2")]
+    assert [(c["seed"], c["split_seed"]) for c in seeds] == [(0, None), (1, 0)]
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["requested"]["teacher"] == str(out / "teacher") and saved["requested"]["method"] == "pseudolabel"
+    assert saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}" and saved["requested"]["method"] == "pseudolabel"
+    route = json.loads((out / "selftrain.json").read_text())
+    assert route["plan"]["teachers"] == 2 and route["plan"]["limit"] is None and route["costs"]["forward_ips"] > 0
     assert saved["requested"]["method_options"]["view"] == "strong" and saved["requested"]["drop_path_rate"] == 0.2
     assert "self-training" in saved["reasons"]["method"]
     assert json.loads((out / "selftrain.json").read_text())["requested"]["method"] == "auto"
@@ -170,15 +193,31 @@ def test_auto_keeps_supervised_when_the_pool_is_small(shapes_folder, pool_folder
     assert not (res.run_dir / "teacher").exists()
 
 
-def test_a_time_budget_sizes_the_students_share_of_the_pool(tmp_path):
-    from headstart.api_semi import _pool_limit
+def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
+    from headstart.api_semi import BUDGET_MARGIN, POOL_ENOUGH, ROUTE_TEACHERS, RouteCosts, plan_route
 
-    teacher = tmp_path / "t"
-    teacher.mkdir()
-    (teacher / "metrics.json").write_text(json.dumps({"history": [{}] * 10, "num_train": 100, "fit_seconds": 10.0}))  # 100 img/s
-    cfg = TrainConfig(data="x", time_budget=10.0)
-    n, why = _pool_limit(cfg, teacher, 1_000_000, 3, spent_s=60.0)
-    per_image = (1 / 3 + 4 / 3) / 100.0
-    assert n == int(0.85 * (600.0 - 60.0) / per_image) and "100 img/s" in why
-    assert _pool_limit(cfg, teacher, 500, 3, 60.0)[0] == 500  # never more than the pool
-    assert _pool_limit(TrainConfig(data="x"), teacher, 500, 3, 60.0)[0] is None
+    costs = RouteCosts(teacher_s=100.0, forward_ips=500.0, step_s=0.4, min_steps=400, unlabeled_per_step=48)
+
+    def naive(k, n):  # every cost written out
+        steps = max(400, int(np.ceil(n / 48)))
+        return (k - 1) * 100.0 + k * n / 500.0 + steps * 0.4
+
+    # no budget: the most teachers, every image; --teachers wins
+    assert (plan_route(None, costs, 60_000, asked=None).teachers, plan_route(None, costs, 60_000, asked=None).limit) == (ROUTE_TEACHERS, None)
+    assert plan_route(None, costs, 60_000, asked=2).teachers == 2
+    for left in (300.0, 700.0, 1200.0, 1700.0, 5000.0):
+        plan = plan_route(left, costs, 60_000, asked=None)
+        avail = BUDGET_MARGIN * left
+        assert naive(plan.teachers, plan.limit) <= avail + 1e-9 and (plan.limit == 60_000 or naive(plan.teachers, plan.limit + 1) > avail)
+        more = plan.teachers + 1
+        if more <= ROUTE_TEACHERS:  # one more teacher would leave the student too few images
+            assert naive(more, POOL_ENOUGH) > avail
+        if plan.teachers > 1:
+            assert plan.limit >= POOL_ENOUGH
+    assert plan_route(5000.0, costs, 60_000, asked=None).teachers == ROUTE_TEACHERS
+    assert plan_route(300.0, costs, 60_000, asked=None).teachers == 1
+    small = plan_route(1000.0, costs, 900, asked=None)  # a small pool: all of it, and teachers with the time
+    assert small.limit == 900 and naive(small.teachers, 900) <= BUDGET_MARGIN * 1000.0
+    forced = plan_route(700.0, costs, 60_000, asked=3)
+    assert forced.teachers == 3 and naive(3, forced.limit) <= BUDGET_MARGIN * 700.0 < naive(3, forced.limit + 1)
+    assert plan_route(200.0, costs, 60_000, asked=None).limit == 5000  # 170 s: 400 steps (160 s) and 10 s of labelling

@@ -42,9 +42,14 @@ class TrainingData:
         if config.val:
             self.val_set = align_classes(resolve(config.val, split="test", on_bad_image=config.on_bad_image), list(self.full.classes), config.val)
         elif val_fraction > 0:
-            tr, va = stratified_split(labeled.labels, val_fraction, config.seed)
+            tr, va = stratified_split(labeled.labels, val_fraction, split_seed(config))
             self.train_set, self.val_set = labeled.subset(tr), labeled.subset(va)
             self.train_idx, self.val_idx = self.labeled_idx[tr], self.labeled_idx[va]
+
+
+def split_seed(config: Any) -> int:
+    """The seed of the labeled draw and the validation split: ``--split-seed``, else ``--seed``."""
+    return config.seed if getattr(config, "split_seed", None) is None else config.split_seed
 
 
 def read_training_data(config: Any) -> TrainingData:
@@ -55,7 +60,7 @@ def read_training_data(config: Any) -> TrainingData:
     check_trainable(full)
     labeled_idx, pool_idx = np.arange(len(full)), np.array([], dtype=np.int64)
     if config.labels_per_class:
-        labeled_idx, pool_idx = few_shot(full.labels, config.labels_per_class, config.seed)
+        labeled_idx, pool_idx = few_shot(full.labels, config.labels_per_class, split_seed(config))
     return TrainingData(full, labeled_idx, pool_idx, None)
 
 
@@ -64,7 +69,7 @@ def read_training_data(config: Any) -> TrainingData:
 def splits_record(config: Any, data: TrainingData) -> dict[str, Any]:
     """What ``splits.json`` keeps, so every split of the run can be rebuilt."""
     return {
-        "data": config.data, "seed": config.seed, "labels_per_class": config.labels_per_class,
+        "data": config.data, "seed": config.seed, "split_seed": split_seed(config), "labels_per_class": config.labels_per_class,
         "labeled_indices": data.labeled_idx.tolist(), "train_indices": data.train_idx.tolist(), "val_indices": data.val_idx.tolist(),
         "val_data": config.val, "unlabeled_pool_size": int(len(data.pool_idx)), "unlabeled_folder": config.unlabeled,
         "unlabeled_folder_images": None if data.unlabeled is None else len(data.unlabeled),

@@ -5,6 +5,7 @@ run folder (``teacher_targets.safetensors``), so a resumed student reads the sam
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,33 @@ TARGETS_FILE = "teacher_targets.safetensors"
 PROPAGATE = "propagate"
 
 
-def run_teacher_table(teacher: str, pool_x: torch.Tensor, classes: list[str], *, device: str = "auto", batch_size: int = 256) -> torch.Tensor:
-    """The class probabilities ``(P, C)`` of the finished run ``teacher`` for the uint8 pool
-    images ``pool_x``, in the student's class order (the teacher must have the same classes)."""
+def teacher_runs(spec: str) -> list[str]:
+    """The run folders ``--teacher`` names: one, or several separated by commas (an ensemble:
+    the mean of their probabilities). A folder whose own name holds a comma is taken whole."""
+    spec = str(spec)
+    if Path(spec).is_dir() or "," not in spec:
+        return [spec]
+    return [s.strip() for s in spec.split(",") if s.strip()]
+
+
+def check_teachers(spec: str) -> None:
+    """Refuse, before any data is read, a ``--teacher`` that names no finished run."""
+    if spec == PROPAGATE:
+        return
+    for run in teacher_runs(spec):
+        if not (Path(run) / "model.json").is_file():
+            raise ConfigError(f"--teacher {run} is not a finished run folder (no model.json); train the teacher first, or give "
+                              f"--teacher {PROPAGATE}")
+
+
+def member_tables(teacher: str, pool_x: torch.Tensor, classes: list[str], *, device: str = "auto", batch_size: int = 256) -> list[torch.Tensor]:
+    """The class probabilities ``(P, C)`` of each finished run ``teacher`` names, for the uint8
+    pool images ``pool_x``, in the student's class order (a teacher must have the same classes).
+    Several runs teach by the mean of their tables."""
+    return [_one_table(run, pool_x, classes, device=device, batch_size=batch_size) for run in teacher_runs(teacher)]
+
+
+def _one_table(teacher: str, pool_x: torch.Tensor, classes: list[str], *, device: str, batch_size: int) -> torch.Tensor:
     from ..predictor import Predictor
 
     path = Path(teacher)
@@ -40,9 +65,28 @@ def run_teacher_table(teacher: str, pool_x: torch.Tensor, classes: list[str], *,
 
 
 def save_table(folder: Path, table: torch.Tensor, info: dict[str, Any]) -> None:
+    """The table and what made it (``info``: JSON-able values) into the run folder."""
     from safetensors.torch import save_file
 
-    save_file({"probs": table.contiguous()}, str(folder / TARGETS_FILE), metadata={k: str(v) for k, v in info.items()})
+    save_file({"probs": table.contiguous()}, str(folder / TARGETS_FILE), metadata={k: json.dumps(v) for k, v in info.items()})
+
+
+def table_info(folder: Path) -> dict[str, Any]:
+    """The ``info`` saved with the table (empty when there is none)."""
+    from safetensors import safe_open
+
+    path = folder / TARGETS_FILE
+    if not path.is_file():
+        return {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    out = {}
+    for k, v in meta.items():
+        try:
+            out[k] = json.loads(v)
+        except ValueError:  # a table saved before its info was JSON
+            out[k] = v
+    return out
 
 
 def load_table(folder: Path, pool_size: int) -> torch.Tensor | None:

@@ -261,7 +261,74 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
         "teachers": plan.why_teachers,
         "unlabeled_limit": plan.why_limit if plan.limit is None or plan.limit >= pool else f"{plan.limit} of {pool} unlabeled images: {plan.why_limit}",
     }
-    return train_one(TrainConfig.from_dict(student.to_dict()), notes=notes)
+    result = train_one(TrainConfig.from_dict(student.to_dict()), notes=notes)
+    check = validation_check(out, teachers, device=_device_of(config), on_bad_image=config.on_bad_image)
+    _record_check(out, check)
+    return result
+
+
+def validation_check(student: Path, teachers: list[Path], *, device: str, on_bad_image: str = "skip") -> dict[str, Any] | None:
+    """The student against its teachers together on the run's validation images: accuracy,
+    calibration (ECE, NLL) of each, and whether the student is below them by more than noise
+    (McNemar, |z| > 2) — the route's own guard against a student worse than its baseline.
+    ``None`` when the run has no validation split (every label trained)."""
+    import numpy as np
+
+    from .errors import DataError
+    from .predictor import Predictor
+    from .report.metrics import calibration, paired_difference
+    from .runfolder import rebuild_split
+
+    student_p = Predictor(student, device=device)
+    try:
+        images, _, _ = rebuild_split(student_p.run, "val", on_bad_image)
+    except DataError:
+        return None
+    x = student_p.images_of(images, num_workers=0)
+    classes = student_p.classes
+    labels = np.asarray([classes.index(images.classes[i]) for i in images.labels])
+
+    def probs(p: Predictor) -> np.ndarray:
+        out = p.proba_tensor(x, batch_size=256)
+        return out[:, [p.classes.index(c) for c in classes]]
+
+    mine = probs(student_p)
+    theirs = np.mean([probs(Predictor(t, device=device)) for t in teachers], axis=0)
+    s, t = calibration(mine, labels), calibration(theirs, labels)
+    diff = paired_difference(mine.argmax(1) == labels, theirs.argmax(1) == labels)
+    worse = diff["beyond_noise"] and diff["z"] < 0
+    return {
+        "images": int(len(labels)),
+        "student": {k: s[k] for k in ("accuracy", "ece", "nll")},
+        "teachers": {k: t[k] for k in ("accuracy", "ece", "nll")},
+        "student_only_right": diff["a_only"], "teachers_only_right": diff["b_only"], "z": diff["z"],
+        "verdict": "below its teachers beyond noise" if worse else ("above its teachers beyond noise" if diff["beyond_noise"] else "within noise of its teachers"),
+    }
+
+
+def _record_check(out: Path, check: dict[str, Any] | None) -> None:
+    """The check into ``metrics.json`` (``route``) and the console; a student below its
+    teachers is said with what to use instead."""
+    from .fileio import atomic_write
+
+    metrics_path = out / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    if check is None:
+        metrics["route"] = {"validation": None, "why": "no validation split (every label trained): the student's gain over its "
+                                                       "teachers is measured on a labeled test set (`headstart eval`)"}
+        console.print("  [dim]route: no validation split, so the student is not compared with its teachers here; "
+                      f"`headstart eval {out}` and `headstart eval {out}/teacher` on labeled test images compare them[/dim]")
+    else:
+        metrics["route"] = {"validation": check}
+        s, t = check["student"], check["teachers"]
+        line = (f"validation ({check['images']} images): student {s['accuracy']:.4f} (ECE {s['ece']:.3f}), its teachers together "
+                f"{t['accuracy']:.4f} (ECE {t['ece']:.3f}): {check['verdict']} (z = {check['z']:.1f})")
+        if check["verdict"].startswith("below"):
+            console.print(f"  [bold yellow]route[/bold yellow] {line}; the teachers are the better model here: use {out}/teacher "
+                          "(or train with --method supervised)")
+        else:
+            console.print(f"  [bold]route[/bold] {line}")
+    atomic_write(metrics_path, lambda tmp: Path(tmp).write_text(json.dumps(metrics, indent=2)))
 
 
 def _device_of(config: Any) -> str:

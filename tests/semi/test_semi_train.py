@@ -175,6 +175,24 @@ def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes
     assert saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}" and saved["requested"]["method"] == "pseudolabel"
     route = json.loads((out / "selftrain.json").read_text())
     assert route["plan"]["teachers"] == 2 and route["plan"]["limit"] is None and route["costs"]["forward_ips"] > 0
+    # the route's guard: the student against its teachers together on the validation images
+    from headstart import evaluate
+    from headstart.predictor import Predictor
+    from headstart.runfolder import rebuild_split
+
+    check = json.loads((out / "metrics.json").read_text())["route"]["validation"]
+    assert check["student"]["accuracy"] == pytest.approx(evaluate(str(out), data="val")["accuracy"])
+    val, _, _ = rebuild_split(Predictor(out, device="cpu").run, "val", "skip")
+    ps = [Predictor(out / t, device="cpu") for t in ("teacher", "teacher-2")]
+    together = np.mean([p.proba_tensor(p.images_of(val, num_workers=0)) for p in ps], axis=0)
+    truth = np.asarray(val.labels)
+    assert check["images"] == len(truth) and check["teachers"]["accuracy"] == pytest.approx(float((together.argmax(1) == truth).mean()))
+    assert check["verdict"] in ("within noise of its teachers", "below its teachers beyond noise", "above its teachers beyond noise")
+    from headstart.semi.report import pool_section
+
+    tables = [b[1] for b in pool_section(out).blocks if b[0] == "table"]
+    assert [r["teacher"] for r in tables[2]] == [str(out / "teacher"), str(out / "teacher-2")]  # each teacher alone, in the report
+    assert [r["model"] for r in tables[3]] == ["student", "teachers"] and tables[3][0]["accuracy"] == check["student"]["accuracy"]
     assert saved["requested"]["method_options"]["view"] == "strong" and saved["requested"]["drop_path_rate"] == 0.2
     assert "self-training" in saved["reasons"]["method"]
     assert json.loads((out / "selftrain.json").read_text())["requested"]["method"] == "auto"

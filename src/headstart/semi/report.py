@@ -81,7 +81,19 @@ def pool_section(run_dir: Path, predictor: Any = None) -> Section | None:
     if teacher:
         s.text(f"Targets from the teacher {teacher.get('source')}: its class probabilities for every pool image, computed once; "
                "accuracy columns use the pool's hidden labels, which never train.")
-        s.table([teacher])
+        s.table([{k: v for k, v in teacher.items() if k != "members"}])
+        members = teacher.get("members") or []
+        if members:
+            from .teacher import teacher_runs
+
+            names = teacher_runs(str(teacher.get("source")))
+            s.text(f"{len(members)} teachers taught together (the mean of their probabilities); each one alone:")
+            s.table([{"teacher": name, **m} for name, m in zip(names, members)])
+    check = (metrics.get("route") or {}).get("validation")
+    if check:
+        s.text(f"The student against its teachers together on {check['images']} validation images: {check['verdict']} "
+               f"(McNemar z = {check['z']:.2f}; |z| > 2 is beyond noise).")
+        s.table([{"model": who, **check[who]} for who in ("student", "teachers")])
     s.figure(plots.pool_curves(metrics.get("history") or []), "Per epoch: the share of drawn unlabeled images kept, the share of the "
              "pool covered, the kept pseudo-labels' accuracy by the hidden labels, and the per-class confidence thresholds.")
     pool, _ = rebuild_pool(run_dir)

@@ -34,6 +34,8 @@ from headstart import TrainConfig, evaluate, train  # noqa: E402
 from headstart.api import selftrain  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
+DATA = {"data": "fashion-mnist", "test": None}
+"""The data every run trains on, and the labeled test images (None: the built-in set's test split)."""
 
 
 ONLINE = {
@@ -52,13 +54,13 @@ def online_rows(k: int, seed: int, names: list[str], limit: int | None, work: Pa
         label, fields = ONLINE[name]
         out = work / f"k{k}-s{seed}" / name
         t0 = time.perf_counter()
-        train(TrainConfig(data="fashion-mnist", labels_per_class=k, seed=seed, output=str(out), progress=False, unlabeled="pool",
+        train(TrainConfig(data=DATA["data"], labels_per_class=k, seed=seed, output=str(out), progress=False, unlabeled="pool",
                           unlabeled_limit=limit, **fields))
         wall = time.perf_counter() - t0
         m = json.loads((out / "metrics.json").read_text())
         last = (m.get("history") or [{}])[-1]
         pa = (m.get("teacher") or {}).get("accuracy", last.get("pool_pseudo_acc"))
-        rows.append({"labels": k, "seed": seed, "method": label, "round": 0, "test_acc": evaluate(str(out))["accuracy"],
+        rows.append({"labels": k, "seed": seed, "method": label, "round": 0, "test_acc": evaluate(str(out), DATA["test"])["accuracy"],
                      "wall_s": round(wall, 1), "pseudo_acc": pa, "mask": last.get("pool_mask")})
         print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -67,10 +69,10 @@ def online_rows(k: int, seed: int, names: list[str], limit: int | None, work: Pa
 def one_seed(k: int, seed: int, rounds: int, limit: int | None, work: Path, epochs: int | None, options: dict) -> list[dict]:
     t0 = time.perf_counter()
     teacher = work / f"k{k}-s{seed}" / "teacher"
-    train(TrainConfig(data="fashion-mnist", labels_per_class=k, seed=seed, output=str(teacher), progress=False, method="supervised"))
+    train(TrainConfig(data=DATA["data"], labels_per_class=k, seed=seed, output=str(teacher), progress=False, method="supervised"))
     t_teacher = time.perf_counter() - t0
     rows = [{"labels": k, "seed": seed, "method": "supervised auto (teacher)", "round": 0,
-             "test_acc": evaluate(str(teacher))["accuracy"], "wall_s": round(t_teacher, 1), "pseudo_acc": None}]
+             "test_acc": evaluate(str(teacher), DATA["test"])["accuracy"], "wall_s": round(t_teacher, 1), "pseudo_acc": None}]
     if rounds == 0:
         return rows
     overrides = {"unlabeled_limit": limit} if limit else {}
@@ -91,13 +93,14 @@ def teachers_test_acc(runs: list[Path]) -> float:
     import numpy as np
 
     from headstart.data import resolve
-    from headstart.data.tensors import images_tensor
     from headstart.predictor import Predictor
 
-    test = resolve("fashion-mnist", split="test")
-    x = images_tensor(test, size=None, num_workers=0)
-    probs = np.mean([Predictor(r, device="cpu").proba_tensor(x, batch_size=256) for r in runs], axis=0)
-    return float((probs.argmax(1) == np.asarray(test.labels)).mean())
+    test = resolve(DATA["test"] or DATA["data"], split="test")
+    probs = []
+    for run in runs:
+        p = Predictor(run, device="cpu")
+        probs.append(p.proba_tensor(p.images_of(test, num_workers=0), batch_size=256)[:, [p.classes.index(c) for c in test.classes]])
+    return float((np.mean(probs, axis=0).argmax(1) == np.asarray(test.labels)).mean())
 
 
 def route_rows(k: int, seed: int, budget: float, work: Path) -> list[dict]:
@@ -105,7 +108,7 @@ def route_rows(k: int, seed: int, budget: float, work: Path) -> list[dict]:
     OUT/teacher, OUT/teacher-2..., then a Noisy Student round in OUT), all scored."""
     out = work / f"k{k}-s{seed}" / f"route-{budget:g}min"
     t0 = time.perf_counter()
-    train(TrainConfig(data="fashion-mnist", labels_per_class=k, seed=seed, output=str(out), progress=False, unlabeled="pool",
+    train(TrainConfig(data=DATA["data"], labels_per_class=k, seed=seed, output=str(out), progress=False, unlabeled="pool",
                       time_budget=budget))
     wall = time.perf_counter() - t0
     m = json.loads((out / "metrics.json").read_text())
@@ -113,13 +116,13 @@ def route_rows(k: int, seed: int, budget: float, work: Path) -> list[dict]:
     teachers = [out / "teacher"] + sorted(out.glob("teacher-*"), key=lambda p: int(p.name.split("-")[1]))
     rows = [
         {"labels": k, "seed": seed, "method": f"route: its first supervised teacher (--time-budget {budget:g})", "round": 0,
-         "test_acc": evaluate(str(out / "teacher"))["accuracy"], "wall_s": None, "pseudo_acc": None},
+         "test_acc": evaluate(str(out / "teacher"), DATA["test"])["accuracy"], "wall_s": None, "pseudo_acc": None},
     ]
     if len(teachers) > 1:
         rows.append({"labels": k, "seed": seed, "method": f"route: its teachers together (--time-budget {budget:g})", "round": 0,
                      "test_acc": teachers_test_acc(teachers), "wall_s": None, "pseudo_acc": None, "teachers": len(teachers)})
     rows.append({"labels": k, "seed": seed, "method": f"route: auto with the pool (--time-budget {budget:g})", "round": 1,
-                 "test_acc": evaluate(str(out))["accuracy"], "wall_s": round(wall, 1), "pseudo_acc": (m.get("teacher") or {}).get("accuracy"),
+                 "test_acc": evaluate(str(out), DATA["test"])["accuracy"], "wall_s": round(wall, 1), "pseudo_acc": (m.get("teacher") or {}).get("accuracy"),
                  "teachers": len(teachers), "unlabeled_used": used})
     print(json.dumps(rows), flush=True)
     return rows
@@ -153,9 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--online", nargs="*", default=[], choices=sorted(ONLINE), help="also these methods without a teacher run")
     ap.add_argument("--route", type=float, default=None, help="instead of teacher + rounds: the default route with this --time-budget")
     ap.add_argument("--tag", default="fashion-mnist")
+    ap.add_argument("--data", default="fashion-mnist", help="a built-in set, or a folder (then give --test)")
+    ap.add_argument("--test", default=None, help="labeled test images (default: the built-in set's test split)")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     a = ap.parse_args(argv)
     options = dict(o.split("=", 1) for o in a.options)
+    DATA.update(data=a.data, test=a.test)
     work = Path(a.work or tempfile.mkdtemp(prefix="semi-bench-"))
     t0 = time.perf_counter()
     rows: list[dict] = []
@@ -174,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     data = {"info": info, "command": command, "rows": rows, "summary": summary, "wall_s": time.perf_counter() - t0}
     (RESULTS / f"semi-{a.tag}.json").write_text(json.dumps(data, indent=2))
     lines = [
-        "# Benchmark `semi`: Fashion-MNIST, the rest of the training split as the unlabeled pool", "",
+        f"# Benchmark `semi`: {a.data}, the rest of the training split as the unlabeled pool", "",
+        f"Test images: {a.test or 'the official test split'}.", "",
         f"Machine: {info.get('cpu')}, {info.get('cores')} cores, GPU {info.get('gpu') or 'none'}; torch {info.get('torch')}; commit "
         f"{info.get('commit')}; {info.get('date')}. This run took {data['wall_s'] / 60:.1f} min.",
         f"Command: `{command}`", "",

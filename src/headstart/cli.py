@@ -351,7 +351,10 @@ def _same_value(key: str, given, saved) -> bool:
     if isinstance(given, (int, float)) and isinstance(saved, (int, float)) and not isinstance(given, bool):
         return float(given) == float(saved)
     if key in _PATH_KEYS and given is not None and saved is not None:
-        return Path(str(given)).expanduser().resolve() == Path(str(saved)).expanduser().resolve()
+        def paths(v) -> list[Path]:  # --teacher may name several runs, comma-separated
+            return [Path(p).expanduser().resolve() for p in (str(v).split(",") if key == "teacher" else [str(v)])]
+
+        return paths(given) == paths(saved)
     return False
 
 

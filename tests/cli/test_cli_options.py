@@ -251,3 +251,14 @@ def test_cli_imports_only_the_api_the_config_and_the_registry_index():
             for a in node.names:
                 assert not a.name.startswith("headstart"), f"line {node.lineno}: cli.py imports {a.name}"
     assert {"api", "config", "index"} <= seen
+
+
+def test_resume_compares_each_of_several_teachers_as_a_path(tmp_path, monkeypatch):
+    from headstart.cli import _same_value
+
+    monkeypatch.chdir(tmp_path)
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _same_value("teacher", "a,b", f"{a},{b}")  # relative and absolute name the same runs
+    assert not _same_value("teacher", "b,a", f"{a},{b}")  # another order is another mean's rounding: not the same run
+    assert not _same_value("teacher", "a", f"{a},{b}")
+    assert _same_value("output", "a", str(a)) and not _same_value("output", "a,b", f"{a},{b}")  # only --teacher is a list

@@ -7,6 +7,12 @@ W/k10-s0/teacher), then `python benchmarks/semi_variants.py` rebuilds the table:
   strong-30k-2ep:        headstart selftrain TEACHER --unlabeled pool --rounds 1 --unlabeled-limit 30000 --epochs 2
   fixmatch-init-from-teacher: headstart train fashion-mnist --labels-per-class 10 --seed 0 --unlabeled pool --unlabeled-limit 20000
                          --method fixmatch --init-from TEACHER   (then headstart eval)
+Students of four teachers together (T4 = the four teachers of `benchmarks/semi.py --labels 10 --seeds 0 --route 30`'s
+route folder, given as --teacher T/teacher,T/teacher-2,T/teacher-3,T/teacher-4); each:
+  headstart train fashion-mnist --labels-per-class 10 --seed 0 --unlabeled pool --unlabeled-limit 20000 --method pseudolabel
+      --teacher T4 -O view=strong -O threshold=0.3 --drop-path-rate 0.2 --strategy partial --freeze-stages F [-O ...]
+  teachers4-freeze2-soft-lr01: F=2, -O targets=soft        teachers4-freeze5-soft-lr01: F=5, -O targets=soft
+  teachers4-freeze5-hard-lr01: F=5, -O targets=hard        teachers4-freeze5-sharpen05-lr01: F=5, -O targets=soft -O temperature=0.5
 """
 
 from __future__ import annotations
@@ -17,6 +23,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent / "results" / "semi-variants"
 NOTES = {
     "strong-30k-2ep": "ran while the test suite and a fingerprint check shared the 2 cores: its seconds are not an idle machine's",
+    **{name: "an explicit --strategy partial leaves the body's learning rate at ×0.1 (the route's advisor sets ×1 for data this "
+             "different), so these students are not the route's recipe; compare them with each other, and with the four teachers "
+             "together (0.7750, semi-teachers.md), not with the route"
+       for name in ("teachers4-freeze2-soft-lr01", "teachers4-freeze5-soft-lr01", "teachers4-freeze5-hard-lr01",
+                    "teachers4-freeze5-sharpen05-lr01")},
 }
 
 

@@ -114,7 +114,7 @@ def train(config: TrainConfig) -> TrainResult:
                         return _search_then_train(cfg, dist, device, time.perf_counter())
                     return _train(cfg, dist, device, time.perf_counter(), **kw)
 
-                return self_training(config, one, t_start)
+                return self_training(config, one, t_start, agree=dist.from_main, is_main=dist.is_main)
             if config.method == AUTO:
                 config = config.with_updates(method="supervised")
             if config.search and not config.resume:

@@ -173,14 +173,15 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCost
     )
 
 
-def self_training(config: Any, train_one: Any, t_start: float) -> Any:
+def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callable[[Any], Any] = lambda x: x, is_main: bool = True) -> Any:
     """``headstart train DATA --unlabeled ...`` with ``--method auto``: supervised teachers in
     ``OUT/teacher``, ``OUT/teacher-2``... (the recipe asked for, on the same labels with seeds
     ``--seed``, ``--seed+1``...), then, when the pool is large enough to pay, one Noisy Student
     round in ``OUT`` taught by the mean of their probabilities (soft targets, strong views,
     dropout and stochastic depth). How many teachers and how much of the pool are planned from
     the first teacher's measured costs to fit ``--time-budget``. Each decision is a reason in
-    the student's ``config.yaml``."""
+    the student's ``config.yaml``. In a process group, rank 0's plan is every rank's
+    (``agree``) and only rank 0 writes the route's files (``is_main``)."""
     import time
 
     from .config import TrainConfig
@@ -194,12 +195,13 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
     route = out / ROUTE_FILE
 
     def write_route(**extra: Any) -> None:
-        atomic_write(route, lambda tmp: Path(tmp).write_text(json.dumps({"requested": config.to_dict(), **extra}, indent=2)))
+        if is_main:
+            atomic_write(route, lambda tmp: Path(tmp).write_text(json.dumps({"requested": config.to_dict(), **extra}, indent=2)))
 
     if not config.resume:
         out.mkdir(parents=True, exist_ok=True)
         write_route()
-    saved_plan = json.loads(route.read_text()).get("plan") if route.is_file() else None
+    saved_plan = agree(json.loads(route.read_text()).get("plan") if is_main and route.is_file() else None)
     teacher_cfg = config.with_updates(method="supervised", unlabeled=None, teacher=None, teachers=None, output=str(out / "teacher"),
                                       unlabeled_limit=None, transductive=False)
     data = read_training_data(config.with_updates(unlabeled=None))
@@ -237,6 +239,7 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
         plan = plan_route(left, costs, pool, asked=config.teachers)
         if config.unlabeled_limit is not None:
             plan = dataclasses.replace(plan, limit=min(plan.limit or pool, config.unlabeled_limit), why_limit="--unlabeled-limit")
+        plan, costs = agree((plan, costs))
         write_route(plan=dataclasses.asdict(plan), costs=dataclasses.asdict(costs))
     else:
         plan = RoutePlan(**saved_plan)
@@ -262,8 +265,9 @@ def self_training(config: Any, train_one: Any, t_start: float) -> Any:
         "unlabeled_limit": plan.why_limit if plan.limit is None or plan.limit >= pool else f"{plan.limit} of {pool} unlabeled images: {plan.why_limit}",
     }
     result = train_one(TrainConfig.from_dict(student.to_dict()), notes=notes)
-    check = validation_check(out, teachers, device=_device_of(config), on_bad_image=config.on_bad_image)
-    _record_check(out, check)
+    if is_main:
+        check = validation_check(out, teachers, device=_device_of(config), on_bad_image=config.on_bad_image)
+        _record_check(out, check)
     return result
 
 

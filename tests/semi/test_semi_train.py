@@ -187,7 +187,13 @@ def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes
     together = np.mean([p.proba_tensor(p.images_of(val, num_workers=0)) for p in ps], axis=0)
     truth = np.asarray(val.labels)
     assert check["images"] == len(truth) and check["teachers"]["accuracy"] == pytest.approx(float((together.argmax(1) == truth).mean()))
-    assert check["verdict"] in ("within noise of its teachers", "below its teachers beyond noise", "above its teachers beyond noise")
+    z = check["z"]
+    assert check["verdict"] == ("below its teachers beyond noise" if z < -2 else "above its teachers beyond noise" if z > 2
+                                else "within noise of its teachers")
+    mine = Predictor(out, device="cpu")
+    right = mine.proba_tensor(mine.images_of(val, num_workers=0)).argmax(1) == truth
+    assert (check["student_only_right"], check["teachers_only_right"]) == (int((right & (together.argmax(1) != truth)).sum()),
+                                                                         int((~right & (together.argmax(1) == truth)).sum()))
     from headstart.semi.report import pool_section
 
     tables = [b[1] for b in pool_section(out).blocks if b[0] == "table"]

@@ -51,15 +51,21 @@ def best_strategy(k: int, results: Path) -> tuple[str, str]:
     return "partial", "headstart's default (no labels results to choose from)"
 
 
-def headstart_row(k: int, strategy: str, why: str, device: str, tmp: Path, test_set) -> dict:
+def headstart_row(k: int, strategy: str, why: str, device: str, tmp: Path, test_set, pool_budget: float | None = None) -> dict:
+    """headstart's row: the best strategy on the labels alone, or with ``pool_budget`` (minutes)
+    the default route with the rest of the training split unlabeled (``--unlabeled pool
+    --time-budget M``: teachers, then a Noisy Student)."""
     t0 = time.perf_counter()
+    extra = {} if pool_budget is None else {"unlabeled": "pool", "time_budget": pool_budget}
     result = train(
         TrainConfig(
-            data="fashion-mnist", labels_per_class=k, seed=SEED, strategy=strategy, output=str(tmp / f"headstart-{k}"),
-            device=device, progress=False, feature_cache=False,
+            data="fashion-mnist", labels_per_class=k, seed=SEED, strategy=strategy if pool_budget is None else "auto",
+            output=str(tmp / f"headstart-{k}"), device=device, progress=False, feature_cache=False, **extra,
         )
     )
     wall = time.perf_counter() - t0
+    if pool_budget is not None:
+        strategy, why = "auto + pool", f"--unlabeled pool --time-budget {pool_budget:g}: teachers, then a Noisy Student"
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     r = result.resolved
     return {
@@ -175,9 +181,11 @@ def plain_loop_row(k: int, x: torch.Tensor, y: torch.Tensor, test: tuple[torch.T
     }
 
 
-def run_peers(labels: list[int], *, device: str, results: Path, log: Callable[[dict], None], test_limit: int | None = None) -> list[dict]:
+def run_peers(labels: list[int], *, device: str, results: Path, log: Callable[[dict], None], test_limit: int | None = None,
+              pool_budget: float | None = None) -> list[dict]:
     """Rows for each K in ``labels``; ``test_limit`` scores on the first N test images only
-    (for checking the harness, never for quoted results)."""
+    (for checking the harness, never for quoted results); ``pool_budget``: headstart's row is
+    the route with the unlabeled pool and that --time-budget, and its wall time the others'."""
     train_set, test_set = resolve("fashion-mnist", split="train"), resolve("fashion-mnist", split="test")
     if test_limit:
         test_set = test_set.subset(np.arange(test_limit))
@@ -191,7 +199,7 @@ def run_peers(labels: list[int], *, device: str, results: Path, log: Callable[[d
             subset = train_set.subset(idx)
             write_png_folder(subset, tmp / f"train-{k}")
             strategy, why = best_strategy(k, results)
-            rows.append(headstart_row(k, strategy, why, device, tmp, test_set))
+            rows.append(headstart_row(k, strategy, why, device, tmp, test_set, pool_budget))
             log(rows[-1])
             budget, size = rows[-1]["train_s"], rows[-1]["image_size"]
             rows.append(fastai_row(k, tmp / f"train-{k}", test_files, size, budget))

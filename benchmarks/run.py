@@ -198,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(RESULTS))
     ap.add_argument("--labels", type=int, nargs="+", help="peers: labels per class to compare at (default 10 100)")
     ap.add_argument("--test-limit", type=int, help="peers: score on the first N test images only (a harness check, not a result)")
+    ap.add_argument("--pool-budget", type=float, help="peers: headstart trains with the unlabeled pool in this many minutes (the route)")
     args = ap.parse_args(argv)
     command = "python -m benchmarks.run " + " ".join(argv)
     info = machine_info()
@@ -229,12 +230,14 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks.peers import PEERS_SUITE, run_peers
 
         suite = PEERS_SUITE
-        rows = run_peers(args.labels or list(suite.labels), device=args.device, results=Path(args.out), log=log, test_limit=args.test_limit)
+        rows = run_peers(args.labels or list(suite.labels), device=args.device, results=Path(args.out), log=log, test_limit=args.test_limit,
+                         pool_budget=args.pool_budget)
     else:
         suite = SUITES[args.suite]
         rows = run_labels(args.suite, suite, args.device, log)
-    doc = write_results(args.suite, suite.data, rows, info, Path(args.out), suite.budget, time.perf_counter() - t0, command)
-    print((Path(args.out) / f"{args.suite}.md").read_text())
+    name = args.suite if not (args.suite == "peers" and args.pool_budget) else f"peers-pool{args.pool_budget:g}"
+    doc = write_results(name, suite.data, rows, info, Path(args.out), suite.budget, time.perf_counter() - t0, command)
+    print((Path(args.out) / f"{name}.md").read_text())
     return 0 if all(ROW_KEYS <= set(r) for r in doc["rows"]) else 1
 
 

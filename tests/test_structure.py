@@ -73,7 +73,7 @@ def test_the_engine_knows_only_the_method_protocol():
 def test_leaves_do_not_import_the_stages_built_on_them():
     above = ("headstart.engine", "headstart.api", "headstart.finetune", "headstart.advise", "headstart.methods", "headstart.runfolder",
              "headstart.predictor", "headstart.explain")
-    for leaf in ("data", "augment", "backbones", "report"):
+    for leaf in ("data", "augment", "backbones", "report", "ensemble"):
         for path in (SRC / leaf).rglob("*.py"):
             for mod, _ in _imports(path):
                 assert not mod.startswith(above), f"{_name(path)} (a leaf) imports {mod}"

@@ -20,6 +20,7 @@ from .data import ImageSet
 from .data.sources import is_builtin
 from .engine import Prepare, cached_features
 from .engine.cache import FeatureCache, default_cache_dir
+from .ensemble import soft_vote
 from .runfolder import read_config
 from .semi.selftrain import SelftrainPlan, finished
 from .semi.selftrain import selftrain as run_rounds
@@ -297,7 +298,7 @@ def validation_check(student: Path, teachers: list[Path], *, device: str, on_bad
         return out[:, [p.classes.index(c) for c in classes]]
 
     mine = probs(student_p)
-    theirs = np.mean([probs(Predictor(t, device=device)) for t in teachers], axis=0)
+    theirs = soft_vote(np.stack([probs(Predictor(t, device=device)) for t in teachers]))
     s, t = calibration(mine, labels), calibration(theirs, labels)
     diff = paired_difference(mine.argmax(1) == labels, theirs.argmax(1) == labels)
     worse = diff["beyond_noise"] and diff["z"] < 0
@@ -373,7 +374,7 @@ def teacher_targets(job: Any, build_body: Callable[[], Any]) -> None:
             table = _propagated_table(job, build_body())
         else:
             tables = member_tables(config.teacher, pool_x, job.classes, device=str(job.device))
-            table = tables[0] if len(tables) == 1 else torch.stack(tables).mean(0)
+            table = tables[0] if len(tables) == 1 else torch.from_numpy(soft_vote(torch.stack(tables).numpy())).float()
             if len(tables) > 1:
                 members = [table_summary(t, truth) for t in tables]
         if job.dist.is_main:

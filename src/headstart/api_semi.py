@@ -90,6 +90,20 @@ BUDGET_MARGIN = 0.85
 busy machine."""
 
 
+ROUTE_PASSES = 2
+"""Passes the route's student makes over its unlabeled images at most, when the time allows.
+Measured on Fashion-MNIST at 10 labels per class, each route's own four-teacher table: two
+passes scored 0.7903, 0.8123 and 0.7960 against one pass's 0.7852, 0.8081 and 0.7895 (seeds
+0–2, +0.4 to +0.7 points each; benchmarks/results/semi-passes.md)."""
+
+STEP_FORWARDS = 2.5
+"""A student step's cost per image, in forward passes of the teacher: the route's students on
+Fashion-MNIST took 2.0–2.4 (1,248 steps of 16 labeled and 48 unlabeled images in 296–418 s,
+teachers labelling 380–650 img/s; benchmarks/results/semi-route30-k10-3seeds.md). Augmenting
+the strong view and the optimizer step are in it; the frozen stages' missing backward makes it
+less than the 3 of a fully trained network."""
+
+
 @dataclasses.dataclass(frozen=True)
 class RouteCosts:
     """What the route measured after its first teacher."""
@@ -100,10 +114,13 @@ class RouteCosts:
     min_steps: int  # the student's fewest steps: the supervised plan's optimizer steps
     unlabeled_per_step: int
 
-    def seconds(self, teachers: int, trained: int, n: int) -> float:
-        """More teachers' training, every teacher's pass over ``n`` unlabeled images, one student epoch."""
-        steps = max(self.min_steps, -(-n // max(1, self.unlabeled_per_step)))
-        return max(0, teachers - trained) * self.teacher_s + teachers * n / self.forward_ips + steps * self.step_s
+    def student_steps(self, n: int, passes: int = 1) -> int:
+        """The student's steps for ``passes`` over ``n`` unlabeled images (at least ``min_steps``)."""
+        return max(self.min_steps, passes * -(-n // max(1, self.unlabeled_per_step)))
+
+    def seconds(self, teachers: int, trained: int, n: int, passes: int = 1) -> float:
+        """More teachers' training, every teacher's pass over ``n`` unlabeled images, the student's steps."""
+        return max(0, teachers - trained) * self.teacher_s + teachers * n / self.forward_ips + self.student_steps(n, passes) * self.step_s
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,18 +129,23 @@ class RoutePlan:
     limit: int | None  # unlabeled images the student uses (None: all)
     why_teachers: str
     why_limit: str
+    passes: int | None = None  # the student's passes over them, as its --epochs (None: its own rule, one pass or more)
+    why_passes: str = ""
 
 
 def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1) -> RoutePlan:
-    """How many teachers and how many unlabeled images fit in ``left_s`` seconds (``None``: no
-    --time-budget). More teachers come first once the student has ``POOL_ENOUGH`` images (or the
-    whole pool); then the student takes every image the time left allows."""
+    """How many teachers, how many unlabeled images and how many student passes over them fit
+    in ``left_s`` seconds (``None``: no --time-budget). More teachers come first once the
+    student has ``POOL_ENOUGH`` images (or the whole pool); then the student takes every image
+    the time left allows; then, with every image taken, a second pass if it fits."""
     rates = (f"a teacher trained in {costs.teacher_s:.0f} s and labels {costs.forward_ips:.0f} img/s; a student step takes "
              f"~{costs.step_s:.2f} s")
     if left_s is None:
         k = asked or ROUTE_TEACHERS
         why = "--teachers" if asked else f"no --time-budget: the most the route trains ({ROUTE_TEACHERS}); their mean labels best"
-        return RoutePlan(k, None, why, "no --time-budget: every unlabeled image")
+        passes = ROUTE_PASSES if costs.student_steps(pool, ROUTE_PASSES) > costs.student_steps(pool) else None
+        return RoutePlan(k, None, why, "no --time-budget: every unlabeled image", passes,
+                         f"no --time-budget: {ROUTE_PASSES} passes over the unlabeled images" if passes else "")
     avail = BUDGET_MARGIN * left_s
 
     def fit(k: int) -> int:
@@ -146,13 +168,19 @@ def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int
     n = fit(k)
     why_n = (f"{left_s / 60:.1f} min of --time-budget left after the first teacher: {k} teacher pass(es) and one student epoch "
              f"over {n} unlabeled images fit in {BUDGET_MARGIN:.0%} of it; {rates}")
-    return RoutePlan(k, n, why_k, why_n)
+    passes = None
+    if n == pool:
+        passes = next((p for p in range(ROUTE_PASSES, 1, -1) if costs.seconds(k, trained, n, p) <= avail
+                       and costs.student_steps(n, p) > costs.student_steps(n)), None)
+    why_p = (f"{passes} passes over the {n} unlabeled images fit in {BUDGET_MARGIN:.0%} of the time left (at most {ROUTE_PASSES})"
+             if passes else "")
+    return RoutePlan(k, n, why_k, why_n, passes, why_p)
 
 
 def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCosts:
     """The first teacher's measured training time and forward speed (its pass over the labeled
     images, repeated to 512), and from them a student step's cost: a batch of ``1 + ratio``
-    times the labeled batch, forward and backward (~3 forward passes)."""
+    times the labeled batch, ``STEP_FORWARDS`` forward passes per image."""
     import time
 
     from .data.tensors import images_tensor
@@ -165,12 +193,15 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCost
     x = images_tensor(data.labeled, size=int(saved["image_size"]), num_workers=0)
     x = x.repeat(-(-512 // len(x)), 1, 1, 1)[:512]
     predictor.proba_tensor(x[:64], batch_size=64)  # warm-up
-    t0 = time.perf_counter()
-    predictor.proba_tensor(x, batch_size=256)
-    ips = len(x) / max(1e-6, time.perf_counter() - t0)
+    times = []
+    for _ in range(3):  # the median of three passes: one is at the mercy of a busy machine
+        t0 = time.perf_counter()
+        predictor.proba_tensor(x, batch_size=256)
+        times.append(time.perf_counter() - t0)
+    ips = len(x) / max(1e-6, sorted(times)[1])
     return RouteCosts(
         teacher_s=float(metrics.get("seconds") or metrics.get("fit_seconds") or 0.0), forward_ips=ips,
-        step_s=3.0 * batch * (1 + ratio) / ips, min_steps=epochs * -(-n_train // batch), unlabeled_per_step=batch * ratio,
+        step_s=STEP_FORWARDS * batch * (1 + ratio) / ips, min_steps=epochs * -(-n_train // batch), unlabeled_per_step=batch * ratio,
     )
 
 
@@ -240,11 +271,15 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
         plan = plan_route(left, costs, pool, asked=config.teachers)
         if config.unlabeled_limit is not None:
             plan = dataclasses.replace(plan, limit=min(plan.limit or pool, config.unlabeled_limit), why_limit="--unlabeled-limit")
+        if config.epochs:
+            plan = dataclasses.replace(plan, passes=None, why_passes="")
         plan, costs = agree((plan, costs))
         write_route(plan=dataclasses.asdict(plan), costs=dataclasses.asdict(costs))
     else:
         plan = RoutePlan(**saved_plan)
     console.print(f"  [bold]teachers[/bold] {plan.teachers}: {plan.why_teachers}")
+    if plan.passes:
+        console.print(f"  [bold]student passes[/bold] {plan.passes}: {plan.why_passes}")
     if plan.limit is not None and plan.limit < 100:
         raise DataError(f"--time-budget {config.time_budget:g} leaves time for only {plan.limit} unlabeled images after the teacher "
                         f"({teachers[0]}, a finished supervised run); raise --time-budget, or use that teacher as it is")
@@ -252,7 +287,7 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     spent = time.perf_counter() - t_start
     student = config.with_updates(
         method="pseudolabel", teacher=",".join(str(t) for t in teachers), teachers=None, method_options=options,
-        unlabeled_limit=plan.limit, search=False, drop_path_rate=config.drop_path_rate or 0.2,
+        unlabeled_limit=plan.limit, search=False, drop_path_rate=config.drop_path_rate or 0.2, epochs=config.epochs or plan.passes,
         resume=config.resume and (out / "checkpoint").exists(),
         time_budget=None if config.time_budget is None else max(0.5, config.time_budget - spent / 60.0),
     )
@@ -264,6 +299,7 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
                    "round; `headstart selftrain` runs more"),
         "teachers": plan.why_teachers,
         "unlabeled_limit": plan.why_limit if plan.limit is None or plan.limit >= pool else f"{plan.limit} of {pool} unlabeled images: {plan.why_limit}",
+        **({"epochs": plan.why_passes} if plan.passes and not config.epochs else {}),
     }
     result = train_one(TrainConfig.from_dict(student.to_dict()), notes=notes)
     if is_main:

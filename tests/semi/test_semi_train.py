@@ -175,6 +175,7 @@ def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes
     assert saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}" and saved["requested"]["method"] == "pseudolabel"
     route = json.loads((out / "selftrain.json").read_text())
     assert route["plan"]["teachers"] == 2 and route["plan"]["limit"] is None and route["costs"]["forward_ips"] > 0
+    assert route["plan"]["passes"] is None and saved["resolved"]["epochs"] == 2  # --epochs, not the plan's passes
     # the route's guard: the student against its teachers together on the validation images
     from headstart import evaluate
     from headstart.predictor import Predictor
@@ -218,12 +219,12 @@ def test_auto_keeps_supervised_when_the_pool_is_small(shapes_folder, pool_folder
 
 
 def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
-    from headstart.api_semi import BUDGET_MARGIN, POOL_ENOUGH, ROUTE_TEACHERS, RouteCosts, plan_route
+    from headstart.api_semi import BUDGET_MARGIN, POOL_ENOUGH, ROUTE_PASSES, ROUTE_TEACHERS, RouteCosts, plan_route
 
     costs = RouteCosts(teacher_s=100.0, forward_ips=500.0, step_s=0.4, min_steps=400, unlabeled_per_step=48)
 
-    def naive(k, n):  # every cost written out
-        steps = max(400, int(np.ceil(n / 48)))
+    def naive(k, n, passes=1):  # every cost written out
+        steps = max(400, passes * int(np.ceil(n / 48)))
         return (k - 1) * 100.0 + k * n / 500.0 + steps * 0.4
 
     # no budget: the most teachers, every image; --teachers wins
@@ -238,6 +239,14 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
             assert naive(more, POOL_ENOUGH) > avail
         if plan.teachers > 1:
             assert plan.limit >= POOL_ENOUGH
+        # a second pass only with every image taken, and only when it fits
+        if plan.passes:
+            assert plan.limit == 60_000 and naive(plan.teachers, 60_000, plan.passes) <= avail and plan.passes <= ROUTE_PASSES
+        elif plan.limit == 60_000:
+            assert naive(plan.teachers, 60_000, 2) > avail
+    assert [plan_route(left, costs, 60_000, asked=None).passes for left in (1700.0, 2200.0, 5000.0)] == [None, 2, 2]
+    assert plan_route(None, costs, 60_000, asked=None).passes == ROUTE_PASSES
+    assert plan_route(None, costs, 900, asked=None).passes is None  # 2 × 19 steps are fewer than the 400 the student takes anyway
     assert plan_route(5000.0, costs, 60_000, asked=None).teachers == ROUTE_TEACHERS
     assert plan_route(300.0, costs, 60_000, asked=None).teachers == 1
     small = plan_route(1000.0, costs, 900, asked=None)  # a small pool: all of it, and teachers with the time
@@ -245,3 +254,21 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
     forced = plan_route(700.0, costs, 60_000, asked=3)
     assert forced.teachers == 3 and naive(3, forced.limit) <= BUDGET_MARGIN * 700.0 < naive(3, forced.limit + 1)
     assert plan_route(200.0, costs, 60_000, asked=None).limit == 5000  # 170 s: 400 steps (160 s) and 10 s of labelling
+
+def test_the_plans_passes_are_the_students_epochs(shapes_folder, big_pool, tmp_path, monkeypatch):
+    import headstart.api_semi as api_semi
+
+    seen = {}
+
+    def plan(left_s, costs, pool, *, asked=None, trained=1):
+        seen.update(pool=pool)
+        return api_semi.RoutePlan(1, None, "one teacher", "every image", 3, "three passes, planned")
+
+    monkeypatch.setattr(api_semi, "plan_route", plan)
+    out = tmp_path / "passes"
+    train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, unlabeled=str(big_pool), teachers=1))
+    saved = yaml.safe_load((out / "config.yaml").read_text())
+    assert saved["requested"]["epochs"] == 3 and saved["resolved"]["epochs"] == 3
+    assert saved["reasons"]["epochs"] == "three passes, planned" and seen["pool"] == 90
+    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 3
+    assert json.loads((out / "selftrain.json").read_text())["plan"]["passes"] == 3

@@ -3,6 +3,10 @@ same run, on Fashion-MNIST at few labels per class.
 
 Rerun:  python benchmarks/semi.py --labels 10 --seeds 0 --rounds 2 --limit 20000
         python benchmarks/semi.py --labels 10 --seeds 0 1 2 --rounds 1 --limit 20000 --tag 3seeds
+        python benchmarks/semi.py --labels 10 --seeds 0 1 2 --route 30 --tag route30-k10-3seeds
+        python benchmarks/semi.py --data digits --labels 10 --seeds 0 1 2 --route 30 --tag digits-route30-k10
+        python -c "from benchmarks.folders import build_icons; build_icons('/tmp/icons')"
+        python benchmarks/semi.py --data /tmp/icons/train --test /tmp/icons/test --labels 10 --seeds 0 1 2 --route 30 --tag icons-route30-k10
 
 Each seed trains the supervised teacher (``--strategy auto`` on K labels per class: the best
 supervised result, the baseline of every row), then ``headstart selftrain`` rounds: the

@@ -143,7 +143,7 @@ def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int
     if left_s is None:
         k = asked or ROUTE_TEACHERS
         why = "--teachers" if asked else f"no --time-budget: the most the route trains ({ROUTE_TEACHERS}); their mean labels best"
-        passes = ROUTE_PASSES if costs.student_steps(pool, ROUTE_PASSES) > costs.student_steps(pool) else None
+        passes = _passes(costs, k, trained, pool, float("inf"))
         return RoutePlan(k, None, why, "no --time-budget: every unlabeled image", passes,
                          f"no --time-budget: {ROUTE_PASSES} passes over the unlabeled images" if passes else "")
     avail = BUDGET_MARGIN * left_s
@@ -168,13 +168,17 @@ def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int
     n = fit(k)
     why_n = (f"{left_s / 60:.1f} min of --time-budget left after the first teacher: {k} teacher pass(es) and one student epoch "
              f"over {n} unlabeled images fit in {BUDGET_MARGIN:.0%} of it; {rates}")
-    passes = None
-    if n == pool:
-        passes = next((p for p in range(ROUTE_PASSES, 1, -1) if costs.seconds(k, trained, n, p) <= avail
-                       and costs.student_steps(n, p) > costs.student_steps(n)), None)
+    passes = _passes(costs, k, trained, n, avail) if n == pool else None
     why_p = (f"{passes} passes over the {n} unlabeled images fit in {BUDGET_MARGIN:.0%} of the time left (at most {ROUTE_PASSES})"
              if passes else "")
     return RoutePlan(k, n, why_k, why_n, passes, why_p)
+
+
+def _passes(costs: RouteCosts, k: int, trained: int, n: int, avail: float) -> int | None:
+    """The most student passes (2..``ROUTE_PASSES``) over ``n`` images that fit in ``avail``
+    seconds and add steps to what one pass takes anyway (``None``: one pass)."""
+    return next((p for p in range(ROUTE_PASSES, 1, -1)
+                 if costs.seconds(k, trained, n, p) <= avail and costs.student_steps(n, p) > costs.student_steps(n)), None)
 
 
 def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCosts:

@@ -255,6 +255,7 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
     assert forced.teachers == 3 and naive(3, forced.limit) <= BUDGET_MARGIN * 700.0 < naive(3, forced.limit + 1)
     assert plan_route(200.0, costs, 60_000, asked=None).limit == 5000  # 170 s: 400 steps (160 s) and 10 s of labelling
 
+
 def test_the_plans_passes_are_the_students_epochs(shapes_folder, big_pool, tmp_path, monkeypatch):
     import headstart.api_semi as api_semi
 

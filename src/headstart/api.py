@@ -25,6 +25,7 @@ from .advise.cached import advice_for_run, apply_advice
 from .advise.cached import advise_data as advise
 from .advise.search import search_then_train
 from .api_augment import augment_audit, augment_preview
+from .api_ensemble import build_ensemble, train_members
 from .api_predict import evaluate, predict
 from .api_semi import pool_epochs, read_unlabeled, selftrain, teacher_targets
 from .augment import batch_mix, build_policy, parse_invariances, policy_steps
@@ -64,7 +65,7 @@ AUTO = "auto"  # --strategy auto: measure the data, let advise/rules.py choose
 # registry index): the one console, the errors it reports, constants it shows in help texts.
 __cli__ = (console, HeadstartError, RunError, DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, write_json, policy_steps, create_backbone)
 __all__ = [
-    "ImageClassifier", "Predictor", "TrainResult", "advise", "augment_audit", "augment_preview", "evaluate", "fit_classifier",
+    "ImageClassifier", "Predictor", "TrainResult", "advise", "augment_audit", "augment_preview", "ensemble", "evaluate", "fit_classifier",
     "gather_image_files", "load_square_files", "pixel_limit", "predict", "report_ignored", "report_warned", "selftrain", "train",
 ]
 
@@ -511,3 +512,31 @@ def _search_then_train(config: TrainConfig, dist: Distributed, device: torch.dev
 
     return search_then_train(config, advice, run)
 
+
+def ensemble(
+    runs: list[str] | None = None,
+    *,
+    output: str | Path = "runs/ensemble",
+    rule: str = "auto",
+    val: str | None = None,
+    test: str | None = None,
+    members: int | None = None,
+    backbones: list[str] | None = None,
+    recipe: TrainConfig | None = None,
+    device: str = "auto",
+    overwrite: bool = False,
+    on_bad_image: str = "skip",
+) -> dict[str, Any]:
+    """Combine finished runs into an ensemble run (``api_ensemble.build_ensemble``); with
+    ``members`` and/or ``backbones``, first train the members of ``recipe`` (a TrainConfig: the
+    data and every training option) into ``OUTPUT/members/``, then combine them."""
+    runs = list(runs or [])
+    refuse_finished(output, overwrite)  # before any member trains
+    if members is not None or backbones:
+        if recipe is None:
+            raise ConfigError("--members/--backbones train the members: give the DATA to train them on")
+        if runs:
+            raise ConfigError("give either finished runs to combine, or the DATA for --members/--backbones to train on, not both")
+        runs = [str(p) for p in train_members(recipe, members=members or 1, backbones=backbones, output=output, train_one=train)]
+        val = val if val is not None else recipe.val
+    return build_ensemble(runs, output=output, rule=rule, val=val, test=test, device=device, overwrite=overwrite, on_bad_image=on_bad_image)

@@ -99,6 +99,17 @@ def _original_mask(mask: np.ndarray, sq: SquareMap) -> Image.Image:
     return out
 
 
+def _single_network(predictor: Predictor, command: str) -> None:
+    """CAMs, feature pictures and the bias audit read one network's layers; an ensemble has one
+    per member, so it is refused with the members' own commands."""
+    if predictor.is_ensemble:
+        members = " ; ".join(f"headstart {command} {m.path} ..." for m in predictor.run.members)
+        raise HeadstartError(
+            f"{predictor.run.path} is an ensemble of {len(predictor.run.members)} networks, and a CAM explains one network's layer: "
+            f"explain each member instead ({members}); `headstart report {predictor.run.path}` reports the ensemble itself"
+        )
+
+
 def explain(
     run_dir: str | Path,
     inputs: Sequence[str | Path],
@@ -122,6 +133,7 @@ def explain(
     if not 0 < threshold < 1:
         raise HeadstartError(f"--threshold is a fraction of each CAM's maximum, between 0 and 1 (exclusive); got {threshold}")
     predictor = Predictor(run_dir, device=device)
+    _single_network(predictor, "explain")
     if _no_gradient(predictor, method):
         raise HeadstartError(
             f"{predictor.run.path} classifies by a k-nearest-neighbour vote, which has no useful gradient; "
@@ -261,6 +273,7 @@ def analyse(
     ``val``/``train``/``test`` name a split.
     """
     predictor = Predictor(run_dir, device=device)
+    _single_network(predictor, "explain")
     if _no_gradient(predictor, method):
         method = "eigencam"
     imageset, name, caution = rebuild_split(predictor.run, data, "skip")
@@ -491,6 +504,10 @@ def report(
     """Write one self-contained HTML report (default ``RUN/report.html``) and return what it holds."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
+    if _kind(run_dir) == "ensemble":
+        from .api_ensemble import report_ensemble
+
+        return report_ensemble(run_dir, data, output=output, device=device)
     a = analyse(run_dir, data, limit=limit, method=method, ground_truth=ground_truth, device=device)
     run = a.predictor.run
     classes = a.classes
@@ -621,6 +638,11 @@ def report(
         "accuracy": metrics["accuracy"], "method": a.method, "layer": a.cams.layer, "bias_flags": audit["flags"],
         "localization": loc, "tensorboard": tb, "skipped_files": [list(x) for x in a.imageset.skipped], "seconds": {**a.seconds, "total": time.perf_counter() - t_start},
     }
+
+
+def _kind(run_dir: Path) -> str | None:
+    meta = _read(run_dir / "model.json")
+    return meta.get("kind") if isinstance(meta, dict) else None
 
 
 def render_check(*args: Any, **kwargs: Any) -> Any:

@@ -7,12 +7,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from .data.files import gather_image_files
 from .data.notices import report_ignored, report_skipped, report_warned
 from .data.tensors import align_classes
 from .predictor import Predictor
 from .report import classification_metrics
+from .report.metrics import calibration
 from .runfolder import SPLIT_WORDS, rebuild_split, write_json
 
 
@@ -38,7 +40,7 @@ def evaluate(
     report_skipped(imageset)
     imageset = align_classes(imageset, predictor.classes, name)
     t0 = time.perf_counter()
-    tta_info = None
+    tta_info = ensemble_info = None
     if tta:
         views, left_out = predictor.tta_views(tta_views)
         per_view = predictor.proba_views(predictor.images_of(imageset), views)
@@ -50,9 +52,20 @@ def evaluate(
             "accuracy_without_tta": float((per_view[0].argmax(1) == imageset.labels).mean()),
             "accuracy_per_view": {v.name: float((p.argmax(1) == imageset.labels).mean()) for v, p in zip(views, per_view)},
         }
+    elif predictor.is_ensemble:  # the members' probabilities and the combined ones, from one pass of each member
+        from .api_ensemble import ensemble_scores, member_row
+
+        per_member = predictor.member_probs(predictor.images_of(imageset))
+        probs = predictor.model.combine(torch.from_numpy(per_member)).numpy()
+        rows = [member_row(m.meta, m.path) for m in predictor.run.members]
+        ensemble_info = {k: v for k, v in ensemble_scores(per_member, probs, imageset.labels, predictor.classes, rows).items()
+                         if k not in ("ensemble", "num_images")}
     else:
         probs = predictor.proba_imageset(imageset, share_features=True)
     metrics = classification_metrics(predictions=probs.argmax(1), labels=imageset.labels, classes=predictor.classes)
+    metrics["calibration"] = calibration(probs, imageset.labels)
+    if ensemble_info is not None:
+        metrics["ensemble"] = {"rule": predictor.run.meta["rule"], **ensemble_info}
     metrics.update(
         {"data": name, "caution": caution, "seconds": time.perf_counter() - t0, "skipped_files": [list(s) for s in imageset.skipped],
          "tta": tta_info, "feature_cache": predictor.feature_cache}

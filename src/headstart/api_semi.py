@@ -148,11 +148,11 @@ def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int
                          f"no --time-budget: {ROUTE_PASSES} passes over the unlabeled images" if passes else "")
     avail = BUDGET_MARGIN * left_s
 
-    def fit(k: int) -> int:
+    def fit(k: int, c: RouteCosts = costs) -> int:
         lo, hi = 0, pool
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if costs.seconds(k, trained, mid) <= avail:
+            if c.seconds(k, trained, mid) <= avail:
                 lo = mid
             else:
                 hi = mid - 1
@@ -168,6 +168,16 @@ def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int
     n = fit(k)
     why_n = (f"{left_s / 60:.1f} min of --time-budget left after the first teacher: {k} teacher pass(es) and one student epoch "
              f"over {n} unlabeled images fit in {BUDGET_MARGIN:.0%} of it; {rates}")
+    if costs.seconds(k, trained, 0) > avail:
+        # Even the supervised plan's steps do not fit (many labels: a long teacher, long student steps): the student
+        # makes one pass over as many unlabeled images as the time affords, fewer steps than the teacher made.
+        short = dataclasses.replace(costs, min_steps=0)
+        n = fit(k, short)
+        steps = short.student_steps(n)
+        why_n = (f"{left_s / 60:.1f} min of --time-budget left after the first teacher: the supervised plan's {costs.min_steps} "
+                 f"student steps do not fit in {BUDGET_MARGIN:.0%} of it, so one pass of {steps} steps over the {n} unlabeled "
+                 f"images that do; {rates}")
+        return RoutePlan(k, n, why_k, why_n, 1 if n else None, f"one pass of {steps} steps: what the time left affords" if n else "")
     passes = _passes(costs, k, trained, n, avail) if n == pool else None
     why_p = (f"{passes} passes over the {n} unlabeled images fit in {BUDGET_MARGIN:.0%} of the time left (at most {ROUTE_PASSES})"
              if passes else "")

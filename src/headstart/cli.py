@@ -17,7 +17,7 @@ from rich.table import Table
 from . import api
 from .api_explain import DEFAULT_THRESHOLD
 from .config import TrainConfig, load_yaml
-from .index import BACKBONES, CAM_METHODS, METHODS, POLICIES, STRATEGIES, TRANSFORMS, option_help
+from .index import BACKBONES, CAM_METHODS, METHODS, POLICIES, RULES, STRATEGIES, TRANSFORMS, option_help
 
 console = api.console  # the one console of every progress bar and message
 
@@ -453,6 +453,96 @@ def eval_(
     console.print(f"written to {m['written_to']}")
 
 
+# `headstart ensemble`: its own options, then every training option (for --members/--backbones).
+_ENSEMBLE_ONLY: list[tuple[str, Any, Any]] = [
+    ("rule", str, typer.Option("auto", help="auto (chosen on held-out images, with the reason) | " + " | ".join(RULES.names()) + "; "
+                               "weighted is Caruana's greedy selection, accuracy weights by held-out accuracy, stack a logistic layer.")),
+    ("test", Optional[str], typer.Option(None, help="Labeled test images scoring each member, each rule and the ensemble "
+                                         "(default: the official test split of a built-in set).")),
+    ("members", Optional[int], typer.Option(None, help="Train N members of the recipe (the DATA and training options given) "
+                                            "with seeds --seed, --seed+1..., into OUTPUT/members/, then combine them.")),
+    ("backbones", Optional[str], typer.Option(None, help="Train one member per architecture, comma-separated (with --members: N each).")),
+    ("as_json", bool, typer.Option(False, "--json", help="Print the metrics as JSON.")),
+]
+
+
+def _ensemble_signature() -> inspect.Signature:
+    """``ensemble``'s parameters: the runs (or the DATA), its own options, then every training
+    option as ``train`` has them (the recipe of --members/--backbones), --output defaulting to
+    runs/ensemble."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter("inputs", kw, annotation=Optional[List[str]], default=typer.Argument(
+            None, metavar="RUN... | DATA", help="Finished runs to combine; with --members/--backbones, the data to train them on.")),
+    ]
+    params += [inspect.Parameter(name, kw, annotation=a, default=d) for name, a, d in _ENSEMBLE_ONLY]
+    for p in _train_signature().parameters.values():
+        if p.name in ("ctx", "data", "config", "resume", "devices"):
+            continue
+        if p.name == "output":
+            p = p.replace(default=typer.Option("runs/ensemble", "--output", "-o", help="The ensemble's run folder (members: OUTPUT/members/)."))
+        params.append(p)
+    return inspect.Signature(params, return_annotation=None)
+
+
+def ensemble(ctx: typer.Context, **kw: Any) -> None:
+    """Combine finished runs (any architectures, sizes, strategies) into one ensemble run, or train its members first."""
+    inputs = list(kw.pop("inputs") or [])
+    rule, test, members, backbones, as_json = (kw.pop(k) for k in ("rule", "test", "members", "backbones", "as_json"))
+    names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
+    recipe = None
+    if members is not None or names:
+        if len(inputs) != 1:
+            raise api.ConfigError("--members/--backbones train the members on one DATA: give it (a folder, a CSV or a built-in set)")
+        kw["method_options"] = _key_values(kw["method_options"])
+        recipe = TrainConfig.from_dict({**kw, "data": inputs[0], "output": str(kw["output"])})
+        inputs = []
+    m = api.ensemble(inputs, output=kw["output"], rule=rule, val=kw["val"], test=test, members=members, backbones=names, recipe=recipe,
+                     device=kw["device"], overwrite=kw["overwrite"], on_bad_image=kw["on_bad_image"])
+    if as_json:
+        _json_out(m)
+        return
+    _print_ensemble(m)
+
+
+def _print_ensemble(m: dict[str, Any]) -> None:
+    console.print(f"[bold]ensemble[/bold] {m['run_dir']}: rule [bold]{m['rule']}[/bold] — {m['why']}")
+    if m.get("held_out_rules"):
+        t = Table(title=f"rules on {m['held_out']['images']} held-out images ({m['held_out']['source']}; fitted rules out of fold)")
+        for col in ("rule", "accuracy", "NLL", "ECE"):
+            t.add_column(col)
+        for name, r in m["held_out_rules"].items():
+            t.add_row(name, *([f"{r['accuracy']:.4f}", f"{r['nll']:.3f}", f"{r['ece']:.3f}"] if r.get("available") else [r["why"], "", ""]))
+        console.print(t)
+    test = m.get("test")
+    if not test:
+        console.print("[dim]no test images: give --test DATA to score the members and the ensemble[/dim]")
+        return
+    t = Table(title=f"test: {test['num_images']} images of {test['data']}")
+    for col in ("model", "backbone", "size", "strategy", "accuracy", "NLL", "ECE", "img/s"):
+        t.add_column(col)
+    for r in test["members"]:
+        t.add_row(r["run"], r["backbone"], str(r["image_size"]), f"{r['strategy']} ({r['head']})", f"{r['accuracy']:.4f}",
+                  f"{r['nll']:.3f}", f"{r['ece']:.3f}", f"{r['images_per_second']:.0f}")
+    e = test["ensemble"]
+    t.add_row(f"[bold]ensemble ({m['rule']})[/bold]", "", "", "", f"[bold]{e['accuracy']:.4f}[/bold]", f"{e['nll']:.3f}", f"{e['ece']:.3f}",
+              f"{e['images_per_second']:.0f}")
+    console.print(t)
+    console.print("each rule on test: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in test["rules"].items()))
+    d, v = test["diversity"], test["versus_best_member"]
+    console.print(f"gain over the best member: {test['gain_over_best_member'] * 100:+.2f} points (McNemar z = {v['z']:.1f}"
+                  f"{', beyond noise' if v['beyond_noise'] else ', within noise'}); mean pairwise disagreement {d['mean_disagreement']:.3f}, "
+                  f"oracle accuracy {d['oracle_accuracy']:.4f}"
+                  + (f", error correlation {d['error_correlation']:.2f}" if d["error_correlation"] is not None else ""))
+    console.print(f"next: headstart eval {m['run_dir']}   ·   headstart predict {m['run_dir']} IMAGES   ·   headstart report {m['run_dir']}")
+
+
+ensemble.__signature__ = _ensemble_signature()  # type: ignore[attr-defined]
+ensemble.__annotations__ = {**{p.name: p.annotation for p in ensemble.__signature__.parameters.values()}, "return": None}
+app.command()(ensemble)
+
+
 @app.command()
 def selftrain(
     run: Path = typer.Argument(..., help="The first teacher: a finished run folder written by `headstart train`."),
@@ -649,7 +739,8 @@ def report(
         _json_out(out)
         return
     console.print(f"[bold]{out['report']}[/bold] ({out['bytes'] / 1e6:.1f} MB): {', '.join(out['sections'])}")
-    console.print(f"accuracy {out['accuracy']:.3f} on {out['images']} images; {out['method']} on {out['layer']}; {out['seconds']['total']:.0f} s")
+    how = "an ensemble" if out["method"] == "ensemble" else f"{out['method']} on {out['layer']}"
+    console.print(f"accuracy {out['accuracy']:.3f} on {out['images']} images; {how}; {out['seconds']['total']:.0f} s")
     for flag in out["bias_flags"]:
         console.print(f"[yellow]bias flag[/yellow] {flag['message']}")
     if out.get("rendered"):

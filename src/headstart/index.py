@@ -10,6 +10,7 @@ from __future__ import annotations
 from .augment.policies import POLICIES
 from .augment.transforms import TRANSFORMS
 from .backbones import BACKBONES
+from .ensemble.rules import RULES
 from .explain.cam import CAM_METHODS
 from .finetune.strategies import STRATEGIES
 from .methods import METHODS, option_help
@@ -22,6 +23,7 @@ REGISTRIES: dict[str, Registry] = {
     "policies": POLICIES,
     "transforms": TRANSFORMS,
     "cams": CAM_METHODS,
+    "ensemble-rules": RULES,
 }
 
-__all__ = ["BACKBONES", "CAM_METHODS", "METHODS", "POLICIES", "REGISTRIES", "STRATEGIES", "TRANSFORMS", "option_help"]
+__all__ = ["BACKBONES", "CAM_METHODS", "METHODS", "POLICIES", "REGISTRIES", "RULES", "STRATEGIES", "TRANSFORMS", "option_help"]

@@ -18,7 +18,9 @@ from .data.fingerprint import default_cache_dir
 from .data.tensors import images_tensor
 from .engine import Batches, Prepare, extract_features, pick_device, predict_logits
 from .engine.cache import FeatureCache
-from .runfolder import LoadedRun, load_run, read_audit, read_config
+from .engine.prepare import ToDevice
+from .errors import RunError
+from .runfolder import ENSEMBLE, LoadedRun, load_run, read_audit, read_config
 
 
 class Predictor:
@@ -28,8 +30,25 @@ class Predictor:
         self.device = pick_device(device)
         self.run: LoadedRun = load_run(run_dir, device=self.device)
         self.model: Backbone = self.run.model.to(memory_format=torch.channels_last)
-        self.prepare = Prepare(self.run.preprocess, self.run.image_size, self.device)
+        # an ensemble prepares the pixels for each member itself (its members' sizes and normalisations differ)
+        self.prepare = ToDevice(self.device) if self.is_ensemble else Prepare(self.run.preprocess, self.run.image_size, self.device)
         self.feature_cache: dict[str, int] | None = None
+
+    @property
+    def is_ensemble(self) -> bool:
+        return self.run.kind == ENSEMBLE
+
+    def member_probs(self, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
+        """An ensemble's members' probabilities (M, N, C) for uint8 (N, 3, H, W) images, in one
+        pass (the combined probabilities are ``self.model.combine`` of them)."""
+        if not self.is_ensemble:
+            raise RunError(f"{self.run.path} is not an ensemble")
+        outs = []
+        self.model.eval()
+        with torch.inference_mode():
+            for i in range(0, len(images), batch_size):
+                outs.append(self.model.member_probs(self.prepare(images[i:i + batch_size])).float().cpu())
+        return torch.cat(outs, 1).numpy()
 
     @property
     def classes(self) -> list[str]:
@@ -68,7 +87,7 @@ class Predictor:
     def body_frozen(self) -> bool:
         """Whether the whole body is the pretrained one, untouched (linear probe, kNN): its
         features of an image are then those any such run computes, and can be shared."""
-        return int(self.run.meta.get("frozen_stages", 0)) >= self.model.num_stages
+        return not self.is_ensemble and int(self.run.meta.get("frozen_stages", 0)) >= self.model.num_stages
 
     def proba_imageset(self, imageset: ImageSet, *, num_workers: int = 2, share_features: bool = False) -> np.ndarray:
         """Probabilities for every image of a set. With ``share_features`` (``evaluate``: test

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -45,6 +45,7 @@ from .registry import Registry
 from .version import __version__
 
 CLASSIFIER = "classifier"
+ENSEMBLE = "ensemble"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -167,8 +168,13 @@ def save_run(
 @dataclass
 class LoadedRun:
     path: Path
-    model: Backbone
+    model: Backbone | nn.Module  # an ensemble's is an ``EnsembleModel`` (uint8 pixels in, log-probabilities out)
     meta: dict[str, Any]
+    members: list["LoadedRun"] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return self.meta.get("kind", CLASSIFIER)
 
     @property
     def classes(self) -> list[str]:
@@ -234,6 +240,44 @@ def _load_classifier(run_dir: Path, meta: dict[str, Any], device: torch.device |
     model.weights_source = f"run {run_dir}"
     model.eval().to(device)
     return LoadedRun(path=run_dir, model=model, meta=meta)
+
+
+@RUN_KINDS.register(ENSEMBLE)
+def _load_ensemble(run_dir: Path, meta: dict[str, Any], device: torch.device | str) -> LoadedRun:
+    """An ensemble (``headstart ensemble``): its members, each loaded as the run it is and
+    checked to hold the weights the ensemble was built with, and the rule's parameters."""
+    from .ensemble.model import EnsembleModel, MemberInput
+
+    members = []
+    for path in ensemble_members(run_dir, meta):
+        sub = load_run(path, device=device)
+        if sub.kind != CLASSIFIER:
+            raise RunError(f"member {path} of the ensemble {run_dir} is a run of kind {sub.kind!r}; members are classifier runs")
+        members.append(sub)
+    params = {k: v.numpy() for k, v in load_file(str(run_dir / "model.safetensors")).items()}
+    model = EnsembleModel([m.model for m in members], [MemberInput(m.preprocess, m.image_size) for m in members], meta["rule"], params)
+    model.eval().to(device)
+    return LoadedRun(path=run_dir, model=model, meta=meta, members=members)
+
+
+def ensemble_members(run_dir: Path, meta: dict[str, Any]) -> list[Path]:
+    """The member folders of an ensemble (recorded relative to it, so the two move together;
+    else where they were), each checked to hold the weights the ensemble was built with."""
+    from .data.fingerprint import file_digest
+
+    paths = []
+    for entry in meta["members"]:
+        p = (run_dir / entry["path"]).resolve()
+        if not (p / "model.safetensors").is_file() and (Path(entry.get("absolute", "")) / "model.safetensors").is_file():
+            p = Path(entry["absolute"])
+        if not (p / "model.safetensors").is_file():
+            raise RunError(f"{run_dir} is an ensemble whose member {entry['path']} is missing; put the member back, or build the "
+                           f"ensemble again with `headstart ensemble RUN... -o {run_dir} --overwrite`")
+        if file_digest(p / "model.safetensors") != entry["weights_sha256"]:
+            raise RunError(f"member {p} of the ensemble {run_dir} has changed since the ensemble was built (its weights differ); "
+                           f"build it again with `headstart ensemble ... -o {run_dir} --overwrite`")
+        paths.append(p)
+    return paths
 
 
 # -- readers ----------------------------------------------------------------------------------

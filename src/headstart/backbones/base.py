@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -40,6 +41,17 @@ class Preprocess:
             image_size=int(d["image_size"]),
             interpolation=d.get("interpolation", "bilinear"),
         )
+
+
+def normalize_resize(x: torch.Tensor, mean255: torch.Tensor, std255: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """uint8 (N, 3, H, W) pixels → normalised floats at ``size`` × ``size``, channels-last
+    (``mean255``/``std255``: (1, 3, 1, 1) on the pixels' scale). Normalising first, on the
+    smaller image, commutes with the interpolation (its weights sum to one) and costs less;
+    downsampling is antialiased."""
+    x = (x.float() - mean255) / std255
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode=mode, align_corners=False, antialias=x.shape[-1] > size)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 IMAGENET = dict(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..backbones import Preprocess
+from ..backbones import Preprocess, normalize_resize
 from ..errors import HeadstartError
 from .allocator import tune_host_allocator
 
@@ -46,13 +45,7 @@ class Prepare:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.device, non_blocking=True)
         if x.dtype == torch.uint8:
-            x = (x.float() - self.mean) / self.std
-            if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-                down = x.shape[-1] > self.image_size
-                x = F.interpolate(
-                    x, size=(self.image_size, self.image_size), mode=self.mode, align_corners=False, antialias=down
-                )
-            x = x.contiguous(memory_format=torch.channels_last)
+            x = normalize_resize(x, self.mean, self.std, self.image_size, self.mode)
         return x
 
 

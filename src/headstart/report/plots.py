@@ -129,3 +129,36 @@ def pool_curves(history: Sequence[dict[str, Any]]) -> bytes | None:
     axes[1].set_title("confidence thresholds")
     axes[1].set_xlabel("epoch")
     return _png(fig)
+
+
+def reliability(tables: dict[str, Sequence[dict[str, Any]]]) -> bytes:
+    """Reliability diagram: per confidence bin, accuracy against mean confidence, one line per
+    model (``calibration``'s bins); the diagonal is perfect calibration."""
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", ls="--", lw=1, label="perfect calibration")
+    for name, bins in tables.items():
+        pts = [(b["confidence"], b["accuracy"]) for b in bins if b["count"]]
+        if pts:
+            xs, ys = zip(*pts)
+            ax.plot(xs, ys, marker="o", ms=3, lw=2.2 if name.startswith("ensemble") else 1.2, label=name)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (mean of the bin)")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7, loc="upper left")
+    return _png(fig)
+
+
+def matrix(values: Sequence[Sequence[float]], names: Sequence[str], title: str) -> bytes:
+    """A square matrix of shares (pairwise disagreement), values written in the cells."""
+    v = np.asarray(values, dtype=float)
+    n = len(names)
+    fig, ax = plt.subplots(figsize=(1.5 + 0.7 * n, 1.0 + 0.6 * n))
+    ax.imshow(v, cmap="Oranges", vmin=0, vmax=max(1e-9, v.max()))
+    ax.set_xticks(range(n), names, rotation=45, ha="right")
+    ax.set_yticks(range(n), names)
+    for i in range(n):
+        for j in range(n):
+            ax.text(j, i, f"{v[i, j]:.3f}", ha="center", va="center", fontsize=8)
+    ax.set_title(title)
+    return _png(fig)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from .data.files import gather_image_files
 from .data.notices import report_ignored, report_skipped, report_warned
@@ -55,8 +54,8 @@ def evaluate(
     elif predictor.is_ensemble:  # the members' probabilities and the combined ones, from one pass of each member
         from .api_ensemble import ensemble_scores, member_row
 
-        per_member = predictor.member_probs(predictor.images_of(imageset))
-        probs = predictor.model.combine(torch.from_numpy(per_member)).numpy()
+        per_member = predictor.member_probs_imageset(imageset)
+        probs = predictor.combine(per_member)
         rows = [member_row(m.meta, m.path) for m in predictor.run.members]
         ensemble_info = {k: v for k, v in ensemble_scores(per_member, probs, imageset.labels, predictor.classes, rows).items()
                          if k not in ("ensemble", "num_images")}

@@ -5,7 +5,7 @@ teachers and export)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -38,17 +38,30 @@ class Predictor:
     def is_ensemble(self) -> bool:
         return self.run.kind == ENSEMBLE
 
-    def member_probs(self, images: torch.Tensor, *, batch_size: int = 64) -> np.ndarray:
-        """An ensemble's members' probabilities (M, N, C) for uint8 (N, 3, H, W) images, in one
-        pass (the combined probabilities are ``self.model.combine`` of them)."""
+    def member_probs(self, load: Callable[[int], torch.Tensor], *, batch_size: int = 64) -> np.ndarray:
+        """An ensemble's members' probabilities (M, N, C), each member on the images as
+        ``load(size)`` gives them at its own input size (files are decoded once per size, so
+        every member sees exactly what it sees as a run of its own); the combined probabilities
+        are ``self.model.combine`` of them."""
         if not self.is_ensemble:
             raise RunError(f"{self.run.path} is not an ensemble")
+        loaded = {size: load(size) for size in dict.fromkeys(prep.image_size for prep in self.model.inputs)}
         outs = []
         self.model.eval()
         with torch.inference_mode():
-            for i in range(0, len(images), batch_size):
-                outs.append(self.model.member_probs(self.prepare(images[i:i + batch_size])).float().cpu())
-        return torch.cat(outs, 1).numpy()
+            for member, prep in zip(self.model.members, self.model.inputs):
+                x = loaded[prep.image_size]
+                outs.append(torch.cat([member(prep(self.prepare(x[i:i + batch_size]))).float().softmax(1).cpu()
+                                       for i in range(0, len(x), batch_size)]))
+        return torch.stack(outs).numpy()
+
+    def combine(self, member_probs: np.ndarray) -> np.ndarray:
+        """An ensemble's combined probabilities from its members' (``member_probs``)."""
+        with torch.inference_mode():
+            return self.model.combine(torch.from_numpy(member_probs).to(self.device)).cpu().numpy()
+
+    def member_probs_imageset(self, imageset: ImageSet, *, num_workers: int = 2) -> np.ndarray:
+        return self.member_probs(lambda size: images_tensor(imageset, size=None if imageset.is_array else size, num_workers=num_workers))
 
     @property
     def classes(self) -> list[str]:
@@ -96,6 +109,8 @@ class Predictor:
         images with one pass of the network (the demo's kNN and linear runs, or one run evaluated
         twice); only the head runs for the others. Other callers (arrays handed to
         ``predict_proba``) leave the disk cache alone."""
+        if self.is_ensemble:
+            return self.combine(self.member_probs_imageset(imageset, num_workers=num_workers))
         x = self.images_of(imageset, num_workers=num_workers)
         cache_dir = default_cache_dir()
         if not (share_features and self.body_frozen) or cache_dir is None:
@@ -128,4 +143,9 @@ class Predictor:
         ok, x, bad = load_square_files(paths, self.run.image_size, warned)
         if not ok:
             return ok, np.zeros((0, len(self.classes))), bad
+        if self.is_ensemble and not views:
+            def load(size: int) -> torch.Tensor:
+                return x if size == self.run.image_size else load_square_files(ok, size)[1]
+
+            return ok, self.combine(self.member_probs(load)), bad
         return ok, self.proba_tensor(x, views=views), bad

@@ -89,11 +89,11 @@ def held_out(members: Sequence[Predictor], val: str | None, on_bad_image: str = 
     if len(vals) == 1 and None not in vals:  # every member validated on the same --val folder: nobody trained on it
         v = vals.pop()
         return HeldOut(align_classes(resolve(v, split="test", on_bad_image=on_bad_image), classes, v), v, None, 0)
+    # Every member held these out, so none trained on them (a member's training and validation
+    # images are disjoint): the intersection, never the union, of the validation sets.
     rows = set(splits[0].get("val_indices") or [])
     for s in splits[1:]:
         rows &= set(s.get("val_indices") or [])
-    for s in splits:
-        rows -= set(s.get("train_indices") or [])
     if not rows:
         return None
     ordered = sorted(rows)

@@ -881,6 +881,19 @@ def list_strategies() -> None:
     console.print(table)
 
 
+@list_app.command("rules")
+def list_rules() -> None:
+    """The ensemble rules (headstart ensemble --rule NAME)."""
+    table = Table(title="ensemble rules (headstart ensemble --rule NAME)")
+    for col in ("rule", "fitted on held-out images", "what it does"):
+        table.add_column(col, overflow="fold", no_wrap=col == "rule")
+    table.add_row("auto", "", "choose among the others on held-out images (fitted rules out of fold); the soft vote unless another beats it beyond noise")
+    for name in RULES:
+        rule = RULES.get(name)
+        table.add_row(name, "yes" if rule.fitted else "no", rule.summary)
+    console.print(table)
+
+
 @list_app.command("backbones")
 def list_backbones() -> None:
     """The backbones (--backbone NAME); `headstart models` adds their stages and weights."""

@@ -68,7 +68,11 @@ class _MemberOf(torch.nn.Module):
 def test_the_torch_ensemble_combines_exactly_as_the_numpy_rules(rule):
     m, n, c = 3, 25, 4
     probs = _random_probs(m, n, c, 7)
-    probs[:, :5] = np.eye(c)[[0, 1, 2, 3, 0]] * 0.7 + 0.075  # ties for the hard vote among identical members
+    for i in range(5):  # three members, three different votes: a tie the soft vote must break
+        for k in range(m):
+            probs[k, i] = np.full(c, 0.1)
+            probs[k, i, (i + k) % c] = 0.4 + 0.1 * ((i * 7 + k) % 3)
+        probs[:, i] /= probs[:, i].sum(1, keepdims=True)
     labels = np.random.default_rng(8).integers(0, c, n)
     labels[:c] = np.arange(c)
     params = RULES.get(rule).fit(probs, labels)
@@ -76,6 +80,7 @@ def test_the_torch_ensemble_combines_exactly_as_the_numpy_rules(rule):
     model = EnsembleModel([_MemberOf(k) for k in range(m)], [torch.nn.Identity() for _ in range(m)], rule, params)
     p = torch.from_numpy(probs).float()
     np.testing.assert_allclose(model.combine(p).numpy(), expected, atol=2e-5)
+    assert (model.combine(p).numpy().argmax(1) == expected.argmax(1)).all()  # the tie-breaks too, not only 1e-6 close
     # forward: log-probabilities, so a softmax gives the combined probabilities back
     out = model(p).softmax(1)
     np.testing.assert_allclose(out.numpy(), expected, atol=2e-5)
@@ -140,6 +145,9 @@ def test_the_soft_vote_is_kept_unless_another_rule_beats_it_beyond_noise():
     clearly[70:80] = True  # 10 more right, none lost: z = 3.2
     name, why = choose_rule(_rows(base, clearly))
     assert name == "stack" and "z = 3.2" in why and "out of fold" in why
+    worse = base.copy()
+    worse[:10] = False  # 10 fewer right: beyond noise, the wrong way
+    assert choose_rule(_rows(base, worse))[0] == "soft"
 
 
 def test_compare_rules_scores_unfitted_rules_on_all_images_and_marks_unfittable_ones():

@@ -160,3 +160,47 @@ def test_a_member_changed_after_the_ensemble_was_built_is_refused(members, tmp_p
     (moved / "a" / "model.safetensors").write_bytes(data)
     with pytest.raises(RunError, match="is missing"):
         load_run(moved / "ens")
+
+
+def test_members_are_every_backbone_times_every_seed_on_one_labeled_draw(tmp_path):
+    from headstart.api_ensemble import train_members
+
+    recipe = _cfg("somewhere", tmp_path / "x", seed=3, time_budget=12.0)
+    calls = []
+    done = tmp_path / "ens" / "members" / "efficientnet_lite1-seed3"
+    done.mkdir(parents=True)
+    (done / "model.json").write_text("{}")  # finished already: kept, not retrained
+    paths = train_members(recipe, members=2, backbones=["efficientnet_lite0", "efficientnet_lite1"], output=tmp_path / "ens", train_one=calls.append)
+    assert [p.name for p in paths] == ["efficientnet_lite0-seed3", "efficientnet_lite0-seed4", "efficientnet_lite1-seed3", "efficientnet_lite1-seed4"]
+    assert [(c.backbone, c.seed, c.split_seed) for c in calls] == [
+        ("efficientnet_lite0", 3, 3), ("efficientnet_lite0", 4, 3), ("efficientnet_lite1", 4, 3)]
+    assert all(c.time_budget == pytest.approx(3.0) and c.output == str(p) for c, p in zip(calls, [paths[0], paths[1], paths[3]]))
+    assert [p.name for p in train_members(recipe, members=2, backbones=None, output=tmp_path / "e2", train_one=lambda c: None)] == ["seed3", "seed4"]
+    with pytest.raises(ConfigError, match="at least 2 members"):
+        train_members(recipe, members=1, backbones=None, output=tmp_path / "e3", train_one=calls.append)
+
+
+def test_the_cli_trains_the_members_then_combines_them(shapes_folder, shapes_test_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from headstart.cli import app
+
+    out = tmp_path / "ens"
+    res = CliRunner().invoke(app, [
+        "ensemble", str(shapes_folder), "--members", "2", "--strategy", "linear", "--image-size", "32", "--val-fraction", "0.3",
+        "--device", "cpu", "--no-progress", "--test", str(shapes_test_folder), "-o", str(out),
+    ], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    names = sorted(p.name for p in (out / "members").iterdir())
+    assert names == ["seed0", "seed1"]
+    meta = json.loads((out / "model.json").read_text())
+    assert meta["kind"] == "ensemble" and [Path(m["absolute"]).name for m in meta["members"]] == names
+    splits = [json.loads((out / "members" / n / "splits.json").read_text()) for n in names]
+    assert splits[0]["val_indices"] == splits[1]["val_indices"] and splits[1]["seed"] == 1  # one labeled draw, two training seeds
+    assert "gain over the best member" in res.output and "held-out images" in res.output
+    res = CliRunner().invoke(app, ["eval", str(out), str(shapes_test_folder), "--json"], catch_exceptions=False)
+    assert json.loads(res.output)["ensemble"]["rule"] == meta["rule"]
+    res = CliRunner().invoke(app, ["list", "rules"], catch_exceptions=False)
+    assert all(name in res.output for name in RULES)
+    res = CliRunner().invoke(app, ["ensemble", str(shapes_folder), str(shapes_folder), "--members", "2", "-o", str(tmp_path / "x")])
+    assert res.exit_code != 0 and "one DATA" in str(res.exception or res.output)

@@ -31,7 +31,7 @@ def test_soft_and_hard_votes_match_loops(m, n, c, seed):
                 counts[int(np.argmax(probs[k, i]))] += ww[k]
             hard = hard_vote(probs, weights)[i]
             assert abs(hard.sum() - 1) < 1e-12
-            np.testing.assert_allclose(hard, counts / counts.sum(), atol=1e-5)
+            np.testing.assert_allclose(hard, counts / counts.sum(), atol=1e-4)  # the vote shares, less the 1e-4 tie-break
             winners = np.flatnonzero(np.isclose(counts, counts.max()))
             assert hard.argmax() == winners[np.argmax(expected[winners])]  # a tie goes to the higher mean probability
 

@@ -256,6 +256,27 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
     assert plan_route(200.0, costs, 60_000, asked=None).limit == 5000  # 170 s: 400 steps (160 s) and 10 s of labelling
 
 
+def test_when_the_supervised_steps_do_not_fit_the_student_makes_one_pass_over_what_does():
+    from headstart.api_semi import BUDGET_MARGIN, RouteCosts, plan_route
+
+    # 100 labels per class on Fashion-MNIST as measured: a 543-s teacher, 218 img/s, 2.93-s steps, 611 supervised steps
+    for costs, left, pool in ((RouteCosts(543.0, 218.0, 2.93, 611, 192), 1254.0, 59_000),
+                              (RouteCosts(100.0, 500.0, 0.4, 400, 48), 150.0, 60_000)):
+        def naive(n):  # one teacher's pass over n images, then one step per unlabeled batch, no floor
+            return n / costs.forward_ips + int(np.ceil(n / costs.unlabeled_per_step)) * costs.step_s
+
+        avail = BUDGET_MARGIN * left
+        assert costs.min_steps * costs.step_s > avail  # the case: the floor alone does not fit
+        plan = plan_route(left, costs, pool, asked=None)
+        assert plan.teachers == 1 and plan.passes == 1 and plan.limit > 0
+        assert naive(plan.limit) <= avail < naive(plan.limit + 1)
+        assert f"supervised plan's {costs.min_steps} student steps do not fit" in plan.why_limit
+    # a student of fewer steps than a quarter of the plan's (611 // 4 = 152: 446 s at 2.93 s) is none: the route refuses (limit < 100)
+    for left, expected in ((500.0, 0), (700.0, None)):  # 111 and 156 steps at 3.81 s each with their labelling
+        plan = plan_route(left, RouteCosts(543.0, 218.0, 2.93, 611, 192), 59_000, asked=None)
+        assert (plan.limit == 0) == (expected == 0) and (plan.passes is None) == (expected == 0)
+
+
 def test_the_plans_passes_are_the_students_epochs(shapes_folder, big_pool, tmp_path, monkeypatch):
     import headstart.api_semi as api_semi
 

@@ -62,12 +62,15 @@ class EnsembleModel(nn.Module):
         soft = torch.einsum("m,mnc->nc", w, probs)
         if self.rule != "hard":
             return soft
+        # in float64: the tie-break adds 1e-6 × the mean probability to vote shares near 1/M, and
+        # float32 (7 digits) would round the difference between two tied classes away
+        soft, w = soft.double(), w.double()
         top = probs.argmax(2)  # (M, N)
         votes = torch.zeros_like(soft)
         for i in range(len(probs)):
             votes.scatter_add_(1, top[i].unsqueeze(1), w[i].expand(len(soft), 1).to(votes.dtype))
         votes = votes + TIE_BREAK * soft
-        return votes / votes.sum(1, keepdim=True)
+        return (votes / votes.sum(1, keepdim=True)).to(probs.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.combine(self.member_probs(x)).clamp_min(1e-30).log()

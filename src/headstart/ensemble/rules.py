@@ -7,7 +7,9 @@ reads a model's probabilities (``eval``, ``predict``, a student's targets) reads
 - ``soft_vote``: the (weighted) mean of the probabilities.
 - ``hard_vote``: each member votes for its top class; the rows are the (weighted) vote shares.
   A tie goes to the tied class with the higher mean probability (the soft vote), by adding
-  1e-6 × that mean: far below one vote's share for any ensemble of fewer than 10⁵ equal members.
+  1e-4 × that mean: below one vote's share for any ensemble of fewer than 10⁴ equal members,
+  and large enough that the difference between two tied classes survives float32 (an exported
+  or GPU ensemble computes in it).
 - ``greedy_weights``: Caruana et al. (2004) ensemble selection, as auto-sklearn and AutoGluon
   use it — start from the best member on validation, then repeatedly add (with replacement)
   the member whose addition lowers the validation loss most; the weights are how often each
@@ -31,7 +33,7 @@ import numpy as np
 
 from ..registry import Registry
 
-TIE_BREAK = 1e-6
+TIE_BREAK = 1e-4
 LOG_FLOOR = 1e-7
 """Probabilities are clipped here before their log enters the stacking layer (a member that is
 certain would otherwise give -inf)."""

@@ -25,6 +25,7 @@ from .advise.cached import advice_for_run, apply_advice
 from .advise.cached import advise_data as advise
 from .advise.search import search_then_train
 from .api_augment import augment_audit, augment_preview
+from .api_distill import distill
 from .api_ensemble import build_ensemble, train_members
 from .api_predict import evaluate, predict
 from .api_semi import pool_epochs, read_unlabeled, selftrain, teacher_targets
@@ -65,7 +66,7 @@ AUTO = "auto"  # --strategy auto: measure the data, let advise/rules.py choose
 # registry index): the one console, the errors it reports, constants it shows in help texts.
 __cli__ = (console, HeadstartError, RunError, DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, write_json, policy_steps, create_backbone)
 __all__ = [
-    "ImageClassifier", "Predictor", "TrainResult", "advise", "augment_audit", "augment_preview", "ensemble", "evaluate", "fit_classifier",
+    "ImageClassifier", "Predictor", "TrainResult", "advise", "augment_audit", "augment_preview", "distill", "ensemble", "evaluate", "fit_classifier",
     "gather_image_files", "load_square_files", "pixel_limit", "predict", "report_ignored", "report_warned", "selftrain", "train",
 ]
 
@@ -152,9 +153,11 @@ def _check(config: TrainConfig) -> tuple[bool, Any]:
         )
     if config.unlabeled == POOL and not config.labels_per_class:
         raise ConfigError("--unlabeled pool is what --labels-per-class K leaves unlabeled of the training split; give --labels-per-class K")
-    if config.teacher and config.method != "pseudolabel":
-        raise ConfigError(f"--teacher gives fixed targets to --method pseudolabel, not to --method {config.method}")
-    if config.teacher and (options.thresholds != "fixed" or options.align or options.ema_decay):
+    if config.teacher and config.method not in ("pseudolabel", "distill"):
+        raise ConfigError(f"--teacher teaches --method pseudolabel (fixed targets) or distill, not --method {config.method}")
+    if config.method == "distill" and (not config.teacher or config.teacher == "propagate"):
+        raise ConfigError("--method distill learns from a teacher run: give --teacher RUN (or use `headstart distill TEACHER_RUN`)")
+    if config.teacher and config.method == "pseudolabel" and (options.thresholds != "fixed" or options.align or options.ema_decay):
         raise ConfigError("with --teacher the targets are a fixed table: -O thresholds=flexmatch/freematch, align and ema_decay are "
                           "for the online method (drop --teacher, or those options)")
     if config.teacher:
@@ -225,6 +228,7 @@ class _Job:
             pool_truth=None if pool is None or not pool.has_truth else torch.from_numpy(pool.truth),
             class_prior=torch.from_numpy(counts.astype(np.float32) / max(1, counts.sum())),
             pool_targets=self.setup.pool_targets if self.setup is not None else None,
+            teacher=self.setup.teacher if self.setup is not None else None,
         )
 
     def context(self) -> Context:
@@ -302,8 +306,12 @@ def _train(
         replaced = folder.write_start(run_config, None if advice is None else {**advice.to_dict(), "search": search_log, "search_winner": choice})
         if replaced:
             console.print(f"  [dim]replaced the earlier run in {folder.path} ({', '.join(replaced)})[/dim]")
-    if config.teacher:
+    if config.teacher and (config.method != "distill" or (options.cached_teacher and job.needs.unlabeled_views)):
         teacher_targets(job, lambda: _model(config, len(job.classes)))
+    if config.method == "distill":
+        from .api_distill import teacher_module
+
+        job.setup = dataclasses.replace(job.setup, teacher=teacher_module(config.teacher, model.preprocess, job.classes, device))
     from torch.utils.tensorboard import SummaryWriter
 
     job.writer = SummaryWriter(str(folder.path / "tb")) if dist.is_main else None
@@ -386,7 +394,7 @@ def _tensors(job: _Job) -> dict[str, torch.Tensor]:
     if data.val_set is not None:
         out["val_x"] = images_tensor(data.val_set, size=size, num_workers=workers)
         out["val_y"] = torch.from_numpy(data.val_set.labels.astype(np.int64))
-    if job.needs.unlabeled_views or job.config.teacher:  # files of any size are decoded at the run's input size
+    if data.unlabeled is not None and (job.needs.unlabeled_views or job.config.teacher):  # files of any size: at the run's input size
         pool_size = size if size is not None or data.unlabeled.is_array else job.plan.image_size
         out["unlabeled_x"] = images_tensor(data.unlabeled, size=pool_size, num_workers=workers)
     return out
@@ -486,7 +494,8 @@ def _finish(job: _Job, out: Any, run_config: dict[str, Any], t_start: float) -> 
         "num_train": len(data.train_set), "num_val": 0 if data.val_set is None else len(data.val_set), **job.extra,
     }
     model.eval()
-    meta = {**model_meta(model, classes=job.classes, image_size=p.image_size, strategy=p.strategy.name), "trained_on": config.data, "method": config.method}
+    meta = {**model_meta(model, classes=job.classes, image_size=p.image_size, strategy=p.strategy.name), "trained_on": config.data, "method": config.method,
+            **({"teacher": config.teacher} if config.teacher else {})}
     job.folder.save(model=model, meta=meta, config=run_config, metrics=metrics, splits=splits_record(config, data))
     if not interrupted:
         job.folder.finish()

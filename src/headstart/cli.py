@@ -543,6 +543,65 @@ ensemble.__annotations__ = {**{p.name: p.annotation for p in ensemble.__signatur
 app.command()(ensemble)
 
 
+_DISTILL_ONLY: list[tuple[str, Any, Any]] = [
+    ("student", str, typer.Option("efficientnet_lite0", help="The student's architecture: " + BACKBONE_HELP)),
+    ("temperature", float, typer.Option(4.0, "--temperature", "-T", help="T: teacher and student softened as softmax(logits / T).")),
+    ("alpha", float, typer.Option(0.9, help="Weight of the teacher's soft targets; 1 − alpha weighs the labels' cross-entropy.")),
+    ("cached_teacher", bool, typer.Option(False, "--cached-teacher", help="Teach the unlabeled images from one teacher pass over "
+                                          "the plain images instead of on every drawn view (faster, less consistent).")),
+    ("view", str, typer.Option("weak", help="How teacher and student see the unlabeled images: plain | weak | strong.")),
+    ("test", Optional[str], typer.Option(None, help="Labeled test images for the student-vs-teacher table (default: a built-in set's test split).")),
+    ("as_json", bool, typer.Option(False, "--json", help="Print the comparison as JSON.")),
+]
+
+
+def _distill_signature() -> inspect.Signature:
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("ctx", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=typer.Context),
+        inspect.Parameter("teacher_run", kw, annotation=Path, default=typer.Argument(
+            ..., metavar="TEACHER_RUN", help="A finished run (an ensemble included); the student trains on its labeled images.")),
+    ]
+    params += [inspect.Parameter(name, kw, annotation=a, default=d) for name, a, d in _DISTILL_ONLY]
+    for p in _train_signature().parameters.values():
+        if p.name in ("ctx", "data", "config", "resume", "devices", "backbone", "teacher", "teachers", "labels_per_class", "split_seed", "method"):
+            continue
+        if p.name == "output":
+            p = p.replace(default=typer.Option("runs/distilled", "--output", "-o", help="The student's run folder."))
+        params.append(p)
+    return inspect.Signature(params, return_annotation=None)
+
+
+def distill(ctx: typer.Context, **kw: Any) -> None:
+    """Knowledge distillation: a student learns a finished run's (or an ensemble's) softened outputs on its labels, and the unlabeled images."""
+    teacher = kw.pop("teacher_run")
+    own = {k: kw.pop(k) for k, _, _ in _DISTILL_ONLY}
+    kw["method_options"] = _key_values(kw["method_options"])
+    unlabeled = kw.pop("unlabeled")
+    recipe = {k: v for k, v in kw.items() if k in CONFIG_FIELDS}
+    out = api.distill(teacher, student=own["student"], temperature=own["temperature"], alpha=own["alpha"], unlabeled=unlabeled,
+                      cached_teacher=own["cached_teacher"], view=own["view"], test=own["test"], **recipe)
+    if own["as_json"]:
+        _json_out(out)
+        return
+    t = Table(title=f"student {out['run_dir']} beside its teacher")
+    for col in ("", "backbone", "size", "test accuracy", "parameters", "file", "img/s (batch 64)", "ms/img (batch 1)"):
+        t.add_column(col)
+    for name in ("teacher", "student"):
+        r = out[name]
+        t.add_row(name, r["backbone"], str(r["image_size"]), "" if r["test_accuracy"] is None else f"{r['test_accuracy']:.4f}",
+                  f"{r['parameters'] / 1e6:.2f}M", f"{r['file_bytes'] / 1e6:.1f} MB", f"{r.get('images_per_second', 0):.0f}",
+                  f"{r.get('latency_ms_batch1', 0):.1f}")
+    console.print(t)
+    if "speedup" in out:
+        console.print(f"student {out['speedup']:.1f}× the teacher's img/s" + (f"; {out['gap_to_teacher'] * 100:+.2f} points of accuracy" if "gap_to_teacher" in out else ""))
+
+
+distill.__signature__ = _distill_signature()  # type: ignore[attr-defined]
+distill.__annotations__ = {**{p.name: p.annotation for p in distill.__signature__.parameters.values()}, "return": None}
+app.command()(distill)
+
+
 @app.command()
 def selftrain(
     run: Path = typer.Argument(..., help="The first teacher: a finished run folder written by `headstart train`."),

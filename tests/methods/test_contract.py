@@ -30,7 +30,7 @@ def _method(case) -> TrainingMethod:
     table = options.pop("_teacher", None)
     setup = Setup(
         num_classes=3, label_smoothing=0.1, pool_size=len(U), pool_targets=table,
-        pool_truth=torch.arange(len(U)) % 3, class_prior=torch.tensor([0.5, 0.25, 0.25]),
+        pool_truth=torch.arange(len(U)) % 3, class_prior=torch.tensor([0.5, 0.25, 0.25]), teacher=_TEACHER,
     )
     return create_method(name, nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), options or None, setup)
 
@@ -58,6 +58,7 @@ def _source(method: TrainingMethod):
 NAMES = METHODS.names()
 # every method with its defaults, and options that switch on state of its own
 _TABLE = torch.softmax(torch.randn(len(U), 3, generator=_G) * 3, 1)
+_TEACHER = nn.Linear(6, 3)  # a fixed network for the methods that learn from one (distill); the others ignore it
 CASES = [(n, None) for n in NAMES] + [
     ("supervised", {"ema_decay": "0.9"}),
     ("pseudolabel", {"thresholds": "flexmatch", "threshold": "0.3"}),
@@ -65,6 +66,8 @@ CASES = [(n, None) for n in NAMES] + [
     ("pseudolabel", {"_teacher": _TABLE, "view": "strong", "targets": "soft", "threshold": "0.5", "balance": "true"}),
     ("fixmatch", {"thresholds": "flexmatch", "threshold": "0.3", "align": "true"}),
     ("fixmatch", {"thresholds": "freematch", "ema_decay": "0.9"}),
+    ("distill", {"ratio": "3", "view": "strong"}),
+    ("distill", {"_teacher": _TABLE, "ratio": "2", "cached_teacher": "true"}),
 ]
 IDS = [n if o is None else f"{n}-{','.join(f'{k}={v}' for k, v in o.items() if k != '_teacher')}" + ("-teacher" if o and "_teacher" in o else "")
        for n, o in CASES]

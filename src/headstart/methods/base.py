@@ -127,6 +127,7 @@ class Setup:
     pool_targets: torch.Tensor | None = None  # (P, C) a teacher's class probabilities per pool image (``--teacher``)
     pool_truth: torch.Tensor | None = None  # (P,) hidden labels (-1: unknown), only to score pseudo-labels, never to train
     class_prior: torch.Tensor | None = None  # (C,) the labeled images' class shares
+    teacher: nn.Module | None = None  # --method distill: the student's prepared input → the teacher's logits, student's class order
 
 
 @dataclass(frozen=True)

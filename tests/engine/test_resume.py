@@ -75,7 +75,10 @@ def test_kill_minus_nine_then_resume_matches_uninterrupted(shapes_folder, tmp_pa
 
     # Ctrl-C: the run is written with what was learned, marked interrupted, and resumable
     run = tmp_path / "ctrl-c"
-    proc = subprocess.Popen(_cmd(shapes_folder, run), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # A suite started in the background by a non-interactive shell inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt for it: the child gets the default back, as a terminal's Ctrl-C finds it.
+    proc = subprocess.Popen(_cmd(shapes_folder, run), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = run / "checkpoint" / "last.pt"
     while proc.poll() is None:
         if ckpt.exists() and torch.load(ckpt, weights_only=True)["step"] >= 13:

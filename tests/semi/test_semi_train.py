@@ -97,7 +97,7 @@ def test_bad_combinations_are_refused_before_any_data_is_read(tmp_path):
     for kw, msg in [
         (dict(method="fixmatch"), "learns from unlabeled images: give --unlabeled"),
         (dict(method="fixmatch", unlabeled="pool"), "--labels-per-class K"),
-        (dict(method="fixmatch", unlabeled="x", teacher="runs/t"), "--teacher gives fixed targets"),
+        (dict(method="fixmatch", unlabeled="x", teacher="runs/t"), "--teacher teaches --method pseudolabel"),
         (dict(method="pseudolabel", unlabeled="x", method_options={"view": "blurry"}), "view must be one of"),
         (dict(method="pseudolabel", unlabeled="x", teacher="runs/t", method_options={"thresholds": "flexmatch"}), "fixed table"),
         (dict(method="fixmatch", unlabeled="x", cutmix=1.0), "does not mix batches"),

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .backbones import Preprocess, normalize_resize
+from .backbones import Preprocess
 from .config import TrainConfig
 from .console import console
+from .ensemble.model import MemberInput
 from .errors import ConfigError, DataError
 from .runfolder import ENSEMBLE, load_run, read_config, read_splits, write_json
 
@@ -41,18 +42,13 @@ class TeacherOnStudentInput(nn.Module):
         self.teacher = teacher
         self.register_buffer("mean", torch.tensor(student.mean).view(1, 3, 1, 1) * 255, persistent=False)
         self.register_buffer("std", torch.tensor(student.std).view(1, 3, 1, 1) * 255, persistent=False)
-        self.own = own
-        if own is not None:
-            self.register_buffer("own_mean", torch.tensor(own.mean).view(1, 3, 1, 1) * 255, persistent=False)
-            self.register_buffer("own_std", torch.tensor(own.std).view(1, 3, 1, 1) * 255, persistent=False)
-            self.mode = "bicubic" if own.interpolation == "bicubic" else "bilinear"
-        self.size = size
+        self.own = None if own is None else MemberInput(own, size)  # the teacher's own preparation, as an ensemble member's
         self.register_buffer("order", torch.tensor(order, dtype=torch.long), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pixels = x.float() * self.std + self.mean
         if self.own is not None:
-            pixels = normalize_resize(pixels, self.own_mean, self.own_std, self.size, self.mode)
+            pixels = self.own(pixels)
         return self.teacher(pixels)[:, self.order]
 
 

@@ -476,14 +476,21 @@ def _ensemble_signature() -> inspect.Signature:
         inspect.Parameter("inputs", kw, annotation=Optional[List[str]], default=typer.Argument(
             None, metavar="RUN... | DATA", help="Finished runs to combine; with --members/--backbones, the data to train them on.")),
     ]
-    params += [inspect.Parameter(name, kw, annotation=a, default=d) for name, a, d in _ENSEMBLE_ONLY]
-    for p in _train_signature().parameters.values():
-        if p.name in ("ctx", "data", "config", "resume", "devices"):
-            continue
-        if p.name == "output":
-            p = p.replace(default=typer.Option("runs/ensemble", "--output", "-o", help="The ensemble's run folder (members: OUTPUT/members/)."))
-        params.append(p)
+    params += _recipe_params(_ENSEMBLE_ONLY, (), typer.Option("runs/ensemble", "--output", "-o",
+                                                              help="The ensemble's run folder (members: OUTPUT/members/)."))
     return inspect.Signature(params, return_annotation=None)
+
+
+def _recipe_params(own: list[tuple[str, Any, Any]], skip: tuple[str, ...], output: Any) -> list[inspect.Parameter]:
+    """A command's own options, then ``train``'s options (less ``skip`` and what only ``train``
+    has) as the recipe of what it trains, ``--output`` with the command's own default."""
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [inspect.Parameter(name, kw, annotation=a, default=d) for name, a, d in own]
+    for p in _train_signature().parameters.values():
+        if p.name in ("ctx", "data", "config", "resume", "devices", *skip):
+            continue
+        params.append(p.replace(default=output) if p.name == "output" else p)
+    return params
 
 
 def ensemble(ctx: typer.Context, **kw: Any) -> None:
@@ -562,13 +569,8 @@ def _distill_signature() -> inspect.Signature:
         inspect.Parameter("teacher_run", kw, annotation=Path, default=typer.Argument(
             ..., metavar="TEACHER_RUN", help="A finished run (an ensemble included); the student trains on its labeled images.")),
     ]
-    params += [inspect.Parameter(name, kw, annotation=a, default=d) for name, a, d in _DISTILL_ONLY]
-    for p in _train_signature().parameters.values():
-        if p.name in ("ctx", "data", "config", "resume", "devices", "backbone", "teacher", "teachers", "labels_per_class", "split_seed", "method"):
-            continue
-        if p.name == "output":
-            p = p.replace(default=typer.Option("runs/distilled", "--output", "-o", help="The student's run folder."))
-        params.append(p)
+    params += _recipe_params(_DISTILL_ONLY, ("backbone", "teacher", "teachers", "labels_per_class", "split_seed", "method"),
+                             typer.Option("runs/distilled", "--output", "-o", help="The student's run folder."))
     return inspect.Signature(params, return_annotation=None)
 
 

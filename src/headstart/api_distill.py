@@ -130,15 +130,12 @@ def _files_bytes(run_dir: Path) -> int:
 
 def cost(predictor: Any, images: torch.Tensor, *, latency_images: int = 20) -> dict[str, float]:
     """img/s at batch 64 (after two warm-up batches) and the median per-image latency at batch 1."""
+    from .api_ensemble import images_per_second
+
     model, prepare = predictor.model, predictor.prepare
     model.eval()
+    ips = images_per_second(lambda b: model(prepare(b)), images)
     with torch.inference_mode():
-        model(prepare(images[:64]))  # two warm-up batches: the first calls pick their kernels
-        model(prepare(images[:64]))
-        t0 = time.perf_counter()
-        for i in range(0, len(images), 64):
-            model(prepare(images[i:i + 64]))
-        ips = len(images) / (time.perf_counter() - t0)
         lat = []
         for i in range(min(latency_images, len(images))):
             t = time.perf_counter()

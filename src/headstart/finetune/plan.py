@@ -96,7 +96,8 @@ def plan(config: TrainConfig, data: DataFacts, model: ModelFacts) -> Plan:
             f"{image_size}px: "
             + (f"native {typical}-px images{'' if data.is_array else ' (median side)'}, " if typical else "images of unknown size, ")
             + f"{'frozen features' if strategy.frozen_body else 'trainable layers'} "
-            f"(weights trained at {model.weights_size}px)"
+            + (f"(an architecture built for {model.weights_size}-px inputs)" if model.weights_size <= rules.SMALL_INPUT
+               else f"(weights trained at {model.weights_size}px)")
         )
     augment = config.augment
     if augment is None:

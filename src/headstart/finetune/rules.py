@@ -25,6 +25,10 @@ def default_val_fraction(min_class_count: int) -> float:
     return 0.2 if min_class_count >= MIN_PER_CLASS_FOR_VAL else 0.0
 
 
+SMALL_INPUT = 64
+"""Input side at or under which an architecture counts as built for small images."""
+
+
 def default_image_size(*, native_size: int | None, weights_size: int, strategy: str) -> int:
     """Input side in pixels.
 
@@ -37,7 +41,12 @@ def default_image_size(*, native_size: int | None, weights_size: int, strategy: 
     time again. Photos keep the size the weights were trained at when the body is frozen
     (features are computed once), and at most 160 px when layers train, where every epoch
     pays for the resolution (forward + backward is ~2x cheaper at 160 than at 224).
+    An architecture built for small inputs (``weights_size`` ≤ 64, e.g. ``resnet_small`` at
+    32 px) keeps its own size: it has no ImageNet filters to serve, and upsampling would only
+    multiply its cost.
     """
+    if weights_size <= SMALL_INPUT:
+        return weights_size
     if native_size is not None and native_size <= 64:
         return 112
     if _strategy(strategy).frozen_body:

@@ -120,6 +120,7 @@ def model_meta(model: Backbone, *, classes: list[str], image_size: int, strategy
 RUN_PRODUCTS = (
     "model.json", "model.safetensors", "metrics.json", "splits.json", "advice.json", AUDIT_FILE,
     "bias-audit.json", "report.html", "eval-*.json", "tb", "explain", "features", "teacher_targets.safetensors",
+    "teacher-tables",
 )
 """What a run and the commands that read it write into its folder: a new run in the same folder
 (``--overwrite``, or after an unfinished one) removes them first, so no number, picture, curve or

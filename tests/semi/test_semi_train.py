@@ -81,6 +81,31 @@ def test_a_teacher_runs_table_reaches_the_student_and_stays_in_its_run(shapes_fo
     assert json.loads((other.run_dir / "splits.json").read_text())["train_indices"] == splits["train_indices"]  # --split-seed 0
 
 
+def test_a_teachers_table_is_kept_in_its_folder_for_its_next_student(shapes_folder, pool_folder, tmp_path, monkeypatch):
+    from headstart.data import load_unlabeled
+    from headstart.data.tensors import images_tensor
+    from headstart.predictor import Predictor
+    from headstart.runfolder import clear_replaced_run
+    from headstart.semi.teacher import TABLES_DIR, member_tables
+
+    teacher = train(_cfg(shapes_folder, tmp_path / "t", strategy="partial", freeze_stages=6, epochs=2))
+    pool_x = images_tensor(load_unlabeled(str(pool_folder)), size=32, num_workers=0)
+    calls = []
+    real = Predictor.proba_tensor
+    monkeypatch.setattr(Predictor, "proba_tensor", lambda self, x, **kw: calls.append(len(x)) or real(self, x, **kw))
+    classes = ["disc", "square", "stripes"]
+    first = member_tables(str(teacher.run_dir), pool_x, classes, device="cpu")[0]
+    assert calls == [30] and len(list((teacher.run_dir / TABLES_DIR).glob("*.safetensors"))) == 1
+    again = member_tables(str(teacher.run_dir), pool_x, classes[::-1], device="cpu")[0]  # another class order: same table, reordered
+    assert calls == [30], "the second student of the same teacher and pool labelled the pool again"
+    torch.testing.assert_close(again, first.flip(1))
+    changed = pool_x.clone()
+    changed[0, 0, 0, 0] ^= 1  # one pixel of one image: another pool, another table
+    member_tables(str(teacher.run_dir), changed, classes, device="cpu")
+    assert calls == [30, 30]
+    assert "teacher-tables" in clear_replaced_run(teacher.run_dir)  # a new run in the folder takes its old tables with it
+
+
 def test_label_spreading_feeds_a_linear_head_on_cached_features(shapes_folder, pool_folder, tmp_path):
     res = train(_cfg(
         shapes_folder, tmp_path / "p", strategy="linear", epochs=3, unlabeled=str(pool_folder), method="pseudolabel",

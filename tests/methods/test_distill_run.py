@@ -70,11 +70,14 @@ def test_the_cli_distills_and_prints_the_comparison(teacher, shapes_test_folder,
 
     from headstart.cli import app
 
-    res = CliRunner().invoke(app, ["distill", str(teacher), "--student", "efficientnet_lite0", "-T", "3", "--alpha", "0.5",
-                                   "--image-size", "24", "--epochs", "1", "--device", "cpu", "--no-progress", "--test", str(shapes_test_folder),
+    res = CliRunner().invoke(app, ["distill", str(teacher), "--student", "resnet_small", "-T", "3", "--alpha", "0.5", "--epochs", "1", "--device", "cpu", "--no-progress", "--test", str(shapes_test_folder),
                                    "-o", str(tmp_path / "s"), "--json"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{"):])
-    assert out["student"]["backbone"] == "efficientnet_lite0" and "speedup" in out
-    opts = __import__("yaml").safe_load((tmp_path / "s" / "config.yaml").read_text())["resolved"]["method_options"]
+    assert out["student"]["backbone"] == "resnet_small" and "speedup" in out
+    config = __import__("yaml").safe_load((tmp_path / "s" / "config.yaml").read_text())
+    opts = config["resolved"]["method_options"]
+    # the small student trains from scratch, every layer, at its own 32 px
+    assert config["resolved"]["strategy"] == "full" and config["resolved"]["image_size"] == 32
+    assert "built for 32-px inputs" in config["reasons"]["image_size"]
     assert opts["temperature"] == 3.0 and opts["alpha"] == 0.5 and opts["ratio"] == 0

@@ -12,6 +12,9 @@ official 10,000-image test split): the three seeds of one recipe, and all five m
 (``--rule auto``). At 10 labels per class the members train on every label (no validation
 split), so only the soft and hard votes are possible and auto says so; at 100 per class the
 members share a 20 % validation split and every rule is fitted and compared on it.
+With ``--mixed``, two more members of other architectures (``auto`` on EfficientNet-Lite1 and
+Lite2, same labels and seed) and two more ensembles: the three architectures (Lite0/1/2, one
+seed each) and all seven members.
 Results go to benchmarks/results/ensemble-<tag>.json and .md with the machine and commit.
 """
 
@@ -35,14 +38,17 @@ from headstart import TrainConfig, api, train  # noqa: E402
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def members(k: int, seed: int, work: Path) -> dict[str, tuple[Path, float]]:
-    """The five members, trained unless already in ``work``: name → (run folder, its recorded training seconds)."""
+def members(k: int, seed: int, work: Path, mixed: bool = False) -> dict[str, tuple[Path, float]]:
+    """The five (seven with ``mixed``) members, trained unless already in ``work``: name → (run
+    folder, its recorded training seconds)."""
     recipes = {
         f"auto seed {seed + i}": dict(seed=seed + i) for i in range(3)
     } | {
         "linear probe": dict(seed=seed, strategy="linear"),
         "kNN head": dict(seed=seed, strategy="knn"),
     }
+    if mixed:
+        recipes |= {f"auto Lite{v}": dict(seed=seed, backbone=f"efficientnet_lite{v}") for v in (1, 2)}
     out = {}
     for name, fields in recipes.items():
         path = work / name.replace(" ", "-")
@@ -59,14 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tag", default="k10-s0")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
+    ap.add_argument("--mixed", action="store_true", help="add Lite1 and Lite2 members and the mixed-architecture ensembles")
+    ap.add_argument("--only-mixed", action="store_true", help="with --mixed: build only the mixed-architecture ensembles")
     a = ap.parse_args(argv)
     work = Path(a.work or tempfile.mkdtemp(prefix="ensemble-bench-"))
     t0 = time.perf_counter()
-    runs = members(a.labels, a.seed, work)
+    runs = members(a.labels, a.seed, work, mixed=a.mixed)
     built = {}
-    for name, picked in (("one recipe, 3 seeds", [n for n in runs if n.startswith("auto")]), ("all five", list(runs))):
+    groups = [("one recipe, 3 seeds", [n for n in runs if n.startswith("auto seed")]), ("all five", list(runs)[:5])]
+    if a.mixed:
+        groups = groups[2 if a.only_mixed else 0:] + [
+            ("three architectures (Lite0/1/2)", [f"auto seed {a.seed}", "auto Lite1", "auto Lite2"]), ("all seven", list(runs))]
+    for name, picked in groups:
         t = time.perf_counter()
-        m = api.ensemble([str(runs[n][0]) for n in picked], output=work / f"ens-{len(picked)}", rule="auto", device="cpu", overwrite=True)
+        folder = work / ("ens-" + "-".join(n.split()[-1] for n in picked) if name.startswith("three") else f"ens-{len(picked)}")
+        m = api.ensemble([str(runs[n][0]) for n in picked], output=folder, rule="auto", device="cpu", overwrite=True)
         built[name] = {"members": picked, "metrics": m, "seconds": time.perf_counter() - t}
         print(json.dumps({"ensemble": name, "rule": m["rule"], "accuracy": m["test"]["ensemble"]["accuracy"]}), flush=True)
     info = machine_info()

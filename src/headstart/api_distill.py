@@ -144,6 +144,25 @@ def cost(predictor: Any, images: torch.Tensor, *, latency_images: int = 20) -> d
     return {"images_per_second": ips, "latency_ms_batch1": 1000 * statistics.median(lat)}
 
 
+def _recorded_accuracy(run: Path) -> float | None:
+    """The teacher's accuracy on the official test split from its ``eval-test.json``, when one is
+    there: every student of a teacher is compared on the same test images, and for an ensemble
+    each scoring is a pass of every member over them. A run retrained (or an ensemble rebuilt) in
+    its folder first removes its ``eval-*.json`` (``RUN_PRODUCTS``), so a file present is the
+    current model's; one older than the weights is not trusted."""
+    path, weights = run / "eval-test.json", run / "model.safetensors"
+    if not path.is_file() or (weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime):
+        return None
+    try:
+        acc = json.loads(path.read_text()).get("accuracy")
+    except (OSError, ValueError):
+        return None
+    if isinstance(acc, (int, float)):
+        console.print(f"  [dim]teacher {run}: test accuracy {acc:.4f} as recorded in {path}[/dim]")
+        return float(acc)
+    return None
+
+
 def compare(teacher: Path, student: Path, *, test: str | None = None, device: str = "auto", timed: int = 256) -> dict[str, Any]:
     """Student beside teacher: test accuracy (the official test split of a built-in set, or
     ``test``), parameters, weights' file size, img/s at batch 64 and latency at batch 1."""
@@ -159,7 +178,9 @@ def compare(teacher: Path, student: Path, *, test: str | None = None, device: st
         acc = None
         images = None
         if data is not None and (test is not None or is_builtin(data)):
-            acc = evaluate(run, test, device=device)["accuracy"]
+            acc = _recorded_accuracy(run) if name == "teacher" and test is None else None
+            if acc is None:
+                acc = evaluate(run, test, device=device)["accuracy"]
             imageset = resolve(data, split="test")
             images = p.images_of(imageset.subset(np.arange(min(timed, len(imageset)))), num_workers=0)
         params = sum(t.numel() for t in p.model.parameters()) + sum(b.numel() for b in p.model.buffers())

@@ -81,3 +81,23 @@ def test_the_cli_distills_and_prints_the_comparison(teacher, shapes_test_folder,
     assert config["resolved"]["strategy"] == "full" and config["resolved"]["image_size"] == 32
     assert "built for 32-px inputs" in config["reasons"]["image_size"]
     assert opts["temperature"] == 3.0 and opts["alpha"] == 0.5 and opts["ratio"] == 0
+
+
+def test_every_student_is_compared_with_the_teachers_recorded_test_score(tmp_path):
+    import os
+
+    from headstart.api_distill import compare
+
+    fast = dict(data="digits", labels_per_class=5, image_size=32, device="cpu", progress=False, strategy="linear", epochs=1)
+    teacher = Path(train(TrainConfig(output=str(tmp_path / "t"), **fast)).run_dir)
+    student = Path(train(TrainConfig(output=str(tmp_path / "s"), seed=1, **fast)).run_dir)
+    first = compare(teacher, student, device="cpu", timed=8)
+    recorded = json.loads((teacher / "eval-test.json").read_text())
+    assert first["teacher"]["test_accuracy"] == recorded["accuracy"]  # scored once on the official test split, and kept
+    recorded["accuracy"] = 0.123  # planted: the next comparison must read it, not score the teacher again
+    (teacher / "eval-test.json").write_text(json.dumps(recorded))
+    assert compare(teacher, student, device="cpu", timed=8)["teacher"]["test_accuracy"] == 0.123
+    weights = teacher / "model.safetensors"
+    later = (teacher / "eval-test.json").stat().st_mtime + 5
+    os.utime(weights, (later, later))  # weights newer than the score: scored again
+    assert compare(teacher, student, device="cpu", timed=8)["teacher"]["test_accuracy"] == first["teacher"]["test_accuracy"]

@@ -9,7 +9,9 @@ back by ``runfolder.load_run`` like any run.
 Held-out images, and how leakage is kept out: the fitted rules (``weighted``, ``accuracy``,
 ``stack``) are fitted on labeled images **no member trained on**. With ``--val DATA`` those are
 the images of DATA, less any whose content (a file's bytes, an array's pixels) equals one of a
-member's training images. Without it they are the images every member held out for validation
+member's training images or one of the files of the ``--unlabeled`` folder it learned from (a
+built-in set's ``pool`` is the rest of its training split, which a ``--val`` folder's files or a
+built-in test split never equal: the pool already drops the test split's images). Without it they are the images every member held out for validation
 (the intersection of their ``val_indices`` on the same data) less any other member trained on
 (members with different split seeds hold out different images). Members trained on every label
 (few labels per class: no validation split) leave no held-out images: then only the soft and
@@ -58,15 +60,24 @@ class HeldOut:
     images: ImageSet
     source: str
     rows: list[int] | None  # indices into the members' data when derived from their splits
-    dropped: int  # images of --val left out because a member trained on them
+    dropped: int  # images of --val left out because a member trained on them (or saw them unlabeled)
 
 
 def _member_train_hashes(predictor: Predictor) -> set[str]:
+    """The content of every image a member learned from: its training images and, when it
+    trained with ``--unlabeled``, its unlabeled pool (see the module's docstring)."""
     splits = read_splits(predictor.run.path)
-    if not splits.get("train_indices"):
-        return set()
-    full = resolve(splits["data"], split="train")
-    return set(content_hashes(full.subset(np.asarray(splits["train_indices"], dtype=np.int64))))
+    seen: set[str] = set()
+    if splits.get("train_indices"):
+        full = resolve(splits["data"], split="train")
+        seen |= set(content_hashes(full.subset(np.asarray(splits["train_indices"], dtype=np.int64))))
+    pool = splits.get("unlabeled") or {}
+    source = pool.get("source") if isinstance(pool, dict) else None
+    if source and source != "pool" and Path(source).is_dir():
+        from .data import load_unlabeled
+
+        seen |= set(content_hashes(load_unlabeled(source, validate=False)))
+    return seen
 
 
 def held_out(members: Sequence[Predictor], val: str | None, on_bad_image: str = "skip") -> HeldOut | None:
@@ -80,7 +91,8 @@ def held_out(members: Sequence[Predictor], val: str | None, on_bad_image: str = 
             trained |= _member_train_hashes(m)
         keep = np.array([h not in trained for h in content_hashes(images)], dtype=bool)
         if not keep.any():
-            raise DataError(f"every image of --val {val} trained one of the members; give labeled images none of them trained on")
+            raise DataError(f"every image of --val {val} trained one of the members (as a labeled or an unlabeled image); give "
+                            "labeled images none of them trained on")
         return HeldOut(images.subset(np.flatnonzero(keep)), val, None, int((~keep).sum()))
     splits = [read_splits(m.run.path) for m in members]
     if any(not s for s in splits) or len({s.get("data") for s in splits}) != 1:
@@ -164,7 +176,7 @@ def build_ensemble(
     comparison: dict[str, Any] = {}
     if held is not None:
         console.print(f"  held-out images: {len(held.images)} from {held.source}"
-                      + (f" ({held.dropped} left out: a member trained on them)" if held.dropped else ""))
+                      + (f" ({held.dropped} left out: a member trained on them or learned from them unlabeled)" if held.dropped else ""))
         hp = _member_probs(members, held.images)
         comparison = compare_rules(hp, held.images.labels)
     if rule == AUTO:

@@ -73,6 +73,21 @@ def test_given_validation_images_that_a_member_trained_on_are_left_out(members, 
     assert m["held_out"]["images"] == len(resolve(str(shapes_folder))) - len(trained)
 
 
+def test_given_validation_images_a_member_learned_from_unlabeled_are_left_out_too(members, shapes_folder, shapes_test_folder, tmp_path):
+    others = sorted(str(p) for p in resolve(str(shapes_test_folder)).images)  # images no member has as a labeled one
+    pool = tmp_path / "pool" / "any"
+    pool.mkdir(parents=True)
+    copied = others[: len(others) // 2]  # half of them, byte for byte, as one member's unlabeled pool
+    for i, path in enumerate(copied):
+        shutil.copyfile(path, pool / f"{i}{Path(path).suffix}")
+    semi = train(_cfg(shapes_folder, tmp_path / "semi", strategy="partial", freeze_stages=7, epochs=1, method="pseudolabel",
+                      unlabeled=str(tmp_path / "pool"), seed=4, split_seed=0))
+    runs = [members["linear"], Path(semi.run_dir)]
+    m = api.ensemble([str(r) for r in runs], output=tmp_path / "ens", rule="auto", val=str(shapes_test_folder), device="cpu")
+    assert m["held_out"]["dropped_as_trained_on"] == len(copied) > 0
+    assert m["held_out"]["images"] == len(others) - len(copied)
+
+
 @pytest.mark.parametrize("rule", ["soft", "hard", "weighted", "stack"])
 def test_an_ensemble_folder_round_trips_through_eval_and_predict(members, shapes_test_folder, tmp_path, rule):
     runs = [members["linear"], members["knn"], members["partial"]]

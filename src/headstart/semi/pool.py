@@ -132,7 +132,7 @@ def read_pool(
         images = load_unlabeled(spec, on_bad_image=on_bad_image)
         report_skipped(images)
         truth = _folder_truth(images, spec, list(full.classes))
-        source = spec
+        source = os.path.abspath(spec)  # absolute: an ensemble built elsewhere later finds the folder (held-out checks)
     found = len(images)
     hashes = content_hashes(images)
     labeled_h = set(content_hashes(labeled))

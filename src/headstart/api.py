@@ -28,7 +28,7 @@ from .api_augment import augment_audit, augment_preview
 from .api_distill import distill
 from .api_ensemble import build_ensemble, train_members
 from .api_predict import evaluate, predict
-from .api_semi import pool_epochs, read_unlabeled, selftrain, teacher_targets
+from .api_semi import labeled_targets, pool_epochs, read_unlabeled, selftrain, teacher_targets
 from .augment import batch_mix, build_policy, parse_invariances, policy_steps
 from .augment.policies import view_augmenter
 from .augment.store import audit_warnings
@@ -308,6 +308,8 @@ def _train(
             console.print(f"  [dim]replaced the earlier run in {folder.path} ({', '.join(replaced)})[/dim]")
     if config.teacher and (config.method != "distill" or (options.cached_teacher and job.needs.unlabeled_views)):
         teacher_targets(job, lambda: _model(config, len(job.classes)))
+        if config.method == "distill":
+            labeled_targets(job)
     if config.method == "distill":
         from .api_distill import teacher_module
 

@@ -451,6 +451,14 @@ def teacher_targets(job: Any, build_body: Callable[[], Any]) -> None:
     job.setup = dataclasses.replace(job.setup, pool_targets=table)
 
 
+def labeled_targets(job: Any) -> None:
+    """``--method distill`` with a cached teacher: the teacher's table of the plain labeled
+    training images too (in the order the batches index them), so no teacher forward runs
+    while the student trains."""
+    table = member_tables(job.config.teacher, job.tensors["train_x"], job.classes, device=str(job.device))[0]
+    job.setup = dataclasses.replace(job.setup, labeled_targets=table)
+
+
 def _propagated_table(job: Any, body: Any) -> torch.Tensor:
     """``--teacher propagate``: labels spread from the labeled images over a kNN graph of the
     frozen pretrained body's features of labeled and pool images (``semi.propagate``)."""

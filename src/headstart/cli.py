@@ -555,8 +555,8 @@ _DISTILL_ONLY: list[tuple[str, Any, Any]] = [
     ("student", str, typer.Option("efficientnet_lite0", help="The student's architecture: " + BACKBONE_HELP)),
     ("temperature", float, typer.Option(4.0, "--temperature", "-T", help="T: teacher and student softened as softmax(logits / T).")),
     ("alpha", float, typer.Option(0.9, help="Weight of the teacher's soft targets; 1 − alpha weighs the labels' cross-entropy.")),
-    ("cached_teacher", bool, typer.Option(False, "--cached-teacher", help="Teach the unlabeled images from one teacher pass over "
-                                          "the plain images instead of on every drawn view (faster, less consistent).")),
+    ("cached_teacher", bool, typer.Option(False, "--cached-teacher", help="Teach from one teacher pass over the plain "
+                                          "unlabeled and labeled images instead of on every drawn view (faster, less consistent).")),
     ("view", str, typer.Option("weak", help="How teacher and student see the unlabeled images: plain | weak | strong.")),
     ("test", Optional[str], typer.Option(None, help="Labeled test images for the student-vs-teacher table (default: a built-in set's test split).")),
     ("as_json", bool, typer.Option(False, "--json", help="Print the comparison as JSON.")),

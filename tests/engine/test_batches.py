@@ -23,6 +23,7 @@ def test_every_batch_has_the_views_of_the_same_drawn_images():
         assert len(idx) == 24 and idx.min() >= 0 and idx.max() < 50
         assert torch.equal(b.views["unlabeled_plain"][:, 0], 1000 + idx.float())  # the images the indices name
         assert torch.equal(b.views["unlabeled_plus"], b.views["unlabeled_plain"] + 0.5)  # two views of the same images
+        assert torch.equal(b.images[:, 0], b.extras["labeled_index"].float())  # the labeled images the index names (x = row)
     labeled = torch.cat([b.images for b in batches])[:, 0]
     assert sorted(labeled.tolist()) == list(range(20))  # one pass over the labeled images per epoch
 

@@ -29,7 +29,7 @@ def _method(case) -> TrainingMethod:
     options = dict(options or {})
     table = options.pop("_teacher", None)
     setup = Setup(
-        num_classes=3, label_smoothing=0.1, pool_size=len(U), pool_targets=table,
+        num_classes=3, label_smoothing=0.1, pool_size=len(U), pool_targets=table, labeled_targets=_LABELED_TABLE,
         pool_truth=torch.arange(len(U)) % 3, class_prior=torch.tensor([0.5, 0.25, 0.25]), teacher=_TEACHER,
     )
     return create_method(name, nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), options or None, setup)
@@ -43,7 +43,7 @@ def _batch(method: TrainingMethod, n: int = 8) -> Batch:
     needs = _needs(method)
     m = n * max(1, needs.unlabeled_ratio)
     views = {f"unlabeled_{v}": U[:m] for v in needs.unlabeled_views}
-    extras = {"unlabeled_index": torch.arange(m)} if views else {}
+    extras = {"unlabeled_index": torch.arange(m), "labeled_index": torch.arange(n)} if views else {}
     return Batch(images=X[:n], labels=Y[:n] if needs.labels else None, views=views, extras=extras)
 
 
@@ -58,6 +58,7 @@ def _source(method: TrainingMethod):
 NAMES = METHODS.names()
 # every method with its defaults, and options that switch on state of its own
 _TABLE = torch.softmax(torch.randn(len(U), 3, generator=_G) * 3, 1)
+_LABELED_TABLE = torch.softmax(torch.randn(len(X), 3, generator=_G) * 3, 1)
 _TEACHER = nn.Linear(6, 3)  # a fixed network for the methods that learn from one (distill); the others ignore it
 CASES = [(n, None) for n in NAMES] + [
     ("supervised", {"ema_decay": "0.9"}),

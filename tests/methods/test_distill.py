@@ -80,19 +80,24 @@ def test_the_step_loss_is_alpha_kd_plus_one_minus_alpha_ce_over_the_same_views(a
     assert all(p.grad is None for p in teacher.parameters())  # the teacher never trains
 
 
-def test_a_cached_teacher_teaches_the_unlabeled_images_from_its_table():
+def test_a_cached_teacher_teaches_from_its_tables_and_never_runs():
     torch.manual_seed(1)
     teacher, student = _Spy(), nn.Linear(6, 3)
     table = torch.softmax(torch.randn(20, 3) * 2, 1)
-    setup = Setup(num_classes=3, teacher=teacher, pool_size=20, pool_targets=table)
-    method = create_method("distill", student, {"temperature": "2", "alpha": "1", "ratio": "2", "cached_teacher": "true"}, setup)
+    labeled = torch.softmax(torch.randn(9, 3) * 2, 1)
+    setup = Setup(num_classes=3, teacher=teacher, pool_size=20, pool_targets=table, labeled_targets=labeled)
+    method = create_method("distill", student, {"temperature": "2", "alpha": "0.6", "ratio": "2", "cached_teacher": "true"}, setup)
     x, y, u, idx = torch.randn(3, 6), torch.tensor([0, 1, 2]), torch.randn(6, 6), torch.tensor([5, 0, 19, 3, 3, 7])
-    out = method.step(Batch(images=x, labels=y, views={"unlabeled_weak": u}, extras={"unlabeled_index": idx}))
-    assert len(teacher.seen) == 1 and torch.equal(teacher.seen[0], x)  # only the labeled images ran through it
+    rows = torch.tensor([8, 2, 4])  # which labeled images the batch holds
+    out = method.step(Batch(images=x, labels=y, views={"unlabeled_weak": u}, extras={"unlabeled_index": idx, "labeled_index": rows}))
+    assert teacher.seen == []  # no teacher forward while the student trains
     with torch.no_grad():
-        t_logits = torch.cat([teacher.lin(x), table[idx].log()])
-        expected = _naive_kd(student(torch.cat([x, u])), t_logits, 2.0)
+        s_logits = student(torch.cat([x, u]))
+        t_logits = torch.cat([labeled[rows], table[idx]]).log()
+        expected = 0.6 * _naive_kd(s_logits, t_logits, 2.0) + 0.4 * _naive_ce(s_logits[:3], y, 0.0)
     assert out["loss"].item() == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="tables"):
+        create_method("distill", student, {"ratio": "2", "cached_teacher": "true"}, Setup(num_classes=3, teacher=teacher, pool_targets=table))
 
 
 def test_without_a_teacher_or_with_bad_options_distill_refuses():

@@ -50,6 +50,11 @@ def test_the_student_trains_on_its_teachers_labels_and_records_it(teacher, shape
     assert saved["teacher"]["image_size"] == 32 and saved["student"]["image_size"] == 24
     assert saved["speedup"] == pytest.approx(saved["student"]["images_per_second"] / saved["teacher"]["images_per_second"])
 
+    # --cached-teacher: the teacher's tables of the plain pool and of the plain labeled images, kept in its folder
+    api.distill(teacher, student="resnet_small", output=tmp_path / "cached", unlabeled=str(unlabeled), cached_teacher=True,
+                test=str(shapes_test_folder), device="cpu", progress=False, epochs=1, batch_size=8)
+    assert len(list((teacher / "teacher-tables").glob("*.safetensors"))) == 2
+
 
 def test_distill_refusals_name_the_fix(teacher, shapes_folder, tmp_path):
     with pytest.raises(ConfigError, match="--teacher RUN"):

@@ -55,6 +55,7 @@ class Batches:
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch_state = self.generator.get_state()
         self._skip = 0
+        self.last_index = torch.zeros(0, dtype=torch.long)
 
     def next_state(self) -> torch.Tensor:
         """The random state the next pass will draw its order from."""
@@ -90,6 +91,7 @@ class Batches:
                 share = torch.tensor_split(idx, world)[self.dist.rank]
                 self.shard_weight = len(share) * world / len(idx)
                 idx = share
+            self.last_index = idx  # which images the batch about to be yielded holds (``WithUnlabeled`` passes it on)
             x, y = self.inputs[idx], self.labels[idx]
             if self.augment is not None:
                 if getattr(self.augment, "per_class", False):  # policies that differ by class take the label
@@ -103,7 +105,8 @@ class WithUnlabeled:
     """Labeled batches from ``labeled``, each with ``ratio`` × as many unlabeled images drawn
     from ``unlabeled`` (uint8 pixels or features) and seen through each of ``views``: the batch
     holds them as ``unlabeled_<name>`` (e.g. ``unlabeled_weak`` and ``unlabeled_strong``, two
-    views of the same images), and which images were drawn as the extra ``unlabeled_index``.
+    views of the same images), which images were drawn as the extra ``unlabeled_index``, and
+    which labeled images the batch holds as ``labeled_index``.
 
     Every step draws ``ratio × batch_size`` unlabeled images (also beside a smaller last labeled
     batch), uniformly with replacement from their own generator (seeded apart from the labeled
@@ -186,4 +189,4 @@ class WithUnlabeled:
             views = {}
             for name, view in self.views.items():
                 views[f"unlabeled_{name}"] = u if view is None else torch.stack([view(img) for img in u])
-            yield Batch(images=images, labels=labels, views=views, extras={"unlabeled_index": idx})
+            yield Batch(images=images, labels=labels, views=views, extras={"unlabeled_index": idx, "labeled_index": self.labeled.last_index})

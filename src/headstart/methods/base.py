@@ -125,6 +125,7 @@ class Setup:
     # the unlabeled pool (``--unlabeled``), for methods that learn from it
     pool_size: int = 0
     pool_targets: torch.Tensor | None = None  # (P, C) a teacher's class probabilities per pool image (``--teacher``)
+    labeled_targets: torch.Tensor | None = None  # (N, C) the same for the plain labeled training images (distill's cached teacher)
     pool_truth: torch.Tensor | None = None  # (P,) hidden labels (-1: unknown), only to score pseudo-labels, never to train
     class_prior: torch.Tensor | None = None  # (C,) the labeled images' class shares
     teacher: nn.Module | None = None  # --method distill: the student's prepared input → the teacher's logits, student's class order

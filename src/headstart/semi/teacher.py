@@ -72,11 +72,11 @@ def _one_table(teacher: str, pool_x: torch.Tensor, classes: list[str], *, device
 
         probs = load_file(str(cached))["probs"]
         if len(probs) == len(pool_x):
-            console.print(f"  [dim]teacher {teacher}: its table of these {len(pool_x)} unlabeled images read from {cached}[/dim]")
+            console.print(f"  [dim]teacher {teacher}: its table of these {len(pool_x)} images read from {cached}[/dim]")
             return probs[:, order].contiguous()
     t0 = time.perf_counter()
     probs = torch.from_numpy(np.ascontiguousarray(predictor.proba_tensor(pool_x, batch_size=batch_size))).float()
-    console.print(f"  [dim]teacher {teacher} labelled {len(pool_x)} unlabeled images in {time.perf_counter() - t0:.0f} s[/dim]")
+    console.print(f"  [dim]teacher {teacher} labelled {len(pool_x)} images in {time.perf_counter() - t0:.0f} s[/dim]")
     _keep(cached, probs)
     return probs[:, order].contiguous()
 

@@ -319,3 +319,21 @@ def test_the_plans_passes_are_the_students_epochs(shapes_folder, big_pool, tmp_p
     assert saved["reasons"]["epochs"] == "three passes, planned" and seen["pool"] == 90
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 3
     assert json.loads((out / "selftrain.json").read_text())["plan"]["passes"] == 3
+
+
+def test_the_pool_plan_gives_a_network_from_scratch_more_passes():
+    from types import SimpleNamespace as NS
+
+    from headstart.api_semi import SCRATCH_POOL_PASSES, pool_epochs
+
+    def job(pretrained, init_from=None, epochs=None):
+        return NS(needs=NS(unlabeled_ratio=3), data=NS(train_set=[0] * 100), dist=NS(world_size=1), pool=[0] * 59900,
+                  plan=NS(batch_size=16, epochs=60), config=NS(epochs=epochs, init_from=init_from), model=NS(pretrained=pretrained),
+                  reasons={}, resolved={})
+
+    pretrained = job(True)
+    assert pool_epochs(pretrained) == (1248, 1)  # ceil(59900 / 48) steps draw the pool once; the plan's 420 steps fill one pass
+    scratch = job(False)
+    assert pool_epochs(scratch) == (1248, SCRATCH_POOL_PASSES) and "from scratch" in scratch.reasons["epochs"]
+    assert pool_epochs(job(False, init_from="runs/a"))[1] == 1  # weights from an earlier run are not from scratch
+    assert pool_epochs(job(False, epochs=2))[1] == 2  # --epochs decides

@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         seconds = time.perf_counter() - t
         m = json.loads((folder / "metrics.json").read_text())
         row = {"label": label, "seconds": seconds, "teacher": cmp["teacher"], "student": cmp["student"], "speedup": cmp.get("speedup"),
-               "pseudo": m.get("teacher"), "epochs": len(m.get("history") or [])}
+               "pseudo": m.get("teacher"), "epochs": len(m.get("history") or []), "train_seconds": m.get("seconds")}
         done[key] = row
         print(json.dumps({"row": key, "accuracy": row["student"]["test_accuracy"], "seconds": round(seconds), "speedup": row["speedup"]}),
               flush=True)
@@ -129,8 +129,8 @@ def write(a: argparse.Namespace, ens_metrics: dict, done: dict, t0: float) -> No
         f"(best member {best:.4f}). Test: the official 10,000-image split. img/s at batch 64 and latency at batch 1 are measured by "
         "`distill` on 256 test images, student and teacher in the same process, so each row's speed-up is its own ratio.", "",
         "| student | test accuracy | vs teacher | params | file MB | img/s (b64) | ms/img (b1) | teacher img/s | speed-up | "
-        "pool labels right | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "pool labels right | epochs | student's train s | row s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in done.values():
         s, t = row["student"], row["teacher"]
@@ -139,7 +139,8 @@ def write(a: argparse.Namespace, ens_metrics: dict, done: dict, t0: float) -> No
         lines.append(
             f"| {row['label']} | {s['test_accuracy']:.4f} | {(s['test_accuracy'] - t['test_accuracy']) * 100:+.2f} | "
             f"{s['parameters'] / 1e6:.2f}M | {s['file_bytes'] / 1e6:.1f} | {s['images_per_second']:.0f} | {s['latency_ms_batch1']:.1f} | "
-            f"{t['images_per_second']:.0f} | {row['speedup']:.1f}× | {right} | {row['seconds']:.0f} |")
+            f"{t['images_per_second']:.0f} | {row['speedup']:.1f}× | {right} | {row['epochs']} | {row.get('train_seconds') or 0:.0f} | "
+            f"{row['seconds']:.0f} |")
     (RESULTS / f"distill-{a.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 

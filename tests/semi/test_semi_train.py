@@ -86,7 +86,7 @@ def test_a_teachers_table_is_kept_in_its_folder_for_its_next_student(shapes_fold
     from headstart.data.tensors import images_tensor
     from headstart.predictor import Predictor
     from headstart.runfolder import clear_replaced_run
-    from headstart.semi.teacher import TABLES_DIR, member_tables
+    from headstart.semi.teacher import TABLES_DIR, member_tables, table_key
 
     teacher = train(_cfg(shapes_folder, tmp_path / "t", strategy="partial", freeze_stages=6, epochs=2))
     pool_x = images_tensor(load_unlabeled(str(pool_folder)), size=32, num_workers=0)
@@ -103,6 +103,10 @@ def test_a_teachers_table_is_kept_in_its_folder_for_its_next_student(shapes_fold
     changed[0, 0, 0, 0] ^= 1  # one pixel of one image: another pool, another table
     member_tables(str(teacher.run_dir), changed, classes, device="cpu")
     assert calls == [30, 30]
+    kept = teacher.run_dir / TABLES_DIR / f"{table_key(teacher.run_dir, pool_x)}.safetensors"
+    kept.write_bytes(b"damaged")  # a damaged table is labelled again, never a crash
+    torch.testing.assert_close(member_tables(str(teacher.run_dir), pool_x, classes, device="cpu")[0], first)
+    assert calls == [30, 30, 30]
     assert "teacher-tables" in clear_replaced_run(teacher.run_dir)  # a new run in the folder takes its old tables with it
 
 

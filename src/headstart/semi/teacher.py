@@ -13,6 +13,7 @@ weights and so a new key; ``RUN_PRODUCTS`` removes the old tables with the old r
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,12 @@ def _one_table(teacher: str, pool_x: torch.Tensor, classes: list[str], *, device
     if cached.is_file():
         from safetensors.torch import load_file
 
-        probs = load_file(str(cached))["probs"]
-        if len(probs) == len(pool_x):
+        try:
+            probs = load_file(str(cached))["probs"]
+        except Exception as e:  # a damaged file only costs the pass again
+            console.print(f"  [dim]teacher {teacher}: {cached} could not be read ({e}); labelling the images again[/dim]")
+            probs = None
+        if probs is not None and probs.shape == (len(pool_x), len(predictor.classes)):
             console.print(f"  [dim]teacher {teacher}: its table of these {len(pool_x)} images read from {cached}[/dim]")
             return probs[:, order].contiguous()
     t0 = time.perf_counter()
@@ -89,7 +94,7 @@ def table_key(run: Path, pool_x: torch.Tensor) -> str:
 
     h = hashlib.blake2b(digest_size=16)
     h.update(str(tuple(pool_x.shape)).encode())
-    h.update(pool_x.contiguous().numpy().tobytes())
+    h.update(memoryview(np.ascontiguousarray(pool_x.numpy())).cast("B"))  # the bytes, without a copy
     for name in ("model.json", "model.safetensors"):
         file = run / name
         if file.is_file():
@@ -106,7 +111,7 @@ def _keep(path: Path, probs: torch.Tensor) -> None:
 
     try:
         path.parent.mkdir(exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp")  # each process of a group writes its own, then renames
         save_file({"probs": probs.contiguous()}, str(tmp))
         tmp.replace(path)
     except OSError as e:

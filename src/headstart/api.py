@@ -367,12 +367,21 @@ def _uses_cached_features(job: _Job) -> bool:
     )
 
 
+def _origin(model: Any, config: TrainConfig) -> str:
+    """Where the network's starting weights come from, for the run's first line."""
+    if model.pretrained:
+        return "pretrained"
+    if config.init_from:
+        return f"weights of {config.init_from}"
+    return "from scratch, by design" if BACKBONES.get(config.backbone).from_scratch else "RANDOM init"
+
+
 def _announce(job: _Job, advised: bool) -> None:
     config, p, data, dist, model = job.config, job.plan, job.data, job.dist, job.model
     val = f", {len(data.val_set)} validation" if data.val_set is not None else ""
     console.print(
         f"[bold]headstart train[/bold] {config.data}: {len(data.train_set)} training images{val}, {len(job.classes)} classes; "
-        f"{config.backbone} ({'pretrained' if model.pretrained else 'RANDOM init'}), strategy {p.strategy.name}"
+        f"{config.backbone} ({_origin(model, config)}), strategy {p.strategy.name}"
         f"{' (chosen by auto)' if advised else ''}"
         + (f", method {config.method}" if config.method != "supervised" else "")
         + f" ({p.frozen}/{model.num_stages} stages frozen), {p.image_size}px, device {job.device}"

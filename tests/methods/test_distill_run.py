@@ -80,6 +80,7 @@ def test_the_cli_distills_and_prints_the_comparison(teacher, shapes_test_folder,
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index("{"):])
     assert out["student"]["backbone"] == "resnet_small" and "speedup" in out
+    assert "resnet_small (from scratch, by design)" in " ".join(res.output.split())  # not announced as a RANDOM init
     config = __import__("yaml").safe_load((tmp_path / "s" / "config.yaml").read_text())
     opts = config["resolved"]["method_options"]
     # the small student trains from scratch, every layer, at its own 32 px

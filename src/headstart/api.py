@@ -546,6 +546,7 @@ def ensemble(
     device: str = "auto",
     overwrite: bool = False,
     on_bad_image: str = "skip",
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """Combine finished runs into an ensemble run (``api_ensemble.build_ensemble``); with
     ``members`` and/or ``backbones``, first train the members of ``recipe`` (a TrainConfig: the
@@ -559,4 +560,5 @@ def ensemble(
             raise ConfigError("give either finished runs to combine, or the DATA for --members/--backbones to train on, not both")
         runs = [str(p) for p in train_members(recipe, members=members or 1, backbones=backbones, output=output, train_one=train)]
         val = val if val is not None else recipe.val
-    return build_ensemble(runs, output=output, rule=rule, val=val, test=test, device=device, overwrite=overwrite, on_bad_image=on_bad_image)
+    return build_ensemble(runs, output=output, rule=rule, val=val, test=test, device=device, overwrite=overwrite, on_bad_image=on_bad_image,
+                          calibrate=calibrate)

@@ -37,7 +37,10 @@ from .data.notices import report_skipped
 from .data.sources import is_builtin
 from .data.tensors import align_classes, images_tensor
 from .ensemble import RULES, choose_rule, compare_rules, diversity
+from .ensemble.calibrate import apply_temperature
+from .ensemble.calibrate import calibrate as fit_calibration
 from .ensemble.model import EnsembleModel, MemberInput
+from .ensemble.select import folds_for
 from .errors import ConfigError, DataError
 from .fileio import atomic_write
 from .predictor import Predictor
@@ -145,13 +148,17 @@ def build_ensemble(
     device: str = "auto",
     overwrite: bool = False,
     on_bad_image: str = "skip",
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """Combine finished runs into an ensemble run folder at ``output`` and score it.
 
     ``rule`` is a registered rule (``headstart list`` shows them) or ``auto`` (chosen on the
     held-out images, see ``ensemble/select.py``). ``test`` (default: the official test split when
     every member trained on the same built-in set) scores each member, each rule and the
-    ensemble; it never chooses anything. Returns the metrics written to ``metrics.json``."""
+    ensemble; it never chooses anything. With ``calibrate`` (the default) and held-out images,
+    the combined probabilities are temperature-scaled (``ensemble/calibrate.py``: the
+    temperature fitted on the held-out images, kept only when it lowers their NLL out of fold).
+    Returns the metrics written to ``metrics.json``."""
     t0 = time.perf_counter()
     out = Path(output)
     refuse_finished(out, overwrite)
@@ -196,6 +203,10 @@ def build_ensemble(
     fitted = {} if held is None else {name: RULES.get(name).fit(hp, held.images.labels) for name in RULES}
     params = fitted[chosen] if chosen in fitted else RULES.get(chosen).fit(np.ones((len(members), 1, len(classes))), np.zeros(1, dtype=np.int64))
     console.print(f"  [bold]rule[/bold] {why}")
+    calib = _calibration(comparison, chosen, params, hp if held is not None else None, held, calibrate)
+    if calib["temperature"] != 1.0:
+        params = {**params, "temperature": np.array([calib["temperature"]])}
+    console.print(f"  [bold]calibration[/bold] {calib['why']}")
 
     trained_on = {m.run.meta.get("trained_on") for m in members}
     data = trained_on.pop() if len(trained_on) == 1 else None
@@ -207,16 +218,32 @@ def build_ensemble(
     metrics: dict[str, Any] = {
         "kind": ENSEMBLE, "rule": chosen, "why": why, "members": [str(p) for p in paths],
         "held_out": None if held is None else {"source": held.source, "images": len(held.images), "dropped_as_trained_on": held.dropped},
-        "held_out_rules": {k: {kk: vv for kk, vv in v.items() if kk != "right"} for k, v in comparison.items()},
+        "held_out_rules": {k: {kk: vv for kk, vv in v.items() if kk not in ("right", "probs")} for k, v in comparison.items()},
         "weights": {k: v.tolist() for k, v in params.items() if k == "weights"},
+        "calibration": calib,
     }
     if test is not None:
-        metrics["test"] = _score_test(members, paths, fitted or {chosen: params}, chosen, model, test, on_bad_image)
+        metrics["test"] = _score_test(members, paths, fitted or {chosen: params}, chosen, model, test, on_bad_image, calib["temperature"])
     metrics["seconds"] = time.perf_counter() - t0
     _write(out, paths=paths, members=members, rule=chosen, why=why, params=params, metrics=metrics, held=held, data=data,
            request={"runs": [str(p) for p in paths], "rule": rule, "val": val, "test": test, "device": device}, overwrite=overwrite)
     metrics["run_dir"] = str(out)
     return metrics
+
+
+def _calibration(comparison: dict[str, Any], chosen: str, params: dict[str, np.ndarray], held_probs: np.ndarray | None,
+                 held: HeldOut | None, wanted: bool) -> dict[str, Any]:
+    """The ensemble's temperature and why (see ``ensemble/calibrate.py``), fitted on the chosen
+    rule's held-out predictions: out of fold for a fitted rule, so a layer's in-sample
+    confidence never sets it."""
+    if not wanted:
+        return {"temperature": 1.0, "why": "temperature 1: asked for (--no-calibrate)"}
+    if held is None or held_probs is None:
+        return {"temperature": 1.0, "why": "temperature 1: no held-out labeled images to fit one on (give --val DATA to calibrate)"}
+    labels = held.images.labels
+    row = comparison.get(chosen) or {}
+    pred = row["probs"] if row.get("available") else RULES.get(chosen).combine(held_probs, params)
+    return fit_calibration(pred, labels, folds=folds_for(labels))
 
 
 def member_row(meta: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -247,8 +274,9 @@ def ensemble_scores(probs: np.ndarray, combined: np.ndarray, labels: np.ndarray,
 
 
 def _score_test(members: list[Predictor], paths: list[Path], fitted: dict[str, dict[str, np.ndarray]], chosen: str,
-                model: EnsembleModel, test: str, on_bad_image: str) -> dict[str, Any]:
-    """Each member, each rule and the chosen one on the test images, with diversity and cost."""
+                model: EnsembleModel, test: str, on_bad_image: str, temperature: float = 1.0) -> dict[str, Any]:
+    """Each member, each rule and the chosen one (temperature-scaled when calibrated; also
+    without, as ``uncalibrated``) on the test images, with diversity and cost."""
     classes = members[0].classes
     images = align_classes(resolve(test, split="test", on_bad_image=on_bad_image), classes, test)
     report_skipped(images)
@@ -256,7 +284,9 @@ def _score_test(members: list[Predictor], paths: list[Path], fitted: dict[str, d
     probs = _member_probs(members, images)
     rules = {name: RULES.get(name).combine(probs, fitted.get(name) or RULES.get(name).fit(probs[:, :1], labels[:1]))
              for name in RULES if name in fitted or not RULES.get(name).fitted}
-    out = {"data": test, **ensemble_scores(probs, rules[chosen], labels, classes, [member_row(m.run.meta, p) for m, p in zip(members, paths)])}
+    combined = rules[chosen] if temperature == 1.0 else apply_temperature(rules[chosen], temperature)
+    out = {"data": test, **ensemble_scores(probs, combined, labels, classes, [member_row(m.run.meta, p) for m, p in zip(members, paths)])}
+    out["uncalibrated"] = {k: v for k, v in _scores(rules[chosen], labels).items() if k != "reliability"}
     timed = images.subset(np.arange(min(SPEED_IMAGES, len(images))))
     for row, m in zip(out["members"], members):
         x = m.images_of(timed)

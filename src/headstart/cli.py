@@ -463,6 +463,9 @@ _ENSEMBLE_ONLY: list[tuple[str, Any, Any]] = [
     ("members", Optional[int], typer.Option(None, help="Train N members of the recipe (the DATA and training options given) "
                                             "with seeds --seed, --seed+1..., into OUTPUT/members/, then combine them.")),
     ("backbones", Optional[str], typer.Option(None, help="Train one member per architecture, comma-separated (with --members: N each).")),
+    ("calibrate", bool, typer.Option(True, "--calibrate/--no-calibrate",
+                                     help="Temperature-scale the combined probabilities, fitted on the held-out images (kept only "
+                                          "when it lowers their NLL out of fold; never changes a prediction).")),
     ("as_json", bool, typer.Option(False, "--json", help="Print the metrics as JSON.")),
 ]
 
@@ -497,7 +500,7 @@ def _recipe_params(own: list[tuple[str, Any, Any]], skip: tuple[str, ...], outpu
 def ensemble(ctx: typer.Context, **kw: Any) -> None:
     """Combine finished runs (any architectures, sizes, strategies) into one ensemble run, or train its members first."""
     inputs = list(kw.pop("inputs") or [])
-    rule, test, members, backbones, as_json = (kw.pop(k) for k in ("rule", "test", "members", "backbones", "as_json"))
+    rule, test, members, backbones, calibrate, as_json = (kw.pop(k) for k in ("rule", "test", "members", "backbones", "calibrate", "as_json"))
     names = [b.strip() for b in backbones.split(",") if b.strip()] if backbones else None
     recipe = None
     if members is not None or names:
@@ -507,7 +510,7 @@ def ensemble(ctx: typer.Context, **kw: Any) -> None:
         recipe = TrainConfig.from_dict({**kw, "data": inputs[0], "output": str(kw["output"])})
         inputs = []
     m = api.ensemble(inputs, output=kw["output"], rule=rule, val=kw["val"], test=test, members=members, backbones=names, recipe=recipe,
-                     device=kw["device"], overwrite=kw["overwrite"], on_bad_image=kw["on_bad_image"])
+                     device=kw["device"], overwrite=kw["overwrite"], on_bad_image=kw["on_bad_image"], calibrate=calibrate)
     if as_json:
         _json_out(m)
         return
@@ -523,6 +526,7 @@ def _print_ensemble(m: dict[str, Any]) -> None:
         for name, r in m["held_out_rules"].items():
             t.add_row(name, *([f"{r['accuracy']:.4f}", f"{r['nll']:.3f}", f"{r['ece']:.3f}"] if r.get("available") else [r["why"], "", ""]))
         console.print(t)
+    console.print(f"calibration: {m['calibration']['why']}")
     test = m.get("test")
     if not test:
         console.print("[dim]no test images: give --test DATA to score the members and the ensemble[/dim]")
@@ -537,6 +541,10 @@ def _print_ensemble(m: dict[str, Any]) -> None:
     t.add_row(f"[bold]ensemble ({m['rule']})[/bold]", "", "", "", f"[bold]{e['accuracy']:.4f}[/bold]", f"{e['nll']:.3f}", f"{e['ece']:.3f}",
               f"{e['images_per_second']:.0f}")
     console.print(t)
+    if m["calibration"]["temperature"] != 1.0:
+        u = test["uncalibrated"]
+        console.print(f"temperature {m['calibration']['temperature']:.2f} on test: ECE {u['ece']:.3f} → {e['ece']:.3f}, "
+                      f"NLL {u['nll']:.3f} → {e['nll']:.3f}")
     console.print("each rule on test: " + ", ".join(f"{k} {v['accuracy']:.4f}" for k, v in test["rules"].items()))
     d, v = test["diversity"], test["versus_best_member"]
     console.print(f"gain over the best member: {test['gain_over_best_member'] * 100:+.2f} points (McNemar z = {v['z']:.1f}"

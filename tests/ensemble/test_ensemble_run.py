@@ -13,6 +13,8 @@ import pytest
 from headstart import TrainConfig, api, evaluate, train
 from headstart.data import resolve
 from headstart.ensemble import RULES
+from headstart.ensemble import calibrate as calibrate_module
+from headstart.ensemble.calibrate import apply_temperature
 from headstart.errors import ConfigError, HeadstartError, RunError
 from headstart.predictor import Predictor
 from headstart.runfolder import load_run
@@ -88,8 +90,13 @@ def test_given_validation_images_a_member_learned_from_unlabeled_are_left_out_to
     assert m["held_out"]["images"] == len(others) - len(copied)
 
 
-@pytest.mark.parametrize("rule", ["soft", "hard", "weighted", "stack"])
-def test_an_ensemble_folder_round_trips_through_eval_and_predict(members, shapes_test_folder, tmp_path, rule):
+@pytest.mark.parametrize("rule", ["soft", "hard", "weighted", "stack", "soft-calibrated"])
+def test_an_ensemble_folder_round_trips_through_eval_and_predict(members, shapes_test_folder, tmp_path, rule, monkeypatch):
+    if rule == "soft-calibrated":  # the folder's 9 held-out images are too few to fit a temperature on: allow it here
+        from headstart.ensemble import calibrate
+
+        monkeypatch.setattr(calibrate, "MIN_IMAGES", 1)
+        rule = "soft"
     runs = [members["linear"], members["knn"], members["partial"]]
     out = tmp_path / f"ens-{rule}"
     m = api.ensemble([str(r) for r in runs], output=out, rule=rule, test=str(shapes_test_folder), device="cpu")
@@ -101,6 +108,12 @@ def test_an_ensemble_folder_round_trips_through_eval_and_predict(members, shapes
 
     params = load_file(str(out / "model.safetensors"))
     expected = RULES.get(rule).combine(probs, params)
+    if "temperature" in params:  # a calibrated ensemble: the rule's rows, temperature-scaled
+        assert float(params["temperature"][0]) == pytest.approx(m["calibration"]["temperature"], rel=1e-6) != 1.0
+        expected = apply_temperature(expected, float(params["temperature"][0]))
+    else:
+        assert m["calibration"]["temperature"] == 1.0 and "too few" in m["calibration"]["why"]
+        assert calibrate_module.MIN_IMAGES > 1
     got = Predictor(out, device="cpu").proba_imageset(test)
     np.testing.assert_allclose(got, expected, atol=1e-4)
     e = evaluate(out, str(shapes_test_folder), device="cpu")

@@ -36,7 +36,8 @@ class MemberInput(nn.Module):
 
 class EnsembleModel(nn.Module):
     """Members (classifier modules over the same classes), their inputs, and a rule with its
-    fitted parameters (``weights``, or the stacking layer's ``coef``/``intercept``)."""
+    fitted parameters (``weights``, or the stacking layer's ``coef``/``intercept``; and the
+    ``temperature`` of a calibrated ensemble)."""
 
     def __init__(self, members: Sequence[nn.Module], inputs: Sequence[MemberInput], rule: str, params: dict[str, np.ndarray]) -> None:
         super().__init__()
@@ -53,7 +54,15 @@ class EnsembleModel(nn.Module):
         return torch.stack([m(prep(x)).float().softmax(1) for m, prep in zip(self.members, self.inputs)])
 
     def combine(self, probs: torch.Tensor) -> torch.Tensor:
-        """(M, N, C) member probabilities → (N, C) combined probabilities."""
+        """(M, N, C) member probabilities → (N, C) combined probabilities, temperature-scaled
+        when the ensemble was calibrated (``calibrate.apply_temperature``)."""
+        p = self._rule(probs)
+        t = getattr(self, "temperature", None)
+        if t is None or float(t.reshape(-1)[0]) == 1.0:
+            return p
+        return (p.double().clamp_min(LOG_FLOOR).log() / t.reshape(()).double()).softmax(1).to(p.dtype)
+
+    def _rule(self, probs: torch.Tensor) -> torch.Tensor:
         if self.rule == "stack":
             m, n, c = probs.shape
             feats = probs.clamp_min(LOG_FLOOR).log().permute(1, 0, 2).reshape(n, m * c)

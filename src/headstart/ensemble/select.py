@@ -52,7 +52,8 @@ def _score(p: np.ndarray, labels: np.ndarray) -> dict[str, float]:
 
 def compare_rules(probs: np.ndarray, labels: np.ndarray, *, names: Sequence[str] | None = None, seed: int = 0) -> dict[str, Any]:
     """Every rule's held-out accuracy, NLL and ECE (fitted rules out of fold), with the
-    predictions each made (``right``: which images it got right, for the paired test)."""
+    predictions each made (``probs``; ``right``: which images it got right, for the paired
+    test)."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
     folds = folds_for(labels)
     rows: dict[str, Any] = {}
@@ -66,7 +67,7 @@ def compare_rules(probs: np.ndarray, labels: np.ndarray, *, names: Sequence[str]
         else:
             p = rule.combine(probs, rule.fit(probs, labels))
         rows[name] = {"available": True, "out_of_fold": rule.fitted, "folds": folds if rule.fitted else None,
-                      **_score(p, labels), "right": p.argmax(1) == labels}
+                      **_score(p, labels), "right": p.argmax(1) == labels, "probs": p}
     return rows
 
 

@@ -171,6 +171,8 @@ def _check(config: TrainConfig) -> tuple[bool, Any]:
 
 
 def _model(config: TrainConfig, num_classes: int):
+    if config.backbone_from and (config.init_from or config.weights != "default"):
+        raise ConfigError("--backbone-from gives the backbone's weights; drop " + ("--init-from" if config.init_from else "--weights"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         model = create_backbone(
@@ -181,6 +183,10 @@ def _model(config: TrainConfig, num_classes: int):
         console.print(f"[bold red]warning:[/bold red] {w.message}")
     if config.init_from:
         load_run_weights(model, config.init_from, config.backbone)
+    if config.backbone_from:
+        from .body import load_body_into
+
+        load_body_into(model, config.backbone_from)
     return model
 
 
@@ -369,6 +375,8 @@ def _uses_cached_features(job: _Job) -> bool:
 
 def _origin(model: Any, config: TrainConfig) -> str:
     """Where the network's starting weights come from, for the run's first line."""
+    if config.backbone_from:
+        return f"body {config.backbone_from}"
     if model.pretrained:
         return "pretrained"
     if config.init_from:
@@ -562,3 +570,17 @@ def ensemble(
         val = val if val is not None else recipe.val
     return build_ensemble(runs, output=output, rule=rule, val=val, test=test, device=device, overwrite=overwrite, on_bad_image=on_bad_image,
                           calibrate=calibrate)
+
+
+def pretrain(data: str, **kw: Any) -> dict[str, Any]:
+    """A body trained by a pretext task on unlabeled images (``api_pretrain.pretrain``)."""
+    from .api_pretrain import pretrain as run
+
+    return run(data, **kw)
+
+
+def probe(bodies: list[str], data: str, **kw: Any) -> dict[str, Any]:
+    """Linear-probe and kNN accuracy of several bodies on the same labels (``api_probe.probe``)."""
+    from .api_probe import probe as run
+
+    return run(bodies, data, **kw)

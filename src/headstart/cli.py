@@ -17,7 +17,7 @@ from rich.table import Table
 from . import api
 from .api_explain import DEFAULT_THRESHOLD
 from .config import TrainConfig, load_yaml
-from .index import BACKBONES, CAM_METHODS, METHODS, POLICIES, RULES, STRATEGIES, TRANSFORMS, option_help
+from .index import BACKBONES, CAM_METHODS, METHODS, POLICIES, PRETEXTS, RULES, STRATEGIES, TRANSFORMS, option_help
 
 console = api.console  # the one console of every progress bar and message
 
@@ -342,7 +342,7 @@ def _launch(processes: int) -> int:
 
 # May differ on --resume: where it runs and how it shows progress, not what it computes.
 _RESUME_FREE = frozenset({"resume", "device", "progress", "overwrite"})
-_PATH_KEYS = frozenset({"data", "output", "val", "unlabeled", "weights", "teacher", "init_from"})
+_PATH_KEYS = frozenset({"data", "output", "val", "unlabeled", "weights", "teacher", "init_from", "backbone_from"})
 
 
 def _same_value(key: str, given, saved) -> bool:
@@ -654,6 +654,87 @@ def selftrain(
 
 
 @app.command()
+def pretrain(
+    data: str = typer.Argument(..., help="Images to learn from: any folder (every image under it; labels ignored) or a built-in set "
+                                         "(its training split, labels unused)."),
+    method: str = typer.Option("rotation", help="The pretext task: " + " | ".join(PRETEXTS.names()) + " (`headstart list pretext`)."),
+    output: Path = typer.Option(Path("runs/body"), "--output", "-o", help="The body's run folder (kind body)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="A registered architecture (`headstart models`)."),
+    start: str = typer.Option("imagenet", "--from", help="imagenet (continue from the installed ImageNet weights) | scratch."),
+    freeze_stages: Optional[int] = typer.Option(None, help="Stages kept frozen (default: the first half from imagenet, none from scratch)."),
+    image_size: Optional[int] = typer.Option(None, help="Input side in pixels (default: what `headstart train` would use on these images)."),
+    epochs: Optional[int] = typer.Option(None, help="Passes over the images (default 10, or what --time-budget affords)."),
+    batch_size: int = typer.Option(64, help="Images per step."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the task head and of stages from scratch (default 2e-3; ImageNet stages a tenth)."),
+    time_budget: Optional[float] = typer.Option(None, help="Minutes: the passes are planned from a measured step to fit, and training stops in time."),
+    option: Optional[List[str]] = typer.Option(None, "--option", "-O", callback=_check_key_values,
+                                               help="An option of the pretext task, key=value (`headstart list pretext`)."),
+    max_images: Optional[int] = typer.Option(None, help="Learn from a seeded subset of N images."),
+    seed: int = typer.Option(0, help="Random seed."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted pretraining in --output (bit for bit on a CPU)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished body in --output."),
+    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps (epoch ends always are)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """A body trained by a pretext task on unlabeled images; then `train --backbone-from` it, or `probe` it."""
+    m = api.pretrain(data, method=method, output=output, backbone=backbone, start=start, freeze_stages=freeze_stages, image_size=image_size,
+                     epochs=epochs, batch_size=batch_size, lr=lr, time_budget=time_budget, method_options=_key_values(option),
+                     max_images=max_images, seed=seed, resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, device=device)
+    if as_json:
+        _json_out(m)
+        return
+    best = next((r for r in m["history"] if r["epoch"] == m["best_epoch"]), m["history"][-1] if m["history"] else {})
+    scores = ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in best.items() if k.startswith("val_"))
+    console.print(f"[bold]body[/bold] {m['run_dir']}: {m['method']} on {m['images']} images, {len(m['history'])} epoch(s) in "
+                  f"{m['seconds']['train']:.0f} s; kept epoch {m['best_epoch']}" + (f" ({scores})" if scores else ""))
+    for why in m["reasons"].values():
+        console.print(f"  [dim]{why}[/dim]")
+    console.print(f"next: headstart probe {m['run_dir']} imagenet:{backbone} DATA   ·   headstart train DATA --backbone-from {m['run_dir']}")
+
+
+@app.command()
+def probe(
+    inputs: List[str] = typer.Argument(..., metavar="BODY... DATA", help="Bodies (body folders from `headstart pretrain`, imagenet:ARCH, "
+                                                                        "random:ARCH), then the labeled DATA (a folder or a built-in set)."),
+    labels_per_class: str = typer.Option("1,10,100", help="Comma-separated labeled images per class to probe with."),
+    seeds: str = typer.Option("0", help="Comma-separated seeds of the labeled draws (the same draws for every body)."),
+    stages: str = typer.Option("last", help="last | all | comma-separated stage names (`headstart models`)."),
+    test: Optional[str] = typer.Option(None, help="Labeled test images (default: the built-in set's test split)."),
+    image_size: Optional[int] = typer.Option(None, help="Input side for every body (default: the first body folder's)."),
+    knn_k: int = typer.Option(20, help="Neighbours of the weighted kNN."),
+    knn_temperature: float = typer.Option(0.07, help="Temperature of the kNN's exp(similarity / T) weights."),
+    output: Path = typer.Option(Path("runs/probe"), "--output", "-o", help="Where probe.json, probe.md and probe.png go."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Linear probe and kNN of frozen bodies on the same labels, seeds and test images: which body learned the better features."""
+    if len(inputs) < 2:
+        raise api.ConfigError("give one or more bodies and then the labeled DATA, e.g. `headstart probe runs/body imagenet:efficientnet_lite0 fashion-mnist`")
+
+    def ints(text: str, flag: str) -> list[int]:
+        try:
+            return [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise api.ConfigError(f"{flag} {text!r}: give comma-separated whole numbers, e.g. 1,10,100") from None
+
+    chosen: Any = stages if stages in ("last", "all") else [s.strip() for s in stages.split(",") if s.strip()]
+    out = api.probe(inputs[:-1], inputs[-1], labels_per_class=ints(labels_per_class, "--labels-per-class"), seeds=ints(seeds, "--seeds"),
+                    stages=chosen, test=test, image_size=image_size, knn_k=knn_k, knn_temperature=knn_temperature, output=output, device=device)
+    if as_json:
+        _json_out(out)
+        return
+    table = Table(title=f"probe: {out['num_test']} test images, {out['image_size']} px (linear: logistic regression C=1; kNN k={knn_k}, T={knn_temperature})")
+    for col in ("body", "stage", "labels/class", "linear", "kNN", "seeds"):
+        table.add_column(col)
+    for r in out["summary"]:
+        table.add_row(r["body"], r["stage"], str(r["labels_per_class"]), f"{r['linear_mean']:.4f} ± {r['linear_sd']:.4f}",
+                      f"{r['knn_mean']:.4f} ± {r['knn_sd']:.4f}", str(r["seeds"]))
+    console.print(table)
+    console.print(f"written: {output / 'probe.md'}, {output / 'probe.png'}")
+
+
+@app.command()
 def predict(
     run: Path = typer.Argument(..., help="A run folder written by `headstart train`."),
     images: List[str] = typer.Argument(..., help="Image files and/or folders (searched recursively)."),
@@ -948,6 +1029,19 @@ def list_strategies() -> None:
     table.add_row("auto", "measure the data and choose one of the others (`headstart advise` shows the choice and why)")
     for name in STRATEGIES:
         table.add_row(name, getattr(STRATEGIES.get(name), "description", ""))
+    console.print(table)
+
+
+@list_app.command("pretext")
+def list_pretext() -> None:
+    """The pretext tasks (headstart pretrain --method NAME), with their options."""
+    table = Table(title="pretext tasks (headstart pretrain --method NAME -O key=value)")
+    for col in ("task", "what it learns", "options"):
+        table.add_column(col, overflow="fold", no_wrap=col == "task")
+    for name in PRETEXTS:
+        cls = PRETEXTS.get(name)
+        doc = (cls.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        table.add_row(name, doc, "; ".join(f"{n}={d!r}: {h}" for n, d, h in option_help(cls.Options)) or "none")
     console.print(table)
 
 

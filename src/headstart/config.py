@@ -43,6 +43,10 @@ class TrainConfig:
         None, "Start from a finished run's network, head included (same backbone and classes), instead of --weights: e.g. a "
         "teacher that goes on learning from its own pseudo-labels."
     )
+    backbone_from: str | None = knob(
+        None, "Start the backbone's stages from a body that `headstart pretrain` wrote (e.g. runs/body; same --backbone), with a "
+        "new head, instead of --weights."
+    )
     weights: str = knob("default", "'default' (installed ImageNet weights), a state-dict file, or 'none' (random initialisation).")
     strategy: str = knob("auto", "How to fine-tune: auto measures the data and chooses (see `headstart advise`), or a fixed strategy (`headstart list strategies`).")
     method: str = knob(

@@ -14,6 +14,7 @@ from .ensemble.rules import RULES
 from .explain.cam import CAM_METHODS
 from .finetune.strategies import STRATEGIES
 from .methods import METHODS, option_help
+from .methods.pretext import PRETEXTS
 from .registry import Registry
 
 REGISTRIES: dict[str, Registry] = {
@@ -24,6 +25,7 @@ REGISTRIES: dict[str, Registry] = {
     "transforms": TRANSFORMS,
     "cams": CAM_METHODS,
     "ensemble-rules": RULES,
+    "pretext-tasks": PRETEXTS,
 }
 
-__all__ = ["BACKBONES", "CAM_METHODS", "METHODS", "POLICIES", "REGISTRIES", "RULES", "STRATEGIES", "TRANSFORMS", "option_help"]
+__all__ = ["BACKBONES", "CAM_METHODS", "METHODS", "POLICIES", "PRETEXTS", "REGISTRIES", "RULES", "STRATEGIES", "TRANSFORMS", "option_help"]

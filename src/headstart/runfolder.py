@@ -213,6 +213,8 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Load
         raise RunError(f"{meta_path} is not valid JSON ({exc}); the run folder is damaged") from exc
     kind = meta.get("kind", CLASSIFIER)
     if kind not in RUN_KINDS:
+        import headstart.body  # noqa: F401  (registers the ``body`` kind; it imports this module, so not at the top)
+    if kind not in RUN_KINDS:
         raise RunError(
             f"{run_dir} is a run of kind {kind!r}, which this headstart cannot load (it knows {', '.join(RUN_KINDS.names())}); "
             "update headstart or use the version that wrote it"

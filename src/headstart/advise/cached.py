@@ -47,6 +47,7 @@ def measure_and_decide(
     num_workers: int,
     use_cache: bool,
     val_fraction: float | None,
+    backbone_from: str | None = None,
 ) -> Advice:
     """The advice for ``labeled``; cached on disk (keyed by the exact weights, the images and
     labels, the size and the seed), so ``advise`` followed by ``train --strategy auto``
@@ -54,6 +55,10 @@ def measure_and_decide(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = create_backbone(backbone, num_classes=len(labeled.classes), weights=None if weights == "none" else weights)
+    if backbone_from:  # a pretext-trained body is measured like any backbone (its weights key the cache)
+        from ..body import load_body_into
+
+        load_body_into(model, backbone_from)
     size = image_size or rules.default_image_size(
         native_size=native_size, weights_size=model.preprocess.image_size, strategy="partial"
     )
@@ -133,7 +138,7 @@ def advice_for_run(
         d = advise_labeled(
             labeled, native_size=native_size, backbone=config.backbone, weights=config.weights, seed=config.seed,
             device=device, image_size=config.image_size, num_workers=config.num_workers, use_cache=config.feature_cache,
-            val_fraction=0.0 if config.val else config.val_fraction,
+            val_fraction=0.0 if config.val else config.val_fraction, backbone_from=config.backbone_from,
         ).to_dict()
     return Advice.from_dict(dist.from_main(d)), None
 

@@ -116,6 +116,12 @@ def test_an_ensemble_folder_round_trips_through_eval_and_predict(members, shapes
         assert calibrate_module.MIN_IMAGES > 1
     got = Predictor(out, device="cpu").proba_imageset(test)
     np.testing.assert_allclose(got, expected, atol=1e-4)
+    from headstart.report.metrics import calibration
+
+    # the scores written at build time are the calibrated ensemble's, and without the temperature
+    assert m["test"]["ensemble"]["nll"] == pytest.approx(calibration(expected, test.labels)["nll"], abs=1e-4)
+    raw = RULES.get(rule).combine(probs, params)
+    assert m["test"]["uncalibrated"]["nll"] == pytest.approx(calibration(raw, test.labels)["nll"], abs=1e-4)
     e = evaluate(out, str(shapes_test_folder), device="cpu")
     acc = float((expected.argmax(1) == test.labels).mean())
     assert e["accuracy"] == pytest.approx(acc) == pytest.approx(m["test"]["ensemble"]["accuracy"])

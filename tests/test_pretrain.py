@@ -132,6 +132,8 @@ def test_an_interrupted_pretraining_resumes_to_the_same_body(shapes_folder, tmp_
     m = api.pretrain(str(shapes_folder), method="rotation", output=part, epochs=2, checkpoint_every=2, **small)
     assert m["interrupted"] and (part / "checkpoint" / "last.pt").is_file()
     monkeypatch.setattr(cls, "step", real_step)
+    with pytest.raises(ConfigError, match=r"started with seed 0 \(now 1\)"):
+        api.pretrain(str(shapes_folder), method="rotation", output=part, epochs=2, resume=True, **{**small, "seed": 1})
     api.pretrain(str(shapes_folder), method="rotation", output=part, epochs=2, resume=True, **small)
     a, b = load_file(str(whole / "model.safetensors")), load_file(str(part / "model.safetensors"))
     assert set(a) == set(b)

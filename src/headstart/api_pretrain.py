@@ -177,6 +177,9 @@ def pretrain(
 
     resumed = folder.resume_state
     if resumed is not None:
+        _check_same_request(folder.path, {"data": data, "method": method, "backbone": backbone, "from": start,
+                                          "freeze_stages": freeze_stages, "image_size": image_size, "batch_size": batch_size,
+                                          "max_images": max_images, "seed": seed})
         plan = dict(resumed["info"]["plan"])
         if plan.get("images_per_epoch"):
             train_idx = np.asarray(plan["train_indices"], dtype=np.int64)
@@ -242,6 +245,19 @@ def pretrain(
         folder.finish()
     metrics["run_dir"] = str(folder.path)
     return metrics
+
+
+def _check_same_request(path: Path, now: dict[str, Any]) -> None:
+    """``--resume``: the interrupted pretraining continues only with its own settings (a
+    different task, size or seed would continue another run's state); a differing one is named
+    with both values."""
+    from .config import load_yaml
+
+    was = (load_yaml(path / "config.yaml") or {}).get("requested", {})
+    differ = [f"{k} {was.get(k)!r} (now {v!r})" for k, v in now.items() if k in was and was.get(k) != v]
+    if differ:
+        raise ConfigError(f"--resume {path}: the pretraining was started with " + ", ".join(differ) + "; resume it with its own "
+                          "settings, or start a new one in another --output")
 
 
 class _FullBatches:

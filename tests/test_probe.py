@@ -128,9 +128,9 @@ def test_summary_sd_is_the_sample_sd():
 
 
 def test_random_bodies_are_the_same_network_every_time():
-    a = api_probe._load("random:resnet_small", "cpu").model.state_dict()
+    a = load_body("random:resnet_small").model.state_dict()
     torch.manual_seed(99)
-    b = api_probe._load("random:resnet_small", "cpu").model.state_dict()
+    b = load_body("random:resnet_small").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 

@@ -199,9 +199,8 @@ def pretrain(
                 plan["train_indices"] = train_idx.tolist()
         elif epochs is None:
             reasons["epochs"] = "10 passes (the default; --epochs or --time-budget MINUTES to change it)"
-    train_batches = Batches(x_train, torch.arange(len(x_train)), batch_size=batch_size, shuffle=True, seed=seed)
-    # the last smaller batch would make contrastive and patch batches uneven: every batch is full
-    train_batches = _FullBatches(train_batches)
+    # every batch full: a contrastive batch of 3 images, or a patch batch of 1, teaches nothing
+    train_batches = Batches(x_train, torch.arange(len(x_train)), batch_size=batch_size, shuffle=True, seed=seed, drop_last=True)
     val_batches = None if x_val is None or not len(x_val) else Batches(x_val, torch.arange(len(x_val)), batch_size=batch_size)
     module = task.trainable()
     body_params = [p for p in module.body.parameters() if p.requires_grad]
@@ -259,33 +258,3 @@ def _check_same_request(path: Path, now: dict[str, Any]) -> None:
         raise ConfigError(f"--resume {path}: the pretraining was started with " + ", ".join(differ) + "; resume it with its own "
                           "settings, or start a new one in another --output")
 
-
-class _FullBatches:
-    """A batch source whose every batch is full: the last, smaller one of each pass is dropped
-    (an instance-discrimination batch of 3 images, or a patch batch of 1, teaches nothing)."""
-
-    def __init__(self, inner: Batches) -> None:
-        self.inner = inner
-
-    def __len__(self) -> int:
-        return max(1, len(self.inner.inputs) // self.inner.batch_size)
-
-    def __iter__(self):
-        for x, y in self.inner:
-            if len(x) < self.inner.batch_size:  # only ever the last batch of a pass
-                break
-            yield x, y
-
-    @property
-    def shard_weight(self) -> float:
-        return self.inner.shard_weight
-
-    @property
-    def epoch_state(self) -> Any:
-        return self.inner.epoch_state
-
-    def next_state(self) -> Any:
-        return self.inner.next_state()
-
-    def resume_from(self, state: Any, position: int) -> None:
-        self.inner.resume_from(state, position)

@@ -33,7 +33,7 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from .backbones import Backbone
-from .body import Body, load_body
+from .body import FORMS, RANDOM_SEED, Body, load_body
 from .console import console
 from .data import ImageSet, resolve
 from .data._progress import default_workers
@@ -56,11 +56,6 @@ LINEAR_MAX_ITER = 5000
 """L-BFGS iterations allowed to the linear probe; standardised features converge in far fewer,
 and a fit that does not is flagged in its row (``linear_converged``)."""
 
-RANDOM_BODY_SEED = 0
-"""``random:ARCH`` bodies are drawn with this torch seed, so the random baseline is the same
-network in every probe."""
-
-BODY_FORMS = "a body folder (written by `headstart pretrain`), imagenet:ARCH (the installed ImageNet weights) or random:ARCH (random initialisation)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,18 +186,6 @@ def stage_features(
 # Bodies and data
 
 
-def _load(spec: str, device: torch.device | str) -> Body:
-    kind, _, arch = spec.partition(":")
-    if not Path(spec).exists() and not (kind in ("imagenet", "random") and arch):
-        raise ConfigError(f"body {spec!r} is not an existing folder, imagenet:ARCH or random:ARCH; name {BODY_FORMS} "
-                          "(ARCH from `headstart models`)")
-    if kind == "random" and not Path(spec).exists():
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(RANDOM_BODY_SEED)
-            return load_body(spec, device=device)
-    return load_body(spec, device=device)
-
-
 def _unique_names(bodies: list[Body]) -> list[str]:
     """Table names: a body's own, with ``#2``, ``#3`` added where two share one."""
     seen: dict[str, int] = {}
@@ -221,7 +204,7 @@ def _body_record(name: str, spec: str, body: Body, stage_idx: list[int]) -> dict
         "stages": [model.stage_names[i] for i in stage_idx], "num_features": model.num_features,
     }
     if meta.get("kind") == "random":
-        rec["seed"] = RANDOM_BODY_SEED
+        rec["seed"] = RANDOM_SEED
     for key in ("weights_sha256", "pretext"):
         if meta.get(key) is not None:
             rec[key] = meta[key]
@@ -259,7 +242,7 @@ def probe(
     """Linear probe and weighted kNN on the frozen features of each body in ``bodies``.
 
     Args:
-        bodies: each :data:`BODY_FORMS`; all are measured on the same labeled images, seeds,
+        bodies: each :data:`FORMS`; all are measured on the same labeled images, seeds,
             test images and input size.
         data: the labeled images (a built-in set's train split, a folder or a CSV file); the
             labeled draws are ``few_shot(labels, K, seed)`` for each K and seed.
@@ -288,7 +271,7 @@ def probe(
         DataError: the data cannot be read, or a class has fewer than K images.
     """
     if not bodies:
-        raise ConfigError(f"probe needs at least one body: {BODY_FORMS}")
+        raise ConfigError(f"probe needs at least one body: {FORMS}")
     ks = sorted({int(k) for k in labels_per_class})
     if not ks or ks[0] < 1:
         raise ConfigError(f"labels per class must be whole numbers of at least 1, got {list(labels_per_class)}")
@@ -299,7 +282,7 @@ def probe(
         raise ConfigError(f"kNN needs k ≥ 1 and a temperature above 0, got k={knn_k}, T={knn_temperature}")
     dev = pick_device(device)
 
-    loaded = [_load(str(spec), "cpu") for spec in bodies]
+    loaded = [load_body(str(spec), device="cpu") for spec in bodies]
     names = _unique_names(loaded)
     stage_idx = [resolve_stages(b.model, stages, body=n) for b, n in zip(loaded, names)]
 

@@ -32,6 +32,10 @@ from .version import __version__
 BODY = "body"
 HEAD_FILE = "pretext-head.safetensors"
 PREFIX = "stages."
+RANDOM_SEED = 0
+"""``random:ARCH`` is built with this torch seed (the caller's random state left as it was), so
+the random-init baseline is the same network in every comparison."""
+FORMS = "a body folder (written by `headstart pretrain`), imagenet:ARCH (the installed ImageNet weights) or random:ARCH (random initialisation)"
 
 
 def stage_state(model: Backbone) -> dict[str, torch.Tensor]:
@@ -92,9 +96,10 @@ def load_body_into(model: Backbone, run_dir: str | Path, *, flag: str = "--backb
     if set(state) != own:
         raise RunError(f"{run_dir / 'model.safetensors'} does not hold the stages of a {model.name} "
                        f"({len(state)} tensors, the architecture has {len(own)}); the body folder is damaged: pretrain it again")
-    missing = model.load_state_dict(state, strict=False)
-    if missing.unexpected_keys or any(k.startswith(PREFIX) for k in missing.missing_keys):
-        raise RunError(f"{run_dir / 'model.safetensors'} does not fit {model.name}: {missing}")
+    try:
+        model.load_state_dict(state, strict=False)  # the keys are the stages' (checked above); the head stays this run's
+    except RuntimeError as exc:  # a tensor of another shape
+        raise RunError(f"{run_dir / 'model.safetensors'} does not fit {model.name}: {exc}") from exc
     model.pretrained = True
     model.weights_source = f"body {run_dir} ({meta.get('pretext', {}).get('method', '?')}, sha256 {meta['weights_sha256'][:12]})"
     return {"body": str(run_dir.resolve()), "weights_sha256": meta["weights_sha256"], "pretext": meta.get("pretext"),
@@ -115,8 +120,12 @@ def load_body(spec: str, *, device: torch.device | str = "cpu") -> Body:
     """A body by name: a body run folder, ``imagenet:ARCH`` or ``random:ARCH`` (see the
     module's docstring)."""
     kind, _, arch = spec.partition(":")
+    if not Path(spec).exists() and not (kind in ("imagenet", "random") and arch):
+        raise ConfigError(f"body {spec!r} is not an existing folder, imagenet:ARCH or random:ARCH; name {FORMS} (ARCH from `headstart models`)")
     if kind in ("imagenet", "random") and arch and not Path(spec).exists():
-        model = create_backbone(arch, num_classes=1, weights="default" if kind == "imagenet" else None)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(RANDOM_SEED)
+            model = create_backbone(arch, num_classes=1, weights="default" if kind == "imagenet" else None)
         if kind == "imagenet" and not model.pretrained:
             raise ConfigError(f"{spec}: no ImageNet weights are installed for {arch}; name a body folder, or random:{arch}")
         return Body(spec, model.eval().to(device), None, {"kind": kind, "backbone": arch})

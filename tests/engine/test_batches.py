@@ -73,3 +73,15 @@ def test_an_epoch_longer_than_the_labeled_pass_cycles_through_new_orders_and_res
         again = source()
         again.resume_from(state, position)
         assert [(b.labels.tolist(), b.extras["unlabeled_index"].tolist()) for b in again] == epoch2[position:]
+
+
+def test_drop_last_yields_only_full_batches_and_counts_them():
+    x, y = torch.arange(10).view(10, 1), torch.arange(10)
+    kept = Batches(x, y, batch_size=4, shuffle=True, seed=3, drop_last=True)
+    assert len(kept) == 2 and [len(b) for b, _ in kept] == [4, 4]
+    full = Batches(x, y, batch_size=4, shuffle=True, seed=3)
+    assert len(full) == 3 and [len(b) for b, _ in full] == [4, 4, 2]
+    # the same order: dropping the last batch changes nothing before it
+    a = torch.cat([b for b, _ in Batches(x, y, batch_size=4, shuffle=True, seed=5, drop_last=True)])
+    b = torch.cat([b for b, _ in Batches(x, y, batch_size=4, shuffle=True, seed=5)])
+    assert torch.equal(a, b[:8])

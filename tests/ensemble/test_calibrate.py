@@ -11,6 +11,8 @@ from headstart.ensemble import RULES
 from headstart.ensemble import calibrate as cal
 from headstart.ensemble.model import EnsembleModel
 
+from .test_combine import _MemberOf
+
 
 def _probs(n, c, seed, sharpen=1.0):
     """True class probabilities, labels drawn from them, and the probabilities raised to
@@ -70,15 +72,6 @@ def test_too_few_held_out_images_keep_temperature_one():
     assert cal.calibrate(p, y, folds=5)["temperature"] == pytest.approx(cal.BOUNDS[0], rel=1e-3)
     small = cal.calibrate(p[: cal.MIN_IMAGES - 1], y[: cal.MIN_IMAGES - 1], folds=5)
     assert small["temperature"] == 1.0 and "too few" in small["why"]
-
-
-class _MemberOf(torch.nn.Module):
-    def __init__(self, k):
-        super().__init__()
-        self.k = k
-
-    def forward(self, x):
-        return x[self.k].log()
 
 
 @pytest.mark.parametrize("rule", ["soft", "hard", "stack"])

@@ -29,7 +29,8 @@ class Batches:
     In a process group (``dist``), every process draws the same global order and yields its
     contiguous share of each global batch; ``shard_weight`` (share size × processes / batch
     size) makes DDP's gradient average equal the whole batch's. A last global batch smaller
-    than the number of processes is dropped (a process must never get an empty share).
+    than the number of processes is dropped (a process must never get an empty share);
+    ``drop_last`` drops any smaller last batch (a contrastive batch of 3 teaches little).
     """
 
     def __init__(
@@ -42,6 +43,7 @@ class Batches:
         seed: int = 0,
         augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
         dist: Distributed = SINGLE,
+        drop_last: bool = False,
     ) -> None:
         if len(inputs) != len(labels):
             raise ValueError("inputs and labels differ in length")
@@ -51,6 +53,7 @@ class Batches:
         self.shuffle = shuffle
         self.augment = augment
         self.dist = dist
+        self.drop_last = drop_last
         self.shard_weight = 1.0
         self.generator = torch.Generator().manual_seed(seed)
         self.epoch_state = self.generator.get_state()
@@ -75,7 +78,7 @@ class Batches:
     def __len__(self) -> int:
         n, world = len(self.inputs), self.dist.world_size
         full, rest = divmod(n, self.batch_size)
-        return full + (1 if rest >= world else 0)
+        return full + (1 if rest >= world and not self.drop_last else 0)
 
     def __iter__(self):
         n = len(self.inputs)
@@ -85,6 +88,8 @@ class Batches:
         world = self.dist.world_size
         for start in range(skip * self.batch_size, n, self.batch_size):
             idx = order[start : start + self.batch_size]
+            if self.drop_last and len(idx) < self.batch_size:
+                break
             if world > 1:
                 if len(idx) < world:
                     break

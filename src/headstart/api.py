@@ -584,3 +584,24 @@ def probe(bodies: list[str], data: str, **kw: Any) -> dict[str, Any]:
     from .api_probe import probe as run
 
     return run(bodies, data, **kw)
+
+
+def segment_train(data: str, **kw: Any) -> dict[str, Any]:
+    """A segmenter trained on images and masks (``api_segment.segment_train``)."""
+    from .api_segment import segment_train as run
+
+    return run(data, **kw)
+
+
+def segment_eval(run_dir: str | Path, data: str, **kw: Any) -> dict[str, Any]:
+    """A segmenter's mIoU, per-class IoU, pixel accuracy and boundary F (``api_segment.segment_eval``)."""
+    from .api_segment import segment_eval as run
+
+    return run(run_dir, data, **kw)
+
+
+def segment_predict(run_dir: str | Path, inputs: list[str], **kw: Any) -> list[dict[str, Any]]:
+    """Mask PNGs and overlays at the images' original sizes (``api_segment.segment_predict``)."""
+    from .api_segment import segment_predict as run
+
+    return run(run_dir, inputs, **kw)

@@ -32,6 +32,7 @@ from .data.notices import report_skipped
 from .data.sources import is_builtin
 from .data.tensors import images_tensor
 from .engine import Batches, Context, fit
+from .engine.budget import plan_epochs
 from .engine.checkpoint import seed_everything
 from .engine.prepare import Prepare, pick_device
 from .errors import ConfigError
@@ -40,16 +41,11 @@ from .finetune.recipe import cosine_schedule
 from .methods import build_options
 from .methods.base import Setup
 from .methods.pretext import PRETEXTS
-from .runfolder import open_for_training
+from .runfolder import check_same_request, open_for_training
 
 VAL_IMAGES = 512
 """Images held out to validate the pretext task (at most 5 % of the folder): 512 give its
 accuracy to about ±2 points, and cost one forward pass each per epoch."""
-PROBE_STEPS = 3
-"""Timed steps (after one warm-up) that plan epochs for ``--time-budget``."""
-BUDGET_SHARE = 0.9
-"""Of ``--time-budget``, the share planned for training steps; the rest is loading, the
-per-epoch validation and writing the folder."""
 
 
 def _images(data: str, on_bad_image: str) -> ImageSet:
@@ -61,39 +57,6 @@ def _images(data: str, on_bad_image: str) -> ImageSet:
     images = load_unlabeled(data, on_bad_image=on_bad_image)
     report_skipped(images)
     return images
-
-
-def _plan_epochs(method: Any, x: torch.Tensor, *, prepare: Prepare, batch_size: int, budget_s: float, steps_per_epoch: int,
-                 lr: float) -> tuple[int, int | None, str]:
-    """(epochs, images per epoch or None for all, why) that fit ``budget_s``: a few timed steps
-    on a copy of the networks (the run's own weights and random state are left as they were)."""
-    import copy
-
-    state = torch.random.get_rng_state()
-    probe = copy.deepcopy(method)
-    probe.attach(probe.trainable())
-    opt = torch.optim.AdamW([p for p in probe.trainable().parameters() if p.requires_grad], lr=lr)
-    from .methods.base import Batch
-
-    batch = Batch(images=prepare(x[:batch_size]), labels=torch.arange(min(batch_size, len(x))))
-    times = []
-    for i in range(PROBE_STEPS + 1):
-        t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        probe.step(batch)["loss"].backward()
-        opt.step()
-        if i:
-            times.append(time.perf_counter() - t0)
-    torch.random.set_rng_state(state)
-    step_s = float(np.median(times))
-    steps = int(budget_s * BUDGET_SHARE / step_s)
-    if steps >= steps_per_epoch:
-        epochs = steps // steps_per_epoch
-        return epochs, None, (f"--time-budget: {step_s * 1000:.0f} ms per step measured, so {epochs} pass(es) over the "
-                              f"{len(x)} images ({epochs * steps_per_epoch} steps) fit")
-    n = max(batch_size, steps * batch_size)
-    return 1, n, (f"--time-budget: {step_s * 1000:.0f} ms per step measured, so one pass over {n} of the {len(x)} images "
-                  f"(a seeded subset, {steps} steps) fits")
 
 
 def pretrain(
@@ -177,7 +140,7 @@ def pretrain(
 
     resumed = folder.resume_state
     if resumed is not None:
-        _check_same_request(folder.path, {"data": data, "method": method, "backbone": backbone, "from": start,
+        check_same_request(folder.path, {"data": data, "method": method, "backbone": backbone, "from": start,
                                           "freeze_stages": freeze_stages, "image_size": image_size, "batch_size": batch_size,
                                           "max_images": max_images, "seed": seed})
         plan = dict(resumed["info"]["plan"])
@@ -188,7 +151,7 @@ def pretrain(
         plan = {"epochs": epochs or 10, "images_per_epoch": None}
         steps_per_epoch = len(x_train) // batch_size
         if time_budget is not None and epochs is None:
-            n_epochs, per_epoch, why = _plan_epochs(task, x_train, prepare=prepare, batch_size=batch_size, budget_s=time_budget * 60,
+            n_epochs, per_epoch, why = plan_epochs(task, x_train, prepare=prepare, batch_size=batch_size, budget_s=time_budget * 60,
                                                      steps_per_epoch=steps_per_epoch, lr=base_lr)
             plan = {"epochs": n_epochs, "images_per_epoch": per_epoch}
             reasons["epochs"] = why
@@ -244,17 +207,3 @@ def pretrain(
         folder.finish()
     metrics["run_dir"] = str(folder.path)
     return metrics
-
-
-def _check_same_request(path: Path, now: dict[str, Any]) -> None:
-    """``--resume``: the interrupted pretraining continues only with its own settings (a
-    different task, size or seed would continue another run's state); a differing one is named
-    with both values."""
-    from .config import load_yaml
-
-    was = (load_yaml(path / "config.yaml") or {}).get("requested", {})
-    differ = [f"{k} {was.get(k)!r} (now {v!r})" for k, v in now.items() if k in was and was.get(k) != v]
-    if differ:
-        raise ConfigError(f"--resume {path}: the pretraining was started with " + ", ".join(differ) + "; resume it with its own "
-                          "settings, or start a new one in another --output")
-

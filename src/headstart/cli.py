@@ -901,6 +901,96 @@ def report(
         console.print(f"TensorBoard: tensorboard --logdir {Path(out['tensorboard']).parent}")
 
 
+segment_app = typer.Typer(help="Semantic segmentation on a pretrained body: train, eval, predict (runs of kind segmenter).", no_args_is_help=True)
+app.add_typer(segment_app, name="segment")
+
+
+@segment_app.command("train")
+def segment_train(
+    data: str = typer.Argument(..., help="DATA/images + DATA/masks (same stems; masks are PNGs of class indices, 255 = ignore; class names "
+                                         "in DATA/classes.txt), or a folder of PNGs with transparency (the alpha is the mask)."),
+    output: Path = typer.Option(Path("runs/seg"), "--output", "-o", help="The run folder (kind segmenter)."),
+    val: Optional[str] = typer.Option(None, help="Validation data in the same form (default: 15 % of DATA held out, seeded)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="The encoder: a registered architecture (`headstart models`)."),
+    upsample: str = typer.Option("bilinear", help="How the decoder doubles resolution: bilinear (interpolate + 3x3 conv) | transposed "
+                                                  "(learned 4x4 stride-2 transposed conv)."),
+    bilinear_init: bool = typer.Option(False, "--bilinear-init", help="Start the transposed convs as exact bilinear upsampling."),
+    freeze_stages: Optional[int] = typer.Option(None, help="Encoder stages kept frozen (default: the first half)."),
+    image_size: Optional[int] = typer.Option(None, help="Training side in pixels (default: the images' median side, rounded up to 32)."),
+    epochs: Optional[int] = typer.Option(None, help="Passes over the images (default 30, or what --time-budget affords)."),
+    batch_size: int = typer.Option(16, help="Images per step."),
+    lr: Optional[float] = typer.Option(None, help="Decoder learning rate (default 2e-3; the encoder's trainable stages a tenth)."),
+    time_budget: Optional[float] = typer.Option(None, help="Minutes: passes planned from a measured step to fit; training stops in time."),
+    dice_weight: float = typer.Option(1.0, help="Weight of the Dice loss beside the cross-entropy (0: cross-entropy alone)."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Random left-right flips (of image and mask together)."),
+    min_scale: float = typer.Option(0.5, help="Smallest random crop, as a share of the image area (1: no crops)."),
+    max_images: Optional[int] = typer.Option(None, help="Train on a seeded subset of N images."),
+    seed: int = typer.Option(0, help="Random seed (the held-out split, the draws)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted training in --output (bit for bit on a CPU)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --output."),
+    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps (epoch ends always are)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Train an encoder-decoder segmenter (U-Net skips over the backbone's stages)."""
+    m = api.segment_train(data, output=output, val=val, backbone=backbone, upsample=upsample, bilinear_init=bilinear_init,
+                          freeze_stages=freeze_stages, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
+                                  time_budget=time_budget, dice_weight=dice_weight, flip=flip, min_scale=min_scale, max_images=max_images,
+                                  seed=seed, resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, device=device)
+    if as_json:
+        _json_out(m)
+        return
+    v = m.get("val")
+    tail = f"; validation mIoU {v['miou']:.4f}, pixel accuracy {v['pixel_accuracy']:.4f}, boundary F {v['boundary_f']:.4f}" if v else ""
+    console.print(f"[bold]segmenter[/bold] {m['run_dir']}: {m['images']} images, {len(m['history'])} epoch(s) in {m['seconds']['train']:.0f} s, "
+                  f"kept epoch {m['best_epoch']}{tail}")
+    for why in m["reasons"].values():
+        console.print(f"  [dim]{why}[/dim]")
+    console.print(f"next: headstart segment eval {m['run_dir']} DATA   ·   headstart segment predict {m['run_dir']} IMAGES -o masks")
+
+
+def _print_seg_scores(r: dict) -> None:
+    t = Table(title=f"{r.get('data', '')}: {r['images']} images")
+    t.add_column("class")
+    t.add_column("IoU", justify="right")
+    for name, v in r["per_class_iou"].items():
+        t.add_row(name, "-" if v is None else f"{v:.4f}")
+    console.print(t)
+    console.print(f"mIoU {r['miou']:.4f} · pixel accuracy {r['pixel_accuracy']:.4f} · boundary F {r['boundary_f']:.4f}")
+
+
+@segment_app.command("eval")
+def segment_eval(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart segment train`."),
+    data: str = typer.Argument(..., help="Images and masks in the form the run was trained on, with the run's classes."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+) -> None:
+    """mIoU, per-class IoU, pixel accuracy and boundary F-score at the images' original sizes (also RUN/eval.json)."""
+    r = api.segment_eval(run, data, device=device)
+    if as_json:
+        _json_out({k: v for k, v in r.items() if k != "per_image_miou"})
+        return
+    _print_seg_scores(r)
+
+
+@segment_app.command("predict")
+def segment_predict(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart segment train`."),
+    inputs: List[str] = typer.Argument(..., help="Image files or folders."),
+    output: Path = typer.Option(Path("masks"), "--output", "-o", help="Where NAME.png (mask) and NAME-overlay.png go."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print one row per image as JSON."),
+) -> None:
+    """Masks at each image's original size: a palette PNG of class indices and an overlay per image."""
+    rows = api.segment_predict(run, inputs, output=output, device=device)
+    if as_json:
+        _json_out(rows)
+        return
+    ok = [r for r in rows if "mask" in r]
+    console.print(f"{len(ok)} mask(s) written to {output}" + (f"; {len(rows) - len(ok)} file(s) skipped" if len(rows) > len(ok) else ""))
+
+
 augment_app = typer.Typer(help="Augmentation: the transform families, a preview sheet, the label-safety audit.", no_args_is_help=True)
 app.add_typer(augment_app, name="augment")
 

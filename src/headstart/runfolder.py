@@ -213,7 +213,8 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Load
         raise RunError(f"{meta_path} is not valid JSON ({exc}); the run folder is damaged") from exc
     kind = meta.get("kind", CLASSIFIER)
     if kind not in RUN_KINDS:
-        import headstart.body  # noqa: F401  (registers the ``body`` kind; it imports this module, so not at the top)
+        import headstart.api_segment  # noqa: F401  (registers ``segmenter``; these import this module, so not at the top)
+        import headstart.body  # noqa: F401  (registers the ``body`` kind)
     if kind not in RUN_KINDS:
         raise RunError(
             f"{run_dir} is a run of kind {kind!r}, which this headstart cannot load (it knows {', '.join(RUN_KINDS.names())}); "
@@ -430,3 +431,18 @@ def load_run_weights(model: Any, run_dir: str | Path, backbone: str) -> None:
         raise ConfigError(f"--init-from {run} has {state['head.weight'].shape[0]} classes, this data {model.head.weight.shape[0]}")
     model.load_state_dict(state)
     model.pretrained = True
+
+
+def check_same_request(path: Path, now: dict[str, Any], what: str = "pretraining") -> None:
+    """``--resume``: the interrupted run (``what``: pretraining, segmentation training)
+    continues only with its own settings (a different task, size or seed would continue another
+    run's state); a differing one is named with both values."""
+    from .config import load_yaml
+    from .errors import ConfigError
+
+    was = (load_yaml(path / "config.yaml") or {}).get("requested", {})
+    differ = [f"{k} {was.get(k)!r} (now {v!r})" for k, v in now.items() if k in was and was.get(k) != v]
+    if differ:
+        raise ConfigError(f"--resume {path}: the {what} was started with " + ", ".join(differ) + "; resume it with its own "
+                          "settings, or start a new one in another --output")
+

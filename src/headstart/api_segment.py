@@ -1,0 +1,382 @@
+"""``headstart segment train | eval | predict``: semantic segmentation on a pretrained body.
+
+Wiring only: the data, the network, the loss, the method and the metrics are ``segment/`` (one
+file each); the loop is the training loop every run uses (``engine.fit``: progress, checkpoints,
+exact resume, ``--time-budget``); the folder is a run of kind ``segmenter``.
+
+Training holds every image and mask at one square size (``--image-size``; by default the
+images' typical side rounded up to a multiple of 32, between 64 and the weights' own size).
+Evaluation and prediction work at each image's original size: the image is resized to the
+run's size, the logits are resized back bilinearly, and the mask is their per-pixel argmax —
+so the metrics are those of the masks a user gets.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from .backbones import Preprocess, create_backbone
+from .backbones.base import normalize_resize
+from .console import console
+from .engine import Context, fit
+from .engine.budget import plan_epochs
+from .engine.checkpoint import seed_everything
+from .engine.prepare import Prepare, pick_device
+from .errors import ConfigError, RunError
+from .fileio import atomic_write
+from .finetune import rules
+from .finetune.recipe import cosine_schedule
+from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, write_json, write_yaml
+from .segment.masks import IGNORE, MaskSet, load_masks
+from .segment.method import SegmentationMethod, SegmentOptions
+from .segment.metrics import SegScores
+from .segment.model import UPSAMPLINGS, Segmenter
+from .segment.transforms import JointAugment, JointBatches
+from .version import __version__
+
+SEGMENTER = "segmenter"
+VAL_FRACTION = 0.15
+"""Of the images, the share held out to validate each epoch when no ``--val`` is given."""
+MIN_VAL = 4
+"""Fewer images than this in the held-out share: no validation (the last epoch is kept)."""
+
+
+def default_image_size(sizes: list[tuple[int, int]], weights_size: int) -> int:
+    """The images' median side, rounded up to a multiple of 32 (every stride divides it), between
+    64 and the weights' own size."""
+    side = float(np.median([max(w, h) for w, h in sizes])) if sizes else 64.0
+    return int(min(max(64, 32 * math.ceil(side / 32)), max(64, weights_size)))
+
+
+def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(VAL_FRACTION * n))
+    if n_val < MIN_VAL or n - n_val < 1:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def segment_train(
+    data: str,
+    *,
+    output: str | Path = "runs/seg",
+    val: str | None = None,
+    backbone: str = "efficientnet_lite0",
+    upsample: str = "bilinear",
+    bilinear_init: bool = False,
+    freeze_stages: int | None = None,
+    image_size: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 16,
+    lr: float | None = None,
+    time_budget: float | None = None,
+    dice_weight: float = 1.0,
+    flip: bool = True,
+    min_scale: float = 0.5,
+    max_images: int | None = None,
+    seed: int = 0,
+    resume: bool = False,
+    overwrite: bool = False,
+    checkpoint_every: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train a segmenter on ``data`` (``DATA/images`` + ``DATA/masks``, or a folder of cut-outs)
+    and write it to ``output`` as a run of kind ``segmenter``. Returns its metrics.
+
+    The encoder starts from the installed ImageNet weights with the first half of its stages
+    frozen (``--freeze-stages`` to choose); the decoder trains from scratch at ``lr`` (default
+    2e-3), the encoder's trainable stages at a tenth of it."""
+    t_start = time.perf_counter()
+    if upsample not in UPSAMPLINGS:
+        raise ConfigError(f"--upsample {upsample!r}: choose {' or '.join(UPSAMPLINGS)}")
+    if not 0.05 <= min_scale <= 1.0:
+        raise ConfigError(f"--min-scale {min_scale}: the smallest crop's share of the image area, between 0.05 and 1")
+    folder = open_for_training(output, resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every)
+    import warnings
+
+    seed_everything(seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        body = create_backbone(backbone, num_classes=1, weights="default")
+    reasons: dict[str, str] = {}
+    probe_sizes = load_masks(data, size=8) if image_size is None else None  # the original sizes, cheaply
+    if image_size is None:
+        image_size = default_image_size(probe_sizes.sizes, body.preprocess.image_size)
+        reasons["image_size"] = f"{image_size} px: the images' median side rounded up to a multiple of 32 (every stride divides it)"
+    full = load_masks(data, size=image_size)
+    for note in full.notes:
+        console.print(f"  [dim]{note}[/dim]")
+    if val is not None:
+        val_set: MaskSet | None = load_masks(val, size=image_size, classes=full.classes)
+        train_set = full
+        reasons["val"] = f"--val {val}: {len(val_set)} images"
+    else:
+        tr, va = _split(len(full), seed)
+        train_set, val_set = full.subset(tr), (full.subset(va) if len(va) else None)
+        reasons["val"] = (f"{len(va)} of the {len(full)} images held out (seeded) to pick the best epoch by mIoU" if len(va) else
+                          f"{len(full)} images: too few to hold {MIN_VAL} out, so the last epoch is kept (give --val DIR)")
+    if max_images is not None and max_images < len(train_set):
+        keep = np.sort(np.random.default_rng(seed + 1).choice(len(train_set), max_images, replace=False))
+        train_set = train_set.subset(keep)
+    if freeze_stages is None:
+        freeze_stages = rules.default_freeze_stages(num_stages=body.num_stages) if body.pretrained else 0
+        reasons["freeze_stages"] = (f"the first {freeze_stages} of {body.num_stages} encoder stages stay as ImageNet trained them (edges "
+                                    "and textures transfer anywhere; --freeze-stages to choose)" if freeze_stages else
+                                    "no ImageNet weights installed: every stage trains")
+    if not 0 <= freeze_stages <= body.num_stages:
+        raise ConfigError(f"--freeze-stages {freeze_stages}: {backbone} has {body.num_stages} stages; freeze 0..{body.num_stages}")
+    body.freeze(freeze_stages)
+    model = Segmenter(body, full.num_classes, upsample=upsample, bilinear_init=bilinear_init)
+    method = SegmentationMethod(model, SegmentOptions(dice_weight=dice_weight))
+    dev = pick_device(device)
+    model.to(dev)
+    prepare = Prepare(body.preprocess, image_size, dev)
+    base_lr = 2e-3 if lr is None else lr
+    counts = model.parameter_counts()
+    console.print(f"  [bold]segment[/bold] {len(train_set)} images ({full.num_classes} classes: {', '.join(full.classes[:8])}"
+                  f"{'…' if full.num_classes > 8 else ''}) at {image_size} px, {backbone} encoder ({freeze_stages} stage(s) frozen, skips "
+                  f"{', '.join(model.skip_names)}), {upsample} decoder ({counts['decoder'] / 1e6:.2f} M parameters)")
+
+    resumed = folder.resume_state
+    requested = {"data": data, "val": val, "backbone": backbone, "upsample": upsample, "bilinear_init": bilinear_init,
+                 "freeze_stages": freeze_stages, "image_size": image_size, "batch_size": batch_size, "max_images": max_images, "seed": seed,
+                 "dice_weight": dice_weight, "flip": flip, "min_scale": min_scale}
+    if resumed is not None:
+        check_same_request(folder.path, requested, "segmentation training")
+        plan = dict(resumed["info"]["plan"])
+    else:
+        plan = {"epochs": epochs or 30}
+        steps_per_epoch = max(1, len(train_set) // batch_size)
+        if time_budget is not None and epochs is None:
+            n_epochs, per_epoch, why = plan_epochs(method, train_set.images, labels=train_set.masks.long(), prepare=prepare,
+                                                   batch_size=batch_size, budget_s=time_budget * 60, steps_per_epoch=steps_per_epoch, lr=base_lr)
+            plan = {"epochs": max(1, n_epochs)}
+            reasons["epochs"] = why if per_epoch is None else (why.split(", so ")[0] + ", so not even one pass fits: one pass, "
+                                                               "stopped at the budget")
+        elif epochs is None:
+            reasons["epochs"] = "30 passes (the default; --epochs or --time-budget MINUTES to change it)"
+    joint = JointAugment(flip=flip, min_scale=min_scale)
+    train_batches = JointBatches(train_set.images, train_set.masks, joint=joint, batch_size=batch_size, shuffle=True, seed=seed,
+                                 drop_last=len(train_set) > batch_size)
+    val_batches = None if val_set is None else JointBatches(val_set.images, val_set.masks, batch_size=batch_size)
+    enc = [p for p in body.stages.parameters() if p.requires_grad]
+    dec = list(model.decoder.parameters())
+    groups = [{"params": enc, "lr": base_lr * 0.1, "weight_decay": 1e-4, "name": "encoder"},
+              {"params": dec, "lr": base_lr, "weight_decay": 1e-4, "name": "decoder"}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=base_lr)
+    total = plan["epochs"] * len(train_batches)
+    schedule = cosine_schedule(total_steps=total, warmup_steps=min(len(train_batches), total // 10))
+    config = folder.start_config({
+        "requested": {**requested, "epochs": epochs, "lr": lr, "time_budget": time_budget},
+        "resolved": {"epochs": plan["epochs"], "images": len(train_set), "val_images": 0 if val_set is None else len(val_set),
+                     "encoder_lr": base_lr * 0.1, "decoder_lr": base_lr, "skips": model.skip_names, "parameters": counts},
+        "reasons": reasons,
+    })
+    if resumed is None:
+        folder.write_start(config, None)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(str(Path(output) / "tb"))
+    deadline = None if time_budget is None else t_start + time_budget * 60
+    ctx = Context(device=dev, prepare=prepare, writer=writer, checkpoint=folder.checkpointer, resume=resumed, show_progress=progress,
+                  tag="segment", phase_info={"plan": plan}, deadline=deadline)
+    result = fit(method, train_batches, val_batches, epochs=plan["epochs"], optimizer=optimizer, lr_multipliers=schedule, context=ctx)
+    writer.close()
+    model.cpu().eval()
+    metrics: dict[str, Any] = {
+        "kind": SEGMENTER, "images": len(train_set), "classes": full.classes, "epochs": plan["epochs"], "best_epoch": result.best_epoch,
+        "history": result.history, "interrupted": result.interrupted, "stopped_at": result.stopped_at,
+        "seconds": {"train": result.seconds}, "parameters": counts, "upsample": upsample, "reasons": reasons,
+        "images_per_second": len(result.history) * len(train_set) / max(result.seconds, 1e-9),
+    }
+    meta = {"kind": SEGMENTER, "headstart_version": __version__, "backbone": backbone, "classes": full.classes,
+            "num_classes": full.num_classes, "image_size": image_size, "preprocess": body.preprocess.to_dict(), "upsample": upsample,
+            "bilinear_init": bilinear_init, "skips": model.skips, "frozen_stages": freeze_stages, "data_form": full.form}
+    if val_set is not None:
+        scores = evaluate_masks(model, val_set, image_size=image_size, preprocess=body.preprocess, device="cpu")
+        metrics["val"] = scores
+    metrics["seconds"]["total"] = time.perf_counter() - t_start
+    splits = {"train": [str(p) for p in train_set.paths], "val": [] if val_set is None else [str(p) for p in val_set.paths]}
+    _save(folder.path, model, meta, config, metrics, splits)
+    if not result.interrupted:
+        folder.finish()
+    metrics["run_dir"] = str(folder.path)
+    return metrics
+
+
+def _save(run_dir: Path, model: Segmenter, meta: dict, config: dict, metrics: dict, splits: dict) -> None:
+    from .data.fingerprint import file_digest
+
+    marker = run_dir / "model.json"
+    if marker.exists():
+        marker.unlink()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, tmp))
+    write_yaml(run_dir / "config.yaml", config)
+    write_json(run_dir / "metrics.json", metrics)
+    write_json(run_dir / "splits.json", splits)
+    write_json(marker, {**meta, "weights_sha256": file_digest(run_dir / "model.safetensors")})
+
+
+@RUN_KINDS.register(SEGMENTER)
+def _load_segmenter(run_dir: Path, meta: dict[str, Any], device: torch.device | str) -> LoadedRun:
+    body = create_backbone(meta["backbone"], num_classes=1, weights=None)
+    body.preprocess = Preprocess.from_dict(meta["preprocess"])
+    body.freeze(meta.get("frozen_stages", 0))
+    model = Segmenter(body, int(meta["num_classes"]), upsample=meta["upsample"], skips=list(meta["skips"]))
+    path = run_dir / "model.safetensors"
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as exc:
+        raise RunError(f"{path} does not match the segmenter described in {run_dir / 'model.json'}: {exc}") from exc
+    return LoadedRun(path=run_dir, model=model.eval().to(device), meta=meta)
+
+
+def load_segmenter(run: str | Path, device: torch.device | str = "cpu") -> LoadedRun:
+    from .runfolder import load_run
+
+    loaded = load_run(run, device=device)
+    if loaded.kind != SEGMENTER:
+        raise ConfigError(f"{run} is a run of kind {loaded.kind!r}; `headstart segment` takes a run written by `headstart segment train`")
+    return loaded
+
+
+@torch.inference_mode()
+def predict_mask(model: Segmenter, image: Image.Image | np.ndarray, *, image_size: int, preprocess: Preprocess,
+                 device: torch.device | str = "cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(class index per pixel (H, W) uint8, probabilities (C, H, W) float32) at the image's own
+    size: the image resized to ``image_size``, the logits resized back bilinearly."""
+    arr = np.array(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
+    h, w = arr.shape[:2]
+    x = torch.from_numpy(arr).permute(2, 0, 1)[None].to(device)
+    mean = torch.tensor(preprocess.mean, device=device).view(1, 3, 1, 1) * 255
+    std = torch.tensor(preprocess.std, device=device).view(1, 3, 1, 1) * 255
+    x = normalize_resize(x, mean, std, image_size, "bilinear")
+    logits = model(x).float()
+    if tuple(logits.shape[-2:]) != (h, w):
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    probs = logits.softmax(1)[0]
+    return probs.argmax(0).to(torch.uint8).cpu().numpy(), probs.cpu().numpy()
+
+
+def evaluate_masks(model: Segmenter, data: MaskSet, *, image_size: int, preprocess: Preprocess, device: torch.device | str = "cpu",
+                   keep_predictions: bool = False) -> dict[str, Any]:
+    """mIoU, per-class IoU, pixel accuracy and boundary F of ``model`` on ``data`` at each image's
+    original size (see the module)."""
+    model.eval().to(device)
+    scores = SegScores(data.num_classes)
+    kept = []
+    for i in range(len(data)):
+        image, truth = data.original(i)
+        pred, _ = predict_mask(model, image, image_size=image_size, preprocess=preprocess, device=device)
+        scores.add(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
+        if keep_predictions:
+            kept.append(pred)
+    out = scores.result(data.classes)
+    out["per_image_miou"] = scores.per_image
+    out["paths"] = [str(p) for p in data.paths]
+    if keep_predictions:
+        out["predictions"] = kept
+    return out
+
+
+def segment_eval(run: str | Path, data: str, *, device: str = "auto") -> dict[str, Any]:
+    """The run's masks on ``data`` (same classes) scored at the images' original sizes; the
+    scores are also written to ``RUN/eval.json``."""
+    loaded = load_segmenter(run, device="cpu")
+    dev = pick_device(device)
+    meta = loaded.meta
+    ms = load_masks(data, size=8, classes=meta["classes"])
+    t0 = time.perf_counter()
+    out = evaluate_masks(loaded.model, ms, image_size=int(meta["image_size"]), preprocess=loaded.preprocess, device=dev)
+    out["seconds"] = time.perf_counter() - t0
+    out["data"] = str(data)
+    write_json(Path(run) / "eval.json", out)
+    return out
+
+
+PALETTE_SEED = 7
+
+
+def palette(num_classes: int) -> np.ndarray:
+    """(C, 3) uint8 colours: class 0 black (background, by convention), the rest spread over
+    the hue circle so neighbouring indices differ."""
+    import colorsys
+
+    colours = [(0, 0, 0)]
+    for c in range(1, num_classes):
+        h = (c * 0.618033988749895) % 1.0
+        r, g, b = colorsys.hsv_to_rgb(h, 0.85, 0.95)
+        colours.append((int(r * 255), int(g * 255), int(b * 255)))
+    return np.asarray(colours[:num_classes], dtype=np.uint8)
+
+
+def mask_image(mask: np.ndarray, num_classes: int) -> Image.Image:
+    """A palette PNG image whose pixel values are the class indices (readable as a mask again)
+    and whose palette shows them in colour."""
+    img = Image.fromarray(mask.astype(np.uint8), mode="P")
+    pal = np.zeros((256, 3), dtype=np.uint8)
+    pal[:num_classes] = palette(num_classes)
+    pal[IGNORE] = (255, 255, 255)
+    img.putpalette(pal.flatten().tolist())
+    return img
+
+
+def overlay(image: Image.Image, mask: np.ndarray, num_classes: int, alpha: float = 0.5) -> Image.Image:
+    """The image with each pixel tinted by its class colour (class 0 left as it is)."""
+    base = np.asarray(image.convert("RGB"), dtype=np.float64)
+    colours = palette(num_classes)[mask.clip(0, num_classes - 1)].astype(np.float64)
+    tint = (mask > 0)[..., None] * alpha
+    return Image.fromarray(np.clip(base * (1 - tint) + colours * tint, 0, 255).astype(np.uint8))
+
+
+def segment_predict(run: str | Path, inputs: list[str], *, output: str | Path = "masks", device: str = "auto") -> list[dict[str, Any]]:
+    """For each image (files or folders): ``OUTPUT/<stem>.png`` (the mask, a palette PNG of class
+    indices at the image's original size, upright as EXIF says) and ``OUTPUT/<stem>-overlay.png``;
+    returns one row per image with each class's share of its pixels. Unreadable files are
+    skipped and named."""
+    from .data.decode import load_image
+    from .data.files import gather_image_files
+    from .errors import BadImageError
+
+    loaded = load_segmenter(run, device="cpu")
+    dev = pick_device(device)
+    meta = loaded.meta
+    files = gather_image_files(inputs)
+    if not files:
+        raise ConfigError(f"no images found in {', '.join(inputs)}")
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    rows, used = [], set()
+    loaded.model.to(dev)
+    for p in files:
+        try:
+            image = load_image(p)
+        except BadImageError as exc:
+            console.print(f"  [yellow]skipped[/yellow] {p}: {exc.reason}")
+            rows.append({"path": str(p), "error": exc.reason})
+            continue
+        pred, _ = predict_mask(loaded.model, image, image_size=int(meta["image_size"]), preprocess=loaded.preprocess, device=dev)
+        stem = p.stem
+        k = 1
+        while stem in used:
+            k += 1
+            stem = f"{p.stem}-{k}"
+        used.add(stem)
+        mask_image(pred, meta["num_classes"]).save(out / f"{stem}.png")
+        overlay(image, pred, meta["num_classes"]).save(out / f"{stem}-overlay.png")
+        shares = np.bincount(pred.flatten(), minlength=meta["num_classes"]) / pred.size
+        rows.append({"path": str(p), "mask": str(out / f"{stem}.png"), "overlay": str(out / f"{stem}-overlay.png"),
+                     "size": [image.width, image.height], "shares": {c: float(s) for c, s in zip(meta["classes"], shares)}})
+    write_json(out / "predictions.json", rows)
+    return rows

@@ -106,9 +106,12 @@ def _canvas(rng, size: int) -> np.ndarray:
     return np.clip(smooth * 0.8 + stripes + rng.normal(0, 10, size=(size, size, 1)), 0, 255)
 
 
-def build_fm_scenes(out: str | Path, *, n_train: int = 500, n_test: int = 300, size: int = SCENE_SIZE, seed: int = 0) -> Path:
+def build_fm_scenes(out: str | Path, *, n_train: int = 500, n_test: int = 300, size: int = SCENE_SIZE, seed: int = 0,
+                    objects: tuple[int, int] = (2, 4)) -> Path:
     """Write ``out/{train,test}/images/*.png``, ``masks/*.png`` and ``classes.txt`` (background +
-    the 10 garments)."""
+    the 10 garments), ``objects`` = (fewest, most) garments per scene. With one garment per scene
+    (``objects=(1, 1)``) each split is also a classification set: ``by_class/<class>/<stem>.png``
+    (the same images) and ``masks.csv`` (``path,mask`` rows, the form ``explain --gt`` reads)."""
     from headstart.data import resolve
 
     out = Path(out)
@@ -121,10 +124,12 @@ def build_fm_scenes(out: str | Path, *, n_train: int = 500, n_test: int = 300, s
         (root / "images").mkdir(parents=True)
         (root / "masks").mkdir()
         (root / "classes.txt").write_text("\n".join(["background"] + list(fm.classes)) + "\n")
+        single = objects == (1, 1)
+        gt_rows = ["path,mask"]
         for i in range(n):
             img = _canvas(rng, size)
             mask = np.zeros((size, size), dtype=np.uint8)
-            for _ in range(int(rng.integers(2, 5))):
+            for _ in range(int(rng.integers(objects[0], objects[1] + 1))):
                 j = int(rng.integers(len(fm)))
                 side = int(rng.integers(24, 41))
                 g = np.asarray(Image.fromarray(fm.images[j]).resize((side, side), resample=Image.Resampling.BILINEAR), dtype=np.float64)
@@ -137,6 +142,13 @@ def build_fm_scenes(out: str | Path, *, n_train: int = 500, n_test: int = 300, s
             stem = f"{split}{i:04d}"
             Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "images" / f"{stem}.png")
             Image.fromarray(mask, mode="L").save(root / "masks" / f"{stem}.png")
+            if single:
+                folder = root / "by_class" / fm.classes[int(fm.labels[j])].replace("/", "-")
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(root / "images" / f"{stem}.png", folder / f"{stem}.png")
+                gt_rows.append(f"{folder / (stem + '.png')},{root / 'masks' / (stem + '.png')}")
+        if single:
+            (root / "masks.csv").write_text("\n".join(gt_rows) + "\n")
     return out
 
 

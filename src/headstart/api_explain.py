@@ -500,14 +500,21 @@ def report(
     channel: int | None = None,
     tensorboard: bool = True,
     device: str = "auto",
+    compare: str | Path | None = None,
+    classifier: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Write one self-contained HTML report (default ``RUN/report.html``) and return what it holds."""
+    """Write one self-contained HTML report (default ``RUN/report.html``) and return what it holds.
+    ``compare`` and ``classifier`` are for segmenter runs (see ``api_segment.report_segmenter``)."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     if _kind(run_dir) == "ensemble":
         from .api_ensemble import report_ensemble
 
         return report_ensemble(run_dir, data, output=output, device=device)
+    if _kind(run_dir) == "segmenter":
+        from .api_segment import report_segmenter
+
+        return report_segmenter(run_dir, data, output=output, compare=compare, classifier=classifier, device=device)
     a = analyse(run_dir, data, limit=limit, method=method, ground_truth=ground_truth, device=device)
     run = a.predictor.run
     classes = a.classes

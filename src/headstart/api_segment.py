@@ -40,6 +40,7 @@ from .segment.masks import IGNORE, MaskSet, load_masks
 from .segment.method import SegmentationMethod, SegmentOptions
 from .segment.metrics import SegScores
 from .segment.model import UPSAMPLINGS, Segmenter
+from .segment.report import overlay, palette
 from .segment.transforms import JointAugment, JointBatches
 from .version import __version__
 
@@ -305,39 +306,15 @@ def segment_eval(run: str | Path, data: str, *, device: str = "auto") -> dict[st
     return out
 
 
-PALETTE_SEED = 7
-
-
-def palette(num_classes: int) -> np.ndarray:
-    """(C, 3) uint8 colours: class 0 black (background, by convention), the rest spread over
-    the hue circle so neighbouring indices differ."""
-    import colorsys
-
-    colours = [(0, 0, 0)]
-    for c in range(1, num_classes):
-        h = (c * 0.618033988749895) % 1.0
-        r, g, b = colorsys.hsv_to_rgb(h, 0.85, 0.95)
-        colours.append((int(r * 255), int(g * 255), int(b * 255)))
-    return np.asarray(colours[:num_classes], dtype=np.uint8)
-
-
 def mask_image(mask: np.ndarray, num_classes: int) -> Image.Image:
     """A palette PNG image whose pixel values are the class indices (readable as a mask again)
-    and whose palette shows them in colour."""
+    and whose palette shows them in the report's colours."""
     img = Image.fromarray(mask.astype(np.uint8), mode="P")
     pal = np.zeros((256, 3), dtype=np.uint8)
     pal[:num_classes] = palette(num_classes)
     pal[IGNORE] = (255, 255, 255)
     img.putpalette(pal.flatten().tolist())
     return img
-
-
-def overlay(image: Image.Image, mask: np.ndarray, num_classes: int, alpha: float = 0.5) -> Image.Image:
-    """The image with each pixel tinted by its class colour (class 0 left as it is)."""
-    base = np.asarray(image.convert("RGB"), dtype=np.float64)
-    colours = palette(num_classes)[mask.clip(0, num_classes - 1)].astype(np.float64)
-    tint = (mask > 0)[..., None] * alpha
-    return Image.fromarray(np.clip(base * (1 - tint) + colours * tint, 0, 255).astype(np.uint8))
 
 
 def segment_predict(run: str | Path, inputs: list[str], *, output: str | Path = "masks", device: str = "auto") -> list[dict[str, Any]]:
@@ -380,3 +357,150 @@ def segment_predict(run: str | Path, inputs: list[str], *, output: str | Path = 
                      "size": [image.width, image.height], "shares": {c: float(s) for c, s in zip(meta["classes"], shares)}})
     write_json(out / "predictions.json", rows)
     return rows
+
+
+def _report_data(run_dir: Path, data: str | None, classes: list[str]) -> tuple[MaskSet, str]:
+    """The images a report scores: ``data``, or the run's own validation images."""
+    import json
+
+    if data is not None:
+        return load_masks(data, size=8, classes=classes), f"{data}"
+    from .config import load_yaml
+
+    splits = json.loads((run_dir / "splits.json").read_text()) if (run_dir / "splits.json").is_file() else {}
+    trained_on = ((load_yaml(run_dir / "config.yaml") or {}).get("requested") or {}).get("data")
+    if not splits.get("val") or not trained_on or not Path(trained_on).is_dir():
+        raise ConfigError(f"{run_dir} kept no validation images to report on: give labeled images and masks (`headstart report {run_dir} DATA`)")
+    full = load_masks(trained_on, size=8, classes=classes)
+    wanted = set(splits["val"])
+    return full.subset([i for i, p in enumerate(full.paths) if str(p) in wanted]), f"the run's {len(wanted)} validation images of {trained_on}"
+
+
+def _foreground_iou(preds: list[np.ndarray], data: MaskSet) -> float:
+    inter = union = 0
+    for i, pred in enumerate(preds):
+        truth = data.original(i)[1]
+        valid = truth != IGNORE
+        p, t = (pred > 0) & valid, (truth > 0) & valid
+        inter += int((p & t).sum())
+        union += int((p | t).sum())
+    return inter / max(union, 1)
+
+
+def _cam_iou(classifier: str | Path, data: MaskSet, work: Path, device: str) -> dict[str, Any]:
+    """Grad-CAM masks of a classifier run on ``data``'s images, against their foreground
+    (every class but 0): ``explain --gt`` with a ``path,mask`` CSV written for them."""
+    from .api_explain import explain
+
+    work.mkdir(parents=True, exist_ok=True)
+    lines = ["path,mask"]
+    for i, p in enumerate(data.paths):
+        truth = data.original(i)[1]
+        fg = Image.fromarray(((truth > 0) & (truth != IGNORE)).astype(np.uint8) * 255, mode="L")
+        target = work / f"fg-{i:05d}.png"
+        fg.save(target)
+        lines.append(f"{p},{target}")
+    (work / "masks.csv").write_text("\n".join(lines) + "\n")
+    ex = explain(str(classifier), [str(p) for p in data.paths], ground_truth=work / "masks.csv", output=work / "cams", device=device)
+    gt = ex["ground_truth"]
+    return {"mask_iou": gt["mean_mask_iou"], "images": gt["images_with_masks"], "threshold": ex["threshold"], "layer": ex["layer"]}
+
+
+def report_segmenter(run_dir: str | Path, data: str | None = None, *, output: str | Path | None = None, compare: str | Path | None = None,
+                     classifier: str | Path | None = None, device: str = "auto") -> dict[str, Any]:
+    """The HTML report of a segmenter run (default ``RUN/report.html``): settings and why,
+    training curves, per-class IoU, the best and worst images (image, true mask, predicted mask,
+    overlay); with ``compare`` (another segmenter on the same classes, e.g. the other
+    ``--upsample``), both scored on the same images and the image where they differ most; with
+    ``classifier`` (a classifier run on the same images), its Grad-CAM masks' IoU beside the
+    segmenter's, garment-or-object against background."""
+    import json
+    import tempfile
+
+    from .report import plots
+    from .report.html import Section, render
+    from .segment.report import legend, rows_sheet
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    loaded = load_segmenter(run_dir)
+    meta, classes = loaded.meta, loaded.meta["classes"]
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    ms, source = _report_data(run_dir, data, classes)
+    dev = pick_device(device)
+    size = int(meta["image_size"])
+    scores = evaluate_masks(loaded.model, ms, image_size=size, preprocess=loaded.preprocess, device=dev, keep_predictions=True)
+    preds = scores.pop("predictions")
+    sections = []
+    s = Section("summary", "Segmenter")
+    counts = saved.get("parameters", {})
+    s.table([{"setting": k, "value": v} for k, v in (
+        ("classes", f"{len(classes)}: {', '.join(classes)}"), ("encoder", f"{meta['backbone']} ({meta['frozen_stages']} stage(s) frozen)"),
+        ("skips", ", ".join(loaded.model.skip_names)), ("upsampling", meta["upsample"] + (" (bilinear start)" if meta.get("bilinear_init") else "")),
+        ("parameters", f"encoder {counts.get('encoder', 0) / 1e6:.2f} M, decoder {counts.get('decoder', 0) / 1e6:.3f} M"),
+        ("input size", f"{size} px"), ("trained on", f"{saved.get('images')} images, {len(saved.get('history', []))} epoch(s) in "
+                                                    f"{saved.get('seconds', {}).get('train', 0):.0f} s; kept epoch {saved.get('best_epoch')}"))])
+    s.items([f"{k}: {v}" for k, v in saved.get("reasons", {}).items()])
+    sections.append(s)
+    s = Section("scores", "Scores")
+    s.text(f"On {scores['images']} images ({source}), each at its original size: mIoU {scores['miou']:.4f}, pixel accuracy "
+           f"{scores['pixel_accuracy']:.4f}, boundary F {scores['boundary_f']:.4f} (edges within 0.75 % of the diagonal).")
+    shares = np.bincount(np.concatenate([ms.original(i)[1].ravel() for i in range(len(ms))]), minlength=256)[: len(classes)]
+    shares = shares / max(1, shares.sum())
+    s.table([{"class": c, "IoU": v, "share of pixels": float(shares[i])} for i, (c, v) in enumerate(scores["per_class_iou"].items())])
+    s.figure(legend(classes), "The class colours of every mask below.")
+    sections.append(s)
+    hist = [{"epoch": h["epoch"], "phase": h.get("phase"), "lr": h.get("lr"), "train_loss": h.get("train_loss"), "val_loss": h.get("val_loss"),
+             "train_acc": h.get("train_pixel_acc"), "val_acc": h.get("val_miou")} for h in saved.get("history", [])]
+    s = Section("training", "Training")
+    s.figure(plots.training_curves(hist), "Loss (cross-entropy + Dice) per epoch; 'accuracy' is the training pixel accuracy and the "
+                                          "validation mIoU, by which the kept epoch was chosen.")
+    sections.append(s)
+    order = np.argsort(np.asarray(scores["per_image_miou"], dtype=np.float64))
+    k = min(4, len(order))
+    pick = lambda idx, tag: [(ms.original(int(i))[0], [(ms.original(int(i))[1], "truth"), (preds[int(i)], "predicted")],
+                              f"{tag}: {ms.paths[int(i)].name}, mIoU {scores['per_image_miou'][int(i)]:.3f}") for i in idx]
+    s = Section("examples", "Best and worst images")
+    s.figure(rows_sheet(pick(order[::-1][:k], "best"), len(classes)), f"The {k} images with the highest mIoU of their own.")
+    s.figure(rows_sheet(pick(order[:k], "worst"), len(classes)), f"The {k} with the lowest: where to look for label errors and hard cases.")
+    sections.append(s)
+    summary: dict[str, Any] = {"kind": SEGMENTER, "run": str(run_dir), "images": scores["images"], "miou": scores["miou"],
+                               "pixel_accuracy": scores["pixel_accuracy"], "boundary_f": scores["boundary_f"], "per_class_iou": scores["per_class_iou"]}
+    if compare is not None:
+        other = load_segmenter(compare)
+        if other.meta["classes"] != classes:
+            raise ConfigError(f"--compare {compare} segments classes {other.meta['classes']}, this run {classes}; compare runs on the same classes")
+        o = evaluate_masks(other.model, ms, image_size=int(other.meta["image_size"]), preprocess=other.preprocess, device=dev,
+                           keep_predictions=True)
+        opreds = o.pop("predictions")
+        diff = np.asarray(scores["per_image_miou"], dtype=np.float64) - np.asarray(o["per_image_miou"], dtype=np.float64)
+        j = int(np.nanargmax(np.abs(diff)))
+        a_name, b_name = f"this run ({meta['upsample']})", f"{Path(compare).name} ({other.meta['upsample']})"
+        s = Section("compare", "Upsampling compared")
+        s.table([{"segmenter": a_name, "mIoU": scores["miou"], "pixel accuracy": scores["pixel_accuracy"], "boundary F": scores["boundary_f"]},
+                 {"segmenter": b_name, "mIoU": o["miou"], "pixel accuracy": o["pixel_accuracy"], "boundary F": o["boundary_f"]}])
+        image, truth = ms.original(j)
+        s.figure(rows_sheet([(image, [(truth, "truth"), (preds[j], a_name), (opreds[j], b_name)],
+                              f"{ms.paths[j].name}: mIoU {scores['per_image_miou'][j]:.3f} vs {o['per_image_miou'][j]:.3f}")], len(classes)),
+                 "The image where the two differ most (by its own mIoU).")
+        sections.append(s)
+        summary["compare"] = {"run": str(compare), "miou": o["miou"], "boundary_f": o["boundary_f"], "most_different": str(ms.paths[j])}
+    if classifier is not None:
+        with tempfile.TemporaryDirectory(prefix="seg-cam-") as tmp:
+            cam = _cam_iou(classifier, ms, Path(tmp), str(dev))
+        fg = _foreground_iou(preds, ms)
+        s = Section("cam", "Grad-CAM masks vs supervised masks")
+        s.table([{"masks from": f"Grad-CAM of {classifier} (class labels only; {cam['layer']}, threshold {cam['threshold']} of the maximum)",
+                  "foreground IoU": cam["mask_iou"]},
+                 {"masks from": "this segmenter (trained on masks)", "foreground IoU": fg}])
+        s.text(f"Object (every class but {classes[0]}) against {classes[0]}, on the same {cam['images']} images: what the weak localization "
+               "a classifier gives for free is worth beside masks that were drawn.")
+        sections.append(s)
+        summary["cam"] = {**cam, "segmenter_foreground_iou": fg}
+    out = Path(output) if output else run_dir / "report.html"
+    page = render(f"headstart report: {run_dir.name}", f"segmenter · {meta['backbone']} · {len(classes)} classes · mIoU {scores['miou']:.3f}",
+                  sections)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    summary.update({"report": str(out), "bytes": len(page.encode()), "sections": [x.id for x in sections], "seconds": time.perf_counter() - t0})
+    return summary

@@ -873,15 +873,17 @@ def report(
     channel: Optional[int] = typer.Option(None, help="Channel for the activating patches."),
     tensorboard: bool = typer.Option(True, help="Also write embeddings and CAM images to RUN/tb/explain."),
     screenshot: Optional[Path] = typer.Option(None, help="Also render the page in headless Chromium and save a full-page PNG."),
+    compare: Optional[Path] = typer.Option(None, help="Segmenter runs: another segmenter (e.g. the other --upsample) scored beside it."),
+    classifier: Optional[Path] = typer.Option(None, help="Segmenter runs: a classifier run on the same images; its Grad-CAM masks' IoU beside the segmenter's."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     max_image_pixels: Optional[int] = PIXELS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """One self-contained HTML page: config, advice, curves, errors, CAMs, bias audit, feature pictures."""
+    """One self-contained HTML page: config, advice, curves, errors, CAMs, bias audit, feature pictures (segmenters: IoU, masks)."""
     from . import api_explain
 
     out = api_explain.report(run, data, output=output, limit=limit, method=method, ground_truth=gt, layer=layer, channel=channel,
-                             tensorboard=tensorboard, device=device)
+                             tensorboard=tensorboard, device=device, compare=compare, classifier=classifier)
     if screenshot is not None:
         seen = api_explain.render_check(out["report"], screenshot=screenshot)
         broken = [i["alt"] for i in seen["images"] if not i["width"]]
@@ -890,6 +892,12 @@ def report(
         _json_out(out)
         return
     console.print(f"[bold]{out['report']}[/bold] ({out['bytes'] / 1e6:.1f} MB): {', '.join(out['sections'])}")
+    if out.get("kind") == "segmenter":
+        console.print(f"mIoU {out['miou']:.4f} · pixel accuracy {out['pixel_accuracy']:.4f} · boundary F {out['boundary_f']:.4f} on {out['images']} images")
+        if out.get("rendered"):
+            r = out["rendered"]
+            console.print(f"rendered in Chromium: {r['sections']} sections, {r['images']} images, {len(r['broken_images'])} broken")
+        return
     how = "an ensemble" if out["method"] == "ensemble" else f"{out['method']} on {out['layer']}"
     console.print(f"accuracy {out['accuracy']:.3f} on {out['images']} images; {how}; {out['seconds']['total']:.0f} s")
     for flag in out["bias_flags"]:

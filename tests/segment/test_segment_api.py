@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from headstart import api
+from headstart import api, api_explain
 from headstart.api_segment import SEGMENTER, _split, default_image_size
 from headstart.cli import app
 from headstart.errors import ConfigError, HeadstartError
@@ -137,7 +137,39 @@ def test_the_time_budget_plans_from_a_measured_step(data, tmp_path):
     assert m["seconds"]["total"] < 0.05 * 60 + 30
 
 
-def test_bad_requests_name_the_fix(data, run, tmp_path, shapes_folder):
+@pytest.fixture(scope="module")
+def classifier(shapes_folder, tmp_path_factory):
+    from headstart import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("clf") / "clf"
+    train(TrainConfig(data=str(shapes_folder), output=str(out), backbone="resnet_small", strategy="linear", epochs=1, progress=False,
+                      device="cpu"))
+    return out
+
+
+def test_the_report_scores_what_eval_does_and_compares_upsamplings_and_cams(run, data, tmp_path, classifier):
+    other = tmp_path / "transposed"
+    api.segment_train(str(data), output=other, epochs=2, upsample="transposed", **{k: v for k, v in SMALL.items()})
+    out = api_explain.report(run, str(data), output=tmp_path / "r.html", compare=other, classifier=classifier, device="cpu")
+    assert out["kind"] == SEGMENTER and out["sections"] == ["summary", "scores", "training", "examples", "compare", "cam"]
+    assert out["miou"] == pytest.approx(api.segment_eval(run, str(data))["miou"])
+    assert out["compare"]["miou"] == pytest.approx(api.segment_eval(other, str(data))["miou"])
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/png;base64,") == 5  # legend, curves, best, worst, the most different image
+    rows = api.segment_predict(run, [str(data / "images")], output=tmp_path / "m")
+    inter = union = 0
+    for row in rows:
+        name = row["path"].split("/")[-1]
+        p, t = read_mask(tmp_path / "m" / name) > 0, read_mask(data / "masks" / name) > 0
+        inter += (p & t).sum()
+        union += (p | t).sum()
+    assert out["cam"]["segmenter_foreground_iou"] == pytest.approx(inter / union)
+    assert 0 <= out["cam"]["mask_iou"] <= 1 and out["cam"]["images"] == 24
+    val = api_explain.report(run, output=tmp_path / "v.html", device="cpu")  # no data: the run's own validation images
+    assert val["images"] == 4
+
+
+def test_bad_requests_name_the_fix(data, run, tmp_path, classifier):
     with pytest.raises(ConfigError, match="--upsample"):
         api.segment_train(str(data), output=tmp_path / "a", upsample="nearest", **SMALL)
     with pytest.raises(ConfigError, match="images/ and masks/"):
@@ -148,13 +180,8 @@ def test_bad_requests_name_the_fix(data, run, tmp_path, shapes_folder):
     (other / "classes.txt").write_text("background\nsquare\nstripe\n")
     with pytest.raises(ConfigError, match="differ from the run's"):
         api.segment_eval(run, str(other))
-    clf = tmp_path / "clf"
-    from headstart import TrainConfig, train
-
-    train(TrainConfig(data=str(shapes_folder), output=str(clf), backbone="resnet_small", strategy="linear", epochs=1, progress=False,
-                      device="cpu"))
     with pytest.raises(ConfigError, match="kind 'classifier'"):
-        api.segment_predict(clf, [str(data / "images")], output=tmp_path / "x")
+        api.segment_predict(classifier, [str(data / "images")], output=tmp_path / "x")
 
 
 def test_sizes_and_splits():

@@ -36,7 +36,7 @@ from .fileio import atomic_write
 from .finetune import rules
 from .finetune.recipe import cosine_schedule
 from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, write_json, write_yaml
-from .segment.masks import IGNORE, MaskSet, load_masks
+from .segment.masks import IGNORE, MaskSet, image_sizes, load_masks
 from .segment.method import SegmentationMethod, SegmentOptions
 from .segment.metrics import SegScores
 from .segment.model import UPSAMPLINGS, Segmenter
@@ -79,6 +79,7 @@ def segment_train(
     epochs: int | None = None,
     batch_size: int = 16,
     lr: float | None = None,
+    encoder_lr_mult: float = 0.1,
     time_budget: float | None = None,
     dice_weight: float = 1.0,
     flip: bool = True,
@@ -110,13 +111,15 @@ def segment_train(
         warnings.simplefilter("ignore")
         body = create_backbone(backbone, num_classes=1, weights="default")
     reasons: dict[str, str] = {}
-    probe_sizes = load_masks(data, size=8) if image_size is None else None  # the original sizes, cheaply
     if image_size is None:
-        image_size = default_image_size(probe_sizes.sizes, body.preprocess.image_size)
+        image_size = default_image_size(image_sizes(data), body.preprocess.image_size)
         reasons["image_size"] = f"{image_size} px: the images' median side rounded up to a multiple of 32 (every stride divides it)"
     full = load_masks(data, size=image_size)
     for note in full.notes:
         console.print(f"  [dim]{note}[/dim]")
+    if max_images is not None and max_images < len(full):
+        full = full.subset(np.sort(np.random.default_rng(seed + 1).choice(len(full), max_images, replace=False)))
+        reasons["max_images"] = f"--max-images {max_images}: a seeded subset, then split like any folder"
     if val is not None:
         val_set: MaskSet | None = load_masks(val, size=image_size, classes=full.classes)
         train_set = full
@@ -126,9 +129,6 @@ def segment_train(
         train_set, val_set = full.subset(tr), (full.subset(va) if len(va) else None)
         reasons["val"] = (f"{len(va)} of the {len(full)} images held out (seeded) to pick the best epoch by mIoU" if len(va) else
                           f"{len(full)} images: too few to hold {MIN_VAL} out, so the last epoch is kept (give --val DIR)")
-    if max_images is not None and max_images < len(train_set):
-        keep = np.sort(np.random.default_rng(seed + 1).choice(len(train_set), max_images, replace=False))
-        train_set = train_set.subset(keep)
     if freeze_stages is None:
         freeze_stages = rules.default_freeze_stages(num_stages=body.num_stages) if body.pretrained else 0
         reasons["freeze_stages"] = (f"the first {freeze_stages} of {body.num_stages} encoder stages stay as ImageNet trained them (edges "
@@ -151,7 +151,7 @@ def segment_train(
     resumed = folder.resume_state
     requested = {"data": data, "val": val, "backbone": backbone, "upsample": upsample, "bilinear_init": bilinear_init,
                  "freeze_stages": freeze_stages, "image_size": image_size, "batch_size": batch_size, "max_images": max_images, "seed": seed,
-                 "dice_weight": dice_weight, "flip": flip, "min_scale": min_scale}
+                 "dice_weight": dice_weight, "flip": flip, "min_scale": min_scale, "encoder_lr_mult": encoder_lr_mult}
     if resumed is not None:
         check_same_request(folder.path, requested, "segmentation training")
         plan = dict(resumed["info"]["plan"])
@@ -172,7 +172,7 @@ def segment_train(
     val_batches = None if val_set is None else JointBatches(val_set.images, val_set.masks, batch_size=batch_size)
     enc = [p for p in body.stages.parameters() if p.requires_grad]
     dec = list(model.decoder.parameters())
-    groups = [{"params": enc, "lr": base_lr * 0.1, "weight_decay": 1e-4, "name": "encoder"},
+    groups = [{"params": enc, "lr": base_lr * encoder_lr_mult, "weight_decay": 1e-4, "name": "encoder"},
               {"params": dec, "lr": base_lr, "weight_decay": 1e-4, "name": "decoder"}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=base_lr)
     total = plan["epochs"] * len(train_batches)
@@ -180,7 +180,7 @@ def segment_train(
     config = folder.start_config({
         "requested": {**requested, "epochs": epochs, "lr": lr, "time_budget": time_budget},
         "resolved": {"epochs": plan["epochs"], "images": len(train_set), "val_images": 0 if val_set is None else len(val_set),
-                     "encoder_lr": base_lr * 0.1, "decoder_lr": base_lr, "skips": model.skip_names, "parameters": counts},
+                     "encoder_lr": base_lr * encoder_lr_mult, "decoder_lr": base_lr, "skips": model.skip_names, "parameters": counts},
         "reasons": reasons,
     })
     if resumed is None:

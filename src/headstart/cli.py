@@ -927,12 +927,13 @@ def segment_train(
     image_size: Optional[int] = typer.Option(None, help="Training side in pixels (default: the images' median side, rounded up to 32)."),
     epochs: Optional[int] = typer.Option(None, help="Passes over the images (default 30, or what --time-budget affords)."),
     batch_size: int = typer.Option(16, help="Images per step."),
-    lr: Optional[float] = typer.Option(None, help="Decoder learning rate (default 2e-3; the encoder's trainable stages a tenth)."),
+    lr: Optional[float] = typer.Option(None, help="Decoder learning rate (default 2e-3)."),
+    encoder_lr_mult: float = typer.Option(0.1, help="The encoder's trainable stages learn at this multiple of --lr."),
     time_budget: Optional[float] = typer.Option(None, help="Minutes: passes planned from a measured step to fit; training stops in time."),
     dice_weight: float = typer.Option(1.0, help="Weight of the Dice loss beside the cross-entropy (0: cross-entropy alone)."),
     flip: bool = typer.Option(True, "--flip/--no-flip", help="Random left-right flips (of image and mask together)."),
     min_scale: float = typer.Option(0.5, help="Smallest random crop, as a share of the image area (1: no crops)."),
-    max_images: Optional[int] = typer.Option(None, help="Train on a seeded subset of N images."),
+    max_images: Optional[int] = typer.Option(None, help="Use a seeded subset of N images of DATA (then held out from as usual)."),
     seed: int = typer.Option(0, help="Random seed (the held-out split, the draws)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted training in --output (bit for bit on a CPU)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --output."),
@@ -943,8 +944,8 @@ def segment_train(
     """Train an encoder-decoder segmenter (U-Net skips over the backbone's stages)."""
     m = api.segment_train(data, output=output, val=val, backbone=backbone, upsample=upsample, bilinear_init=bilinear_init,
                           freeze_stages=freeze_stages, image_size=image_size, epochs=epochs, batch_size=batch_size, lr=lr,
-                                  time_budget=time_budget, dice_weight=dice_weight, flip=flip, min_scale=min_scale, max_images=max_images,
-                                  seed=seed, resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, device=device)
+                          encoder_lr_mult=encoder_lr_mult, time_budget=time_budget, dice_weight=dice_weight, flip=flip, min_scale=min_scale,
+                          max_images=max_images, seed=seed, resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, device=device)
     if as_json:
         _json_out(m)
         return

@@ -123,11 +123,11 @@ def test_the_combined_loss_ignores_pixels_and_has_a_gradient():
     target[0, 0] = IGNORE
     out = segmentation_loss(logits, target, dice_weight=0.5)
     keep = target != IGNORE
-    ce = F.cross_entropy(logits.permute(0, 2, 3, 1)[keep], target[keep])
+    ce = F.cross_entropy(logits.detach().permute(0, 2, 3, 1)[keep], target[keep])
     assert float(out["ce"]) == pytest.approx(float(ce), rel=1e-6)
-    assert float(out["loss"]) == pytest.approx(float(ce) + 0.5 * naive_dice_loss(logits.detach(), target), rel=1e-5)
+    assert float(out["loss"].detach()) == pytest.approx(float(ce) + 0.5 * naive_dice_loss(logits.detach(), target), rel=1e-5)
     out["loss"].backward()
     assert logits.grad[0, :, 0].abs().sum() == 0  # ignored pixels get no gradient
     assert logits.grad.abs().sum() > 0
     every = torch.full((1, 4, 4), IGNORE)
-    assert float(segmentation_loss(logits, every)["loss"]) == 0.0  # nothing labelled: no loss, no NaN
+    assert float(segmentation_loss(logits, every)["loss"].detach()) == 0.0  # nothing labelled: no loss, no NaN

@@ -110,6 +110,24 @@ def _image_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def image_sizes(data: str | Path) -> list[tuple[int, int]]:
+    """The (width, height) of each image of a segmentation folder, upright, from the file headers
+    alone (nothing decoded): what the default training size is chosen from. Unreadable files
+    are left out here; loading names them."""
+    root = Path(data)
+    files = _image_files(root / "images") if form_of(root) == "masks" else _image_files(root)
+    sizes = []
+    for p in files:
+        try:
+            with Image.open(p) as img:
+                w, h = img.size
+                turned = img.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+        except Exception:  # noqa: BLE001 — named when the folder is loaded
+            continue
+        sizes.append((h, w) if turned else (w, h))
+    return sizes
+
+
 def read_classes(root: Path) -> list[str] | None:
     """The class names from ``classes.txt`` or ``classes.yaml``/``.yml``; None without either."""
     txt = root / "classes.txt"

@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 # The CPU/CUDA wheels pip finds for this torch pin; see README "Installing".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-augment bench-explain bench-engine data browser clean
+.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-augment bench-explain bench-engine bench-segment data browser clean
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHON=$(PYTHON) scripts/need.sh venv
@@ -65,6 +65,11 @@ bench-advise: setup data
 bench-engine: setup data
 	$(PIP) install -q -e '.[bench]'
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/engine.py all
+
+# Segmentation: bilinear vs transposed, 50 vs 500 images, frozen encoder, Grad-CAM vs masks, icons (~50 min on 2 cores).
+bench-segment: setup data
+	@scripts/need.sh icons
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/segment.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -53,21 +53,27 @@ CONTEXTS = {"apps": ["apps"], "devices": ["devices"], "mimetypes": ["mimetypes",
 APT_PACKAGES = "gnome-icon-theme faenza-icon-theme elementary-xfce-icon-theme oxygen-icon-theme adwaita-icon-theme"
 
 
+def _icon_files(contexts: list[str]) -> dict[str, Path]:
+    """SHA-256 of the file → the file, for every 48-px PNG the themes file under ``contexts``
+    (exact duplicates collapse onto one file)."""
+    files: dict[str, Path] = {}
+    for pattern in THEMES.values():
+        for ctx in contexts:
+            folder = ICON_ROOT / pattern.format(ctx=ctx)
+            if folder.is_dir():
+                for p in sorted(folder.glob("*.png")):
+                    if p.is_file():
+                        files.setdefault(hashlib.sha256(p.read_bytes()).hexdigest(), p.resolve())
+    return files
+
+
 def build_icons(out: str | Path, *, train_per_class: int = 50, test_per_class: int = 100, unlabeled: bool = False) -> Path:
     """Write ``out/train/<class>`` (``train_per_class`` icons each) and ``out/test/<class>``; with
     ``unlabeled``, also ``out/unlabeled/<class>`` holding every remaining icon."""
     out = Path(out)
     by_class: dict[str, dict[str, Path]] = {}
     for cls, names in CONTEXTS.items():
-        files: dict[str, Path] = {}
-        for pattern in THEMES.values():
-            for ctx in names:
-                folder = ICON_ROOT / pattern.format(ctx=ctx)
-                if folder.is_dir():
-                    for p in sorted(folder.glob("*.png")):
-                        if p.is_file():
-                            files.setdefault(hashlib.sha256(p.read_bytes()).hexdigest(), p.resolve())
-        by_class[cls] = files
+        by_class[cls] = _icon_files(names)
     # an identical drawing filed under two contexts would be a label clash: drop it from both
     seen: dict[str, int] = {}
     for files in by_class.values():
@@ -159,13 +165,8 @@ def build_cutouts(out: str | Path, *, train: int = 300, test: int = 200) -> Path
     out = Path(out)
     files: dict[str, Path] = {}
     for names in CONTEXTS.values():
-        for pattern in THEMES.values():
-            for ctx in names:
-                folder = ICON_ROOT / pattern.format(ctx=ctx)
-                if folder.is_dir():
-                    for p in sorted(folder.glob("*.png")):
-                        if p.is_file():
-                            files.setdefault(hashlib.sha256(p.read_bytes()).hexdigest(), p.resolve())
+        for h, p in _icon_files(names).items():
+            files.setdefault(h, p)
     usable = []
     for h in sorted(files):
         with Image.open(files[h]) as img:

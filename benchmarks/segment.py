@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                                  output=work / "single-cam", device="cpu")
         out["cam"] = {"segmenter": srow, "segmenter_foreground_iou": foreground_iou(seg, single / "test"),
                       "classifier_accuracy": acc, "classifier_s": clf_s, "cam_mask_iou": ex["ground_truth"]["mean_mask_iou"],
-                      "cam_box_corloc": ex["ground_truth"]["corloc"], "cam_threshold": ex["threshold"], "cam_images": ex["ground_truth"]["images_with_masks"]}
+                      "cam_threshold": ex["threshold"], "cam_images": ex["ground_truth"]["images_with_masks"]}
         print(json.dumps({k: v for k, v in out["cam"].items() if k != "segmenter"}), flush=True)
     if "cutouts" in a.parts:
         cut = work / "cutouts"
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += ["", "## Grad-CAM masks vs supervised masks (one garment per scene; the same 500 training images, 300 test)", "",
                   "| model | trained on | test | garment-vs-canvas mask IoU |", "|---|---|---|---|",
                   f"| classifier (`train`, auto), Grad-CAM mask at {c['cam_threshold']} of the maximum | 500 class labels | accuracy "
-                  f"{c['classifier_accuracy']:.4f} | {c['cam_mask_iou']:.4f} (CorLoc of its box {c['cam_box_corloc']:.2f}) |",
+                  f"{c['classifier_accuracy']:.4f} | {c['cam_mask_iou']:.4f} |",
                   f"| segmenter (`segment train`, bilinear) | 500 masks | mIoU {c['segmenter']['miou']:.4f} | **{c['segmenter_foreground_iou']:.4f}** |"]
     if out["cutouts"]:
         lines += ["", "## Icons with transparency on their own backgrounds (foreground vs background; 300 train, 200 test)", ""] + head

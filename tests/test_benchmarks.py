@@ -78,3 +78,28 @@ def test_augment_summary_pairs_each_variant_with_the_none_run_of_its_seed():
     assert s["none"]["test_acc"] == pytest.approx(0.75) and s["light"]["per_seed"] == [0.74, 0.81]
     md = to_markdown(list(s.values()), [], {"cpu": "x", "cores": 2, "torch": "t"}, "cmd", 60.0)
     assert "| fashion-mnist@10 | light | 0.7750 | +2.5 | 0.7950 | +2.0 |" in md
+
+
+@pytest.mark.skipif(not os.path.isfile("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+                    reason="dataset-fashion-mnist is not installed")
+def test_the_segmentation_scenes_are_labelled_by_the_garment_under_each_pixel(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from benchmarks.folders import build_fm_scenes
+    from headstart.segment.masks import load_masks
+
+    root = build_fm_scenes(tmp_path / "s", n_train=6, n_test=3, objects=(1, 1))
+    ms = load_masks(root / "train", size=96)
+    assert len(ms) == 6 and ms.num_classes == 11 and ms.classes[0] == "background"
+    rows = (root / "train" / "masks.csv").read_text().splitlines()
+    assert rows[0] == "path,mask" and len(rows) == 7
+    for line in rows[1:]:
+        image, mask = line.split(",")
+        cls_folder = Path(image).parent.name
+        values = set(np.unique(np.asarray(Image.open(mask))).tolist())
+        assert len(values - {0}) == 1  # one garment, one class
+        (v,) = values - {0}
+        assert ms.classes[v].replace("/", "-") == cls_folder  # the classification copy is filed under the mask's class
+    many = load_masks(build_fm_scenes(tmp_path / "m", n_train=4, n_test=2) / "test", size=96)
+    assert len(many) == 2 and all(0.02 < float((m > 0).float().mean()) < 0.9 for m in many.masks)

@@ -31,7 +31,7 @@ from .data import ImageSet, load_unlabeled, resolve
 from .data.notices import report_skipped
 from .data.sources import is_builtin
 from .data.tensors import images_tensor
-from .engine import Batches, Context, fit
+from .engine import Batches
 from .engine.budget import plan_epochs
 from .engine.checkpoint import seed_everything
 from .engine.prepare import Prepare, pick_device
@@ -183,14 +183,9 @@ def pretrain(
     })
     if resumed is None:
         folder.write_start(config, None)
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(Path(output) / "tb"))
     deadline = None if time_budget is None else t_start + time_budget * 60
-    ctx = Context(device=dev, prepare=prepare, writer=writer, checkpoint=folder.checkpointer, resume=resumed, show_progress=progress,
-                  tag="pretrain", phase_info={"plan": plan}, deadline=deadline)
-    result = fit(task, train_batches, val_batches, epochs=plan["epochs"], optimizer=optimizer, lr_multipliers=schedule, context=ctx)
-    writer.close()
+    result = folder.fit(task, train_batches, val_batches, epochs=plan["epochs"], optimizer=optimizer, schedule=schedule, device=dev,
+                        prepare=prepare, tag="pretrain", plan=plan, deadline=deadline, progress=progress)
     model.cpu()
     metrics = {
         "kind": "body", "method": method, "images": len(x_train), "held_out": int(n_val), "epochs": plan["epochs"],

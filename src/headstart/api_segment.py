@@ -27,7 +27,6 @@ from safetensors.torch import load_file, save_file
 from .backbones import Preprocess, create_backbone
 from .backbones.base import normalize_resize
 from .console import console
-from .engine import Context, fit
 from .engine.budget import plan_epochs
 from .engine.checkpoint import seed_everything
 from .engine.prepare import Prepare, pick_device
@@ -185,14 +184,9 @@ def segment_train(
     })
     if resumed is None:
         folder.write_start(config, None)
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(Path(output) / "tb"))
     deadline = None if time_budget is None else t_start + time_budget * 60
-    ctx = Context(device=dev, prepare=prepare, writer=writer, checkpoint=folder.checkpointer, resume=resumed, show_progress=progress,
-                  tag="segment", phase_info={"plan": plan}, deadline=deadline)
-    result = fit(method, train_batches, val_batches, epochs=plan["epochs"], optimizer=optimizer, lr_multipliers=schedule, context=ctx)
-    writer.close()
+    result = folder.fit(method, train_batches, val_batches, epochs=plan["epochs"], optimizer=optimizer, schedule=schedule, device=dev,
+                        prepare=prepare, tag="segment", plan=plan, deadline=deadline, progress=progress)
     model.cpu().eval()
     metrics: dict[str, Any] = {
         "kind": SEGMENTER, "images": len(train_set), "classes": full.classes, "epochs": plan["epochs"], "best_epoch": result.best_epoch,

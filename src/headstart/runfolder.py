@@ -388,6 +388,23 @@ class TrainingFolder:
         self.checkpointer.clear()  # a stale checkpoint of an earlier run must never be resumed into this one
         return replaced
 
+    def fit(self, method: Any, train: Any, val: Any, *, epochs: int, optimizer: torch.optim.Optimizer, schedule: np.ndarray,
+            device: torch.device, prepare: Callable[[torch.Tensor], torch.Tensor], tag: str, plan: dict[str, Any],
+            deadline: float | None, progress: bool) -> Any:
+        """One ``engine.fit`` into this folder: checkpoints here (resumed from ``resume_state``),
+        TensorBoard in ``tb/``, ``plan`` kept in each checkpoint, ``deadline`` from the time budget."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        from .engine import Context, fit
+
+        writer = SummaryWriter(str(self.path / "tb"))
+        try:
+            ctx = Context(device=device, prepare=prepare, writer=writer, checkpoint=self.checkpointer, resume=self.resume_state,
+                          show_progress=progress, tag=tag, phase_info={"plan": plan}, deadline=deadline)
+            return fit(method, train, val, epochs=epochs, optimizer=optimizer, lr_multipliers=schedule, context=ctx)
+        finally:
+            writer.close()
+
     def save(self, **parts: Any) -> Path:
         """Write the finished run (``save_run``'s parts: model, meta, config, metrics, splits)."""
         return save_run(self.path, **parts)

@@ -140,7 +140,10 @@ class GroundTruth:
         if key in self.masks:
             from ..data.decode import load_image, to_square_uint8
 
-            arr = to_square_uint8(load_image(self.masks[key]), side)
+            # non-zero is the object (a 0/255 mask, or a mask of class indices 1, 2, ...): made
+            # binary before the resize, so the interpolation cannot blend small indices away
+            raw = np.asarray(load_image(self.masks[key])).max(axis=2) > 0
+            arr = to_square_uint8(Image.fromarray(raw.astype(np.uint8) * 255).convert("RGB"), side)
             return arr.max(axis=2) > 127
         return None
 

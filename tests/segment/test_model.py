@@ -99,3 +99,27 @@ def test_the_encoder_runs_no_stage_past_the_deepest_skip():
     calls.clear()
     m2.eval()(torch.randn(1, 3, 64, 64))
     assert not calls
+
+
+def test_validation_miou_from_summed_counts_equals_the_set_level_miou():
+    from headstart.methods.base import Batch
+    from headstart.segment.masks import IGNORE
+    from headstart.segment.method import SegmentationMethod
+    from headstart.segment.metrics import confusion, region_scores
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 4, 6, 5, generator=g)
+    target = torch.randint(0, 3, (3, 6, 5), generator=g)
+    target[0, 0] = IGNORE
+
+    class Fixed(torch.nn.Module):  # a segmenter whose logits are given
+        num_classes = 4
+
+        def forward(self, x):
+            return logits
+
+    method = SegmentationMethod(Fixed())
+    sums = {k: float(v) for k, v in method.eval_step(Batch(images=torch.zeros(3, 3, 6, 5), labels=target)).items()}
+    got = method.score(sums)
+    ref = region_scores(confusion(logits.argmax(1), target, 4))
+    assert got["val_miou"] == pytest.approx(ref["miou"]) and got["val_pixel_acc"] == pytest.approx(ref["pixel_accuracy"])

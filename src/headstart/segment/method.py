@@ -36,9 +36,6 @@ class SegmentationMethod(TrainingMethod):
         super().__init__(model, options, setup)
         self.num_classes = model.num_classes
 
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        return []
-
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self.net(batch.images)
         out = segmentation_loss(logits, batch.labels, dice_weight=self.options.dice_weight)

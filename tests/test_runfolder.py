@@ -51,8 +51,9 @@ def test_a_run_written_before_kinds_existed_loads_as_a_classifier(runs, tmp_path
 def test_an_unknown_kind_or_head_is_refused_naming_what_is_known(runs, tmp_path):
     import shutil
 
-    for key, value, words in (("kind", "segmenter", "kind 'segmenter'"), ("head", {"type": "mystery"}, "head type 'mystery'")):
-        folder = tmp_path / key
+    for key, value, words in (("kind", "detector", "kind 'detector'"), ("head", {"type": "mystery"}, "head type 'mystery'"),
+                              ("kind", "segmenter", "not a segmenter run: model.json lacks")):
+        folder = tmp_path / f"{key}-{words[:6]}"
         shutil.copytree(runs["linear"], folder)
         meta = json.loads((folder / "model.json").read_text())
         meta[key] = value

@@ -225,6 +225,10 @@ def _save(run_dir: Path, model: Segmenter, meta: dict, config: dict, metrics: di
 
 @RUN_KINDS.register(SEGMENTER)
 def _load_segmenter(run_dir: Path, meta: dict[str, Any], device: torch.device | str) -> LoadedRun:
+    missing = [k for k in ("backbone", "classes", "num_classes", "image_size", "preprocess", "upsample", "skips") if k not in meta]
+    if missing:
+        raise RunError(f"{run_dir / 'model.json'} says kind 'segmenter' but is not a segmenter run: model.json lacks {', '.join(missing)}; "
+                       "the folder is damaged: train it again with `headstart segment train`")
     body = create_backbone(meta["backbone"], num_classes=1, weights=None)
     body.preprocess = Preprocess.from_dict(meta["preprocess"])
     body.freeze(meta.get("frozen_stages", 0))

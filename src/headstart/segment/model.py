@@ -29,8 +29,6 @@ to its skip's size before the two are joined, and the logits to the input's size
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -217,7 +215,3 @@ class Segmenter(nn.Module):
         dec = sum(p.numel() for p in self.decoder.parameters())
         return {"encoder": enc, "decoder": dec, "total": enc + dec}
 
-
-def output_stride_ok(size: int, skips_strides: list[int]) -> bool:
-    """Whether ``size`` keeps at least one pixel at the deepest stride."""
-    return math.floor(size / max(skips_strides)) >= 1

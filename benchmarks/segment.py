@@ -61,23 +61,14 @@ def seg_row(name: str, data: Path, test: Path, out: Path, **kw) -> dict:
 
 def foreground_iou(run: Path, test: Path) -> float:
     """The segmenter's garment-vs-canvas IoU on the test scenes (every garment class merged)."""
-    import numpy as np
-    import torch
-
-    from headstart.api_segment import load_segmenter, predict_mask
+    from headstart.api_segment import evaluate_masks, load_segmenter
+    from headstart.api_segment import foreground_iou as merged
     from headstart.segment.masks import load_masks
 
     loaded = load_segmenter(run)
     ms = load_masks(test, size=8, classes=loaded.meta["classes"])
-    inter = union = 0
-    for i in range(len(ms)):
-        image, truth = ms.original(i)
-        with torch.no_grad():
-            pred, _ = predict_mask(loaded.model, image, image_size=loaded.image_size, preprocess=loaded.preprocess)
-        p, t = pred > 0, truth > 0
-        inter += int(np.logical_and(p, t).sum())
-        union += int(np.logical_or(p, t).sum())
-    return inter / max(union, 1)
+    r = evaluate_masks(loaded.model, ms, image_size=loaded.image_size, preprocess=loaded.preprocess, keep_predictions=True)
+    return merged(r["predictions"], r["truths"])
 
 
 def main(argv: list[str] | None = None) -> int:

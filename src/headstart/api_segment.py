@@ -280,12 +280,13 @@ def evaluate_masks(model: Segmenter, data: MaskSet, *, image_size: int, preproce
         pred, _ = predict_mask(model, image, image_size=image_size, preprocess=preprocess, device=device)
         scores.add(torch.from_numpy(pred)[None], torch.from_numpy(truth)[None])
         if keep_predictions:
-            kept.append(pred)
+            kept.append((pred, truth))
     out = scores.result(data.classes)
     out["per_image_miou"] = scores.per_image
     out["paths"] = [str(p) for p in data.paths]
     if keep_predictions:
-        out["predictions"] = kept
+        out["predictions"] = [k[0] for k in kept]
+        out["truths"] = [k[1] for k in kept]
     return out
 
 
@@ -374,10 +375,10 @@ def _report_data(run_dir: Path, data: str | None, classes: list[str]) -> tuple[M
     return full.subset([i for i, p in enumerate(full.paths) if str(p) in wanted]), f"the run's {len(wanted)} validation images of {trained_on}"
 
 
-def _foreground_iou(preds: list[np.ndarray], data: MaskSet) -> float:
+def foreground_iou(preds: list[np.ndarray], truths: list[np.ndarray]) -> float:
+    """Object (every class but 0) against class 0: IoU over the pixels of every image."""
     inter = union = 0
-    for i, pred in enumerate(preds):
-        truth = data.original(i)[1]
+    for pred, truth in zip(preds, truths):
         valid = truth != IGNORE
         p, t = (pred > 0) & valid, (truth > 0) & valid
         inter += int((p & t).sum())
@@ -385,15 +386,14 @@ def _foreground_iou(preds: list[np.ndarray], data: MaskSet) -> float:
     return inter / max(union, 1)
 
 
-def _cam_iou(classifier: str | Path, data: MaskSet, work: Path, device: str) -> dict[str, Any]:
+def _cam_iou(classifier: str | Path, data: MaskSet, truths: list[np.ndarray], work: Path, device: str) -> dict[str, Any]:
     """Grad-CAM masks of a classifier run on ``data``'s images, against their foreground
     (every class but 0): ``explain --gt`` with a ``path,mask`` CSV written for them."""
     from .api_explain import explain
 
     work.mkdir(parents=True, exist_ok=True)
     lines = ["path,mask"]
-    for i, p in enumerate(data.paths):
-        truth = data.original(i)[1]
+    for i, (p, truth) in enumerate(zip(data.paths, truths)):
         fg = Image.fromarray(((truth > 0) & (truth != IGNORE)).astype(np.uint8) * 255, mode="L")
         target = work / f"fg-{i:05d}.png"
         fg.save(target)
@@ -428,7 +428,7 @@ def report_segmenter(run_dir: str | Path, data: str | None = None, *, output: st
     dev = pick_device(device)
     size = int(meta["image_size"])
     scores = evaluate_masks(loaded.model, ms, image_size=size, preprocess=loaded.preprocess, device=dev, keep_predictions=True)
-    preds = scores.pop("predictions")
+    preds, truths = scores.pop("predictions"), scores.pop("truths")
     sections = []
     s = Section("summary", "Segmenter")
     counts = saved.get("parameters", {})
@@ -443,7 +443,7 @@ def report_segmenter(run_dir: str | Path, data: str | None = None, *, output: st
     s = Section("scores", "Scores")
     s.text(f"On {scores['images']} images ({source}), each at its original size: mIoU {scores['miou']:.4f}, pixel accuracy "
            f"{scores['pixel_accuracy']:.4f}, boundary F {scores['boundary_f']:.4f} (edges within 0.75 % of the diagonal).")
-    shares = np.bincount(np.concatenate([ms.original(i)[1].ravel() for i in range(len(ms))]), minlength=256)[: len(classes)]
+    shares = np.bincount(np.concatenate([t.ravel() for t in truths]), minlength=256)[: len(classes)]
     shares = shares / max(1, shares.sum())
     s.table([{"class": c, "IoU": v, "share of pixels": float(shares[i])} for i, (c, v) in enumerate(scores["per_class_iou"].items())])
     s.figure(legend(classes), "The class colours of every mask below.")
@@ -456,7 +456,7 @@ def report_segmenter(run_dir: str | Path, data: str | None = None, *, output: st
     sections.append(s)
     order = np.argsort(np.asarray(scores["per_image_miou"], dtype=np.float64))
     k = min(4, len(order))
-    pick = lambda idx, tag: [(ms.original(int(i))[0], [(ms.original(int(i))[1], "truth"), (preds[int(i)], "predicted")],
+    pick = lambda idx, tag: [(ms.original(int(i))[0], [(truths[int(i)], "truth"), (preds[int(i)], "predicted")],
                               f"{tag}: {ms.paths[int(i)].name}, mIoU {scores['per_image_miou'][int(i)]:.3f}") for i in idx]
     s = Section("examples", "Best and worst images")
     s.figure(rows_sheet(pick(order[::-1][:k], "best"), len(classes)), f"The {k} images with the highest mIoU of their own.")
@@ -471,13 +471,14 @@ def report_segmenter(run_dir: str | Path, data: str | None = None, *, output: st
         o = evaluate_masks(other.model, ms, image_size=int(other.meta["image_size"]), preprocess=other.preprocess, device=dev,
                            keep_predictions=True)
         opreds = o.pop("predictions")
+        o.pop("truths")
         diff = np.asarray(scores["per_image_miou"], dtype=np.float64) - np.asarray(o["per_image_miou"], dtype=np.float64)
         j = int(np.nanargmax(np.abs(diff)))
         a_name, b_name = f"this run ({meta['upsample']})", f"{Path(compare).name} ({other.meta['upsample']})"
         s = Section("compare", "Upsampling compared")
         s.table([{"segmenter": a_name, "mIoU": scores["miou"], "pixel accuracy": scores["pixel_accuracy"], "boundary F": scores["boundary_f"]},
                  {"segmenter": b_name, "mIoU": o["miou"], "pixel accuracy": o["pixel_accuracy"], "boundary F": o["boundary_f"]}])
-        image, truth = ms.original(j)
+        image, truth = ms.original(j)[0], truths[j]
         s.figure(rows_sheet([(image, [(truth, "truth"), (preds[j], a_name), (opreds[j], b_name)],
                               f"{ms.paths[j].name}: mIoU {scores['per_image_miou'][j]:.3f} vs {o['per_image_miou'][j]:.3f}")], len(classes)),
                  "The image where the two differ most (by its own mIoU).")
@@ -485,8 +486,8 @@ def report_segmenter(run_dir: str | Path, data: str | None = None, *, output: st
         summary["compare"] = {"run": str(compare), "miou": o["miou"], "boundary_f": o["boundary_f"], "most_different": str(ms.paths[j])}
     if classifier is not None:
         with tempfile.TemporaryDirectory(prefix="seg-cam-") as tmp:
-            cam = _cam_iou(classifier, ms, Path(tmp), str(dev))
-        fg = _foreground_iou(preds, ms)
+            cam = _cam_iou(classifier, ms, truths, Path(tmp), str(dev))
+        fg = foreground_iou(preds, truths)
         s = Section("cam", "Grad-CAM masks vs supervised masks")
         s.table([{"masks from": f"Grad-CAM of {classifier} (class labels only; {cam['layer']}, threshold {cam['threshold']} of the maximum)",
                   "foreground IoU": cam["mask_iou"]},

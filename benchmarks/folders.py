@@ -19,6 +19,15 @@ test scenes from the test split.
 
     python -m benchmarks.folders fm-scenes /tmp/scenes   # /tmp/scenes/{train,test}/{images,masks}, classes.txt
 
+``fm-boxes``: detection — issue 7's placed Fashion-MNIST set with its boxes for every split:
+each garment enlarged to 36–76 px and pasted on a 112-px canvas of smooth random texture with a
+few lines; the box is the garment's silhouette, known exactly. ``train`` (50 per class) and
+``train50`` (5 per class, a subset of it) and ``test`` (50 per class from the test split), each
+a folder of class subfolders (a classification set of the same images) with ``boxes.csv``
+(``path,x0,y0,x1,y1,label``, paths relative to it).
+
+    python -m benchmarks.folders fm-boxes /tmp/boxed     # /tmp/boxed/{train,train50,test}/<class>/*.png + boxes.csv
+
 ``cutouts``: the icons above (RGBA, the alpha is the object) in one folder per split for
 ``segment train`` (foreground vs background; each icon is laid on a background of its own).
 
@@ -188,11 +197,49 @@ def build_cutouts(out: str | Path, *, train: int = 300, test: int = 200) -> Path
     return out
 
 
+def build_fm_boxes(out: str | Path, *, train_per_class: int = 50, small_per_class: int = 5, test_per_class: int = 50) -> Path:
+    """Write the ``fm-boxes`` set (see the module) to ``out``; returns ``out``."""
+    import csv
+
+    from benchmarks.explain import _pick, _place, _safe
+    from headstart.data import resolve
+
+    out = Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    rng = np.random.default_rng(0)
+    for split, source, n in (("train", "train", train_per_class), ("test", "test", test_per_class)):
+        s = resolve("fashion-mnist", split=source)
+        rows = [["path", "x0", "y0", "x1", "y1", "label"]]
+        small = [["path", "x0", "y0", "x1", "y1", "label"]]
+        kept = {c: 0 for c in range(len(s.classes))}
+        for i in _pick(s.labels, n, seed=3):
+            c = int(s.labels[i])
+            cls = _safe(s.classes[c])
+            (out / split / cls).mkdir(parents=True, exist_ok=True)
+            img, box = _place(s.images[i], rng)
+            name = f"{cls}/{i}.png"
+            Image.fromarray(img).save(out / split / name)
+            rows.append([name, *box, cls])
+            if split == "train" and kept[c] < small_per_class:
+                kept[c] += 1
+                (out / "train50" / cls).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(out / split / name, out / "train50" / name)
+                small.append([name, *box, cls])
+        with (out / split / "boxes.csv").open("w", newline="") as f:
+            csv.writer(f).writerows(rows)
+        if split == "train":
+            with (out / "train50" / "boxes.csv").open("w", newline="") as f:
+                csv.writer(f).writerows(small)
+    return out
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
     flag = "--unlabeled" in args
     args = [x for x in args if x != "--unlabeled"]
-    builders = {"icons": lambda o: build_icons(o, unlabeled=flag), "fm-scenes": build_fm_scenes, "cutouts": build_cutouts}
+    builders = {"icons": lambda o: build_icons(o, unlabeled=flag), "fm-scenes": build_fm_scenes, "fm-boxes": build_fm_boxes,
+                "cutouts": build_cutouts}
     if len(args) != 2 or args[0] not in builders:
         print(__doc__)
         sys.exit(2)

@@ -605,3 +605,24 @@ def segment_predict(run_dir: str | Path, inputs: list[str], **kw: Any) -> list[d
     from .api_segment import segment_predict as run
 
     return run(run_dir, inputs, **kw)
+
+
+def detect_train(data: str, **kw: Any) -> dict[str, Any]:
+    """A detector trained on a boxes CSV (``api_detect.detect_train``)."""
+    from .api_detect import detect_train as run
+
+    return run(data, **kw)
+
+
+def detect_eval(run_dir: str | Path, data: str, **kw: Any) -> dict[str, Any]:
+    """A detector's mAP, matches at IoU 0.5 and CorLoc, beside a classifier's CAM boxes (``api_detect.detect_eval``)."""
+    from .api_detect import detect_eval as run
+
+    return run(run_dir, data, **kw)
+
+
+def detect_predict(run_dir: str | Path, inputs: list[str], **kw: Any) -> list[dict[str, Any]]:
+    """Boxes drawn on each image and a boxes CSV (``api_detect.detect_predict``)."""
+    from .api_detect import detect_predict as run
+
+    return run(run_dir, inputs, **kw)

@@ -1000,6 +1000,100 @@ def segment_predict(
     console.print(f"{len(ok)} mask(s) written to {output}" + (f"; {len(rows) - len(ok)} file(s) skipped" if len(rows) > len(ok) else ""))
 
 
+detect_app = typer.Typer(help="Object detection on a pretrained body: train, eval, predict (runs of kind detector).", no_args_is_help=True)
+app.add_typer(detect_app, name="detect")
+
+
+@detect_app.command("train")
+def detect_train(
+    data: str = typer.Argument(..., help="A boxes CSV (path,x0,y0,x1,y1,label; pixels of the upright image; one row per box) or a folder "
+                                         "holding boxes.csv."),
+    output: Path = typer.Option(Path("runs/det"), "--output", "-o", help="The run folder (kind detector)."),
+    val: Optional[str] = typer.Option(None, help="A validation boxes CSV (default: 15 % of the images held out, seeded)."),
+    backbone: str = typer.Option("efficientnet_lite0", help="The body: a registered architecture (`headstart models`)."),
+    detector: str = typer.Option("fasterrcnn", help="fasterrcnn (proposals, then RoI heads) | fcos (anchor-free, one stage)."),
+    freeze_stages: Optional[int] = typer.Option(None, help="Body stages kept frozen (default: the first half)."),
+    image_size: Optional[int] = typer.Option(None, help="Training side in pixels (default: the images' median side, rounded up to 32, ≤ 320)."),
+    epochs: Optional[int] = typer.Option(None, help="Passes over the images (default 24, or what --time-budget affords)."),
+    batch_size: int = typer.Option(16, help="Images per step."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate of the pyramid and heads (default 1e-3)."),
+    backbone_lr_mult: Optional[float] = typer.Option(None, help="The body's trainable stages learn at this multiple of --lr (default 0.1; 1 without pretrained weights)."),
+    time_budget: Optional[float] = typer.Option(None, help="Minutes: passes planned from a measured step to fit; training stops in time."),
+    flip: bool = typer.Option(True, "--flip/--no-flip", help="Random left-right flips (boxes mirrored with the image)."),
+    max_images: Optional[int] = typer.Option(None, help="Use a seeded subset of N images (then held out from as usual)."),
+    seed: int = typer.Option(0, help="Random seed (the held-out split, the draws)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted training in --output (bit for bit on a CPU)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in --output."),
+    checkpoint_every: int = typer.Option(0, help="Also checkpoint every N steps (epoch ends always are)."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """Train a detector (torchvision's Faster R-CNN or FCOS over a feature pyramid of the backbone's stages)."""
+    m = api.detect_train(data, output=output, val=val, backbone=backbone, detector=detector, freeze_stages=freeze_stages, image_size=image_size,
+                         epochs=epochs, batch_size=batch_size, lr=lr, backbone_lr_mult=backbone_lr_mult, time_budget=time_budget, flip=flip,
+                         max_images=max_images, seed=seed, resume=resume, overwrite=overwrite, checkpoint_every=checkpoint_every, device=device)
+    if as_json:
+        _json_out(m)
+        return
+    v = m.get("val")
+    tail = (f"; validation mAP@0.5 {_num(v['map_50'])}, mAP@0.5:0.95 {_num(v['map'])}, CorLoc {_num(v['corloc'])}" if v else "")
+    console.print(f"[bold]detector[/bold] {m['run_dir']}: {m['images']} images, {m['boxes']} boxes, {len(m['history'])} epoch(s) in "
+                  f"{m['seconds']['train']:.0f} s, kept epoch {m['best_epoch']}{tail}")
+    for why in m["reasons"].values():
+        console.print(f"  [dim]{why}[/dim]")
+    console.print(f"next: headstart detect eval {m['run_dir']} BOXES.csv   ·   headstart detect predict {m['run_dir']} IMAGES -o boxes")
+
+
+def _num(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.4f}"
+
+
+@detect_app.command("eval")
+def detect_eval(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart detect train`."),
+    data: str = typer.Argument(..., help="A boxes CSV (or a folder holding boxes.csv) with the run's classes."),
+    classifier: Optional[Path] = typer.Option(None, help="A classifier run on the same classes: its Grad-CAM boxes scored beside the detector's."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print the scores as JSON."),
+) -> None:
+    """COCO-style mAP (torchmetrics over pycocotools), matches at IoU 0.5 and CorLoc at the images' own sizes (also RUN/eval.json)."""
+    r = api.detect_eval(run, data, classifier=classifier, device=device)
+    if as_json:
+        _json_out({k: v for k, v in r.items() if k != "paths"})
+        return
+    t = Table(title=f"{r.get('data', '')}: {r['images']} images, {r['boxes']} boxes")
+    t.add_column("class")
+    t.add_column("AP@0.5:0.95", justify="right")
+    for name, v in r["per_class_ap50_95"].items():
+        t.add_row(name, _num(v))
+    console.print(t)
+    mt = r["matches"]
+    console.print(f"mAP@0.5 {_num(r['map_50'])} · mAP@0.5:0.95 {_num(r['map'])} · at score ≥ {mt['score']}: precision {mt['precision']:.4f}, "
+                  f"recall {mt['recall']:.4f} · CorLoc {_num(r['corloc'])} (top box's mean IoU {_num(r['top_box_mean_iou'])})")
+    if r.get("cam"):
+        c = r["cam"]
+        console.print(f"Grad-CAM boxes of {c['run']} on the same {c['images']} images: CorLoc {_num(c['corloc'])}, mean IoU {_num(c['mean_iou'])}")
+
+
+@detect_app.command("predict")
+def detect_predict(
+    run: Path = typer.Argument(..., help="A run folder written by `headstart detect train`."),
+    inputs: List[str] = typer.Argument(..., help="Image files or folders."),
+    output: Path = typer.Option(Path("boxes"), "--output", "-o", help="Where NAME-boxes.png and boxes.csv go."),
+    min_score: float = typer.Option(0.5, help="Draw and list detections scoring at least this."),
+    device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    as_json: bool = typer.Option(False, "--json", help="Print one row per image as JSON."),
+) -> None:
+    """Boxes on each image, drawn (NAME-boxes.png) and listed (boxes.csv: path,x0,y0,x1,y1,label,score)."""
+    rows = api.detect_predict(run, inputs, output=output, min_score=min_score, device=device)
+    if as_json:
+        _json_out(rows)
+        return
+    ok = [r for r in rows if "drawn" in r]
+    n = sum(len(r["boxes"]) for r in ok)
+    console.print(f"{n} box(es) on {len(ok)} image(s) written to {output}" + (f"; {len(rows) - len(ok)} file(s) skipped" if len(rows) > len(ok) else ""))
+
+
 augment_app = typer.Typer(help="Augmentation: the transform families, a preview sheet, the label-safety audit.", no_args_is_help=True)
 app.add_typer(augment_app, name="augment")
 

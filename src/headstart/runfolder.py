@@ -213,7 +213,8 @@ def load_run(run_dir: str | Path, *, device: torch.device | str = "cpu") -> Load
         raise RunError(f"{meta_path} is not valid JSON ({exc}); the run folder is damaged") from exc
     kind = meta.get("kind", CLASSIFIER)
     if kind not in RUN_KINDS:
-        import headstart.api_segment  # noqa: F401  (registers ``segmenter``; these import this module, so not at the top)
+        import headstart.api_detect  # noqa: F401  (registers ``detector``; these import this module, so not at the top)
+        import headstart.api_segment  # noqa: F401  (registers ``segmenter``)
         import headstart.body  # noqa: F401  (registers the ``body`` kind)
     if kind not in RUN_KINDS:
         raise RunError(

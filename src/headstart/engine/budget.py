@@ -24,10 +24,12 @@ per-epoch validation and writing the folder."""
 
 
 def plan_epochs(method: Any, x: torch.Tensor, *, labels: torch.Tensor | None = None, prepare: Prepare, batch_size: int, budget_s: float, steps_per_epoch: int,
-                 lr: float) -> tuple[int, int | None, str]:
+                 lr: float, probe_batch: Batch | None = None) -> tuple[int, int | None, str]:
     """(epochs, images per epoch or None for all, why) that fit ``budget_s``: a few timed steps
     on a copy of the networks (the run's own weights and random state are left as they were).
-    ``labels`` are the targets of ``x`` (image indices by default: a pretext task makes its own)."""
+    ``labels`` are the targets of ``x`` (image indices by default: a pretext task makes its own);
+    ``probe_batch``, a batch as the run's batches yield it, times the method on that batch instead
+    (a task whose targets are not one tensor, e.g. boxes)."""
     import copy
 
     state = torch.random.get_rng_state()
@@ -35,7 +37,10 @@ def plan_epochs(method: Any, x: torch.Tensor, *, labels: torch.Tensor | None = N
     probe.attach(probe.trainable())
     opt = torch.optim.AdamW([p for p in probe.trainable().parameters() if p.requires_grad], lr=lr)
     n = min(batch_size, len(x))
-    batch = Batch(images=prepare(x[:n]), labels=torch.arange(n) if labels is None else labels[:n].to(prepare.device))
+    if probe_batch is not None:
+        batch = probe_batch.map_images(prepare).labels_to(prepare.device)
+    else:
+        batch = Batch(images=prepare(x[:n]), labels=torch.arange(n) if labels is None else labels[:n].to(prepare.device))
     times = []
     for i in range(PROBE_STEPS + 1):
         t0 = time.perf_counter()

@@ -7,7 +7,7 @@ PIP    := $(VENV)/bin/pip
 # The CPU/CUDA wheels pip finds for this torch pin; see README "Installing".
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-augment bench-explain bench-engine bench-segment data browser clean
+.PHONY: setup demo test test-fast bench bench-peers bench-advise bench-augment bench-explain bench-engine bench-segment bench-detect data browser clean
 
 $(VENV)/.installed: pyproject.toml
 	@PYTHON=$(PYTHON) scripts/need.sh venv
@@ -70,6 +70,10 @@ bench-engine: setup data
 bench-segment: setup data
 	@scripts/need.sh icons
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/segment.py
+
+# Faster R-CNN vs FCOS at 50 and 500 boxed images beside a classifier's CAM boxes: ~25 min on 2 cores.
+bench-detect: setup data
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/detect.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

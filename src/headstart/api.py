@@ -626,3 +626,10 @@ def detect_predict(run_dir: str | Path, inputs: list[str], **kw: Any) -> list[di
     from .api_detect import detect_predict as run
 
     return run(run_dir, inputs, **kw)
+
+
+def export(run_dir: str | Path, **kw: Any) -> dict[str, Any]:
+    """The run's model as ONNX or a torch.export archive, checked against PyTorch (``api_export.export``)."""
+    from .api_export import export as run
+
+    return run(run_dir, **kw)

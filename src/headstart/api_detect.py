@@ -37,7 +37,7 @@ from .fileio import atomic_write
 from .finetune import rules
 from .finetune.recipe import cosine_schedule
 from .methods.base import Batch
-from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, write_json, write_yaml
+from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, write_card, write_json, write_yaml
 from .version import __version__
 
 DETECTOR = "detector"
@@ -71,7 +71,7 @@ def detect_train(
     val: str | None = None,
     backbone: str = "efficientnet_lite0",
     detector: str = "fasterrcnn",
-    freeze_stages: int | None = None,
+    freeze_stages: int | str | None = None,
     image_size: int | None = None,
     epochs: int | None = None,
     batch_size: int = 16,
@@ -123,6 +123,19 @@ def detect_train(
         train_set, val_set = full.subset(tr), (full.subset(va) if len(va) else None)
         reasons["val"] = (f"{len(va)} of the {len(full)} images held out (seeded) to pick the best epoch by F1 at IoU 0.5" if len(va) else
                           f"{len(full)} images: too few to hold {MIN_VAL} out, so the last epoch is kept (give --val CSV)")
+    probe: list | None = None
+    if freeze_stages == "auto":
+        from .advise.dense import boxes_label_map, freeze_depth
+
+        choice, probe = freeze_depth(body, train_set.images, np.stack([boxes_label_map(b, lab, image_size) for b, lab in zip(train_set.boxes, train_set.labels)]), Prepare(body.preprocess, image_size, torch.device("cpu")),
+                                     source="boxes", seed=seed)
+        freeze_stages = int(choice.value)  # type: ignore[call-overload]
+        reasons["freeze_stages"] = choice.reason
+    elif isinstance(freeze_stages, str):
+        try:
+            freeze_stages = int(freeze_stages)
+        except ValueError:
+            raise ConfigError(f"--freeze-stages {freeze_stages!r}: a number of body stages (0..{body.num_stages}) or auto") from None
     if freeze_stages is None:
         freeze_stages = rules.default_freeze_stages(num_stages=body.num_stages) if body.pretrained else 0
         reasons["freeze_stages"] = (f"the first {freeze_stages} of {body.num_stages} body stages stay as ImageNet trained them (edges "
@@ -164,9 +177,9 @@ def detect_train(
         if time_budget is not None and epochs is None:
             n = min(batch_size, len(train_set))
             pb, pl = pad_boxes(train_set.boxes[:n], train_set.labels[:n])
-            probe = Batch(images=train_set.images[:n], extras={"boxes": pb, "box_labels": pl})
+            first = Batch(images=train_set.images[:n], extras={"boxes": pb, "box_labels": pl})
             n_epochs, per_epoch, why = plan_epochs(method, train_set.images, prepare=prepare, batch_size=batch_size, budget_s=time_budget * 60,
-                                                   steps_per_epoch=len(train_batches), lr=base_lr, probe_batch=probe)
+                                                   steps_per_epoch=len(train_batches), lr=base_lr, probe_batch=first)
             plan = {"epochs": max(1, n_epochs)}
             reasons["epochs"] = why if per_epoch is None else (why.split(", so ")[0] + ", so not even one pass fits: one pass, "
                                                                "stopped at the budget")
@@ -196,7 +209,7 @@ def detect_train(
     metrics: dict[str, Any] = {
         "kind": DETECTOR, "images": len(train_set), "boxes": train_set.num_boxes, "classes": full.classes, "epochs": plan["epochs"],
         "best_epoch": result.best_epoch, "history": result.history, "interrupted": result.interrupted, "stopped_at": result.stopped_at,
-        "seconds": {"train": result.seconds}, "parameters": counts, "detector": detector, "reasons": reasons,
+        "seconds": {"train": result.seconds}, "parameters": counts, "detector": detector, "reasons": reasons, "freeze_probe": probe,
         "images_per_second": len(result.history) * len(train_set) / max(result.seconds, 1e-9),
     }
     meta = {"kind": DETECTOR, "headstart_version": __version__, "backbone": backbone, "classes": full.classes,
@@ -225,6 +238,7 @@ def _save(run_dir: Path, model: Detector, meta: dict, config: dict, metrics: dic
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "splits.json", splits)
     write_json(marker, {**meta, "weights_sha256": file_digest(run_dir / "model.safetensors")})
+    write_card(run_dir)
 
 
 @RUN_KINDS.register(DETECTOR)
@@ -329,6 +343,7 @@ def detect_eval(run: str | Path, data: str, *, classifier: str | Path | None = N
     if classifier is not None:
         out["cam"] = _cam_boxes(classifier, bs, str(dev))
     write_json(Path(run) / "eval.json", out)
+    write_card(run)
     return out
 
 
@@ -403,3 +418,127 @@ def detect_predict(run: str | Path, inputs: list[str], *, output: str | Path = "
         csv.writer(f).writerows(lines)
     write_json(out / "predictions.json", rows)
     return rows
+
+
+def _boxes_sheet(cells: list[tuple[Image.Image, str]], cell: int = 160, per_row: int = 4) -> bytes:
+    """PNG of images (boxes already drawn), ``per_row`` to a row, each with its caption."""
+    import io
+
+    rows = max(1, math.ceil(len(cells) / per_row))
+    sheet = Image.new("RGB", (per_row * (cell + 4), rows * (cell + 18)), "white")
+    d = ImageDraw.Draw(sheet)
+    for k, (img, caption) in enumerate(cells):
+        x, y = (k % per_row) * (cell + 4), (k // per_row) * (cell + 18)
+        im = img.copy()
+        im.thumbnail((cell, cell)) if max(im.size) > cell else None
+        if max(im.size) < cell:  # small images are enlarged (nearest) so the boxes can be seen
+            f = cell / max(im.size)
+            im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.Resampling.NEAREST)
+        sheet.paste(im, (x, y))
+        d.text((x + 2, y + cell + 2), caption[:26], fill=(60, 60, 60))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _report_data(run_dir: Path, data: str | None, classes: list[str]) -> tuple[BoxSet, str]:
+    """The images a report scores: ``data``, or the run's own validation images."""
+    import json
+
+    from .config import load_yaml
+
+    if data is not None:
+        return load_boxes(data, size=8, classes=classes), str(data)
+    splits = json.loads((run_dir / "splits.json").read_text()) if (run_dir / "splits.json").is_file() else {}
+    trained_on = ((load_yaml(run_dir / "config.yaml") or {}).get("requested") or {}).get("data")
+    if not splits.get("val") or not trained_on:
+        raise ConfigError(f"{run_dir} kept no validation images to report on: give a boxes CSV (`headstart report {run_dir} BOXES.csv`)")
+    full = load_boxes(trained_on, size=8, classes=classes)
+    wanted = set(splits["val"])
+    return full.subset([i for i, p in enumerate(full.paths) if str(p) in wanted]), f"the run's {len(wanted)} validation images of {trained_on}"
+
+
+def report_detector(run_dir: str | Path, data: str | None = None, *, output: str | Path | None = None, classifier: str | Path | None = None,
+                    device: str = "auto") -> dict[str, Any]:
+    """The HTML report of a detector run (default ``RUN/report.html``): settings and why,
+    training curves, mAP and per-class AP, the images where the most confident box fits best and
+    worst (detections in class colours, the true boxes in white); with ``classifier`` (a
+    classifier run on the same classes), its Grad-CAM boxes' CorLoc beside the detector's."""
+    import json
+
+    from .report import plots
+    from .report.html import Section, render
+
+    t0 = time.perf_counter()
+    run_dir = Path(run_dir)
+    loaded = load_detector(run_dir)
+    meta, classes = loaded.meta, loaded.meta["classes"]
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    bs, source = _report_data(run_dir, data, classes)
+    dev = pick_device(device)
+    scores = evaluate_boxes(loaded.model, bs, image_size=int(meta["image_size"]), preprocess=loaded.preprocess, device=dev, keep_predictions=True)
+    preds = scores.pop("predictions")
+    sections = []
+    s = Section("summary", "Detector")
+    counts = saved.get("parameters", {})
+    s.table([{"setting": k, "value": v} for k, v in (
+        ("classes", f"{len(classes)}: {', '.join(classes)}"), ("body", f"{meta['backbone']} ({meta['frozen_stages']} stage(s) frozen)"),
+        ("detector", f"{meta['detector']} over levels {', '.join(loaded.model.level_names)} (strides {', '.join(map(str, loaded.model.strides))})"),
+        ("parameters", f"body {counts.get('body', 0) / 1e6:.2f} M, beside it {counts.get('detector', 0) / 1e6:.2f} M"),
+        ("input size", f"{meta['image_size']} px"),
+        ("trained on", f"{saved.get('images')} images, {saved.get('boxes')} boxes, {len(saved.get('history', []))} epoch(s) in "
+                       f"{saved.get('seconds', {}).get('train', 0):.0f} s; kept epoch {saved.get('best_epoch')}"))])
+    s.items([f"{k}: {v}" for k, v in saved.get("reasons", {}).items()])
+    sections.append(s)
+    s = Section("scores", "Scores")
+    mt = scores["matches"]
+    s.text(f"On {scores['images']} images with {scores['boxes']} boxes ({source}), each at its own size: mAP@0.5 {_f(scores['map_50'])}, "
+           f"mAP@0.5:0.95 {_f(scores['map'])} (COCO's, torchmetrics over pycocotools); at score ≥ {mt['score']}: precision "
+           f"{mt['precision']:.4f}, recall {mt['recall']:.4f}; CorLoc {_f(scores['corloc'])} (the most confident box on a true one, IoU ≥ 0.5).")
+    s.table([{"class": c, "AP@0.5:0.95": v} for c, v in scores["per_class_ap50_95"].items()])
+    sections.append(s)
+    hist = [{"epoch": h["epoch"], "phase": h.get("phase"), "lr": h.get("lr"), "train_loss": h.get("train_loss"), "val_loss": None,
+             "train_acc": None, "val_acc": h.get("val_f1")} for h in saved.get("history", [])]
+    s = Section("training", "Training")
+    s.figure(plots.training_curves(hist), "The detector's summed losses per epoch; 'accuracy' is the validation F1 at IoU 0.5, by which "
+                                          "the kept epoch was chosen.")
+    sections.append(s)
+    from .data.decode import load_image
+    from .detect.metrics import top_box_iou
+
+    t = [bs.targets(i) for i in range(len(bs))]
+    ious = np.array([top_box_iou({k: torch.as_tensor(v) for k, v in p.items()}, {k: torch.as_tensor(v) for k, v in tt.items()})
+                     if len(tt["boxes"]) else np.nan for p, tt in zip(preds, t)])
+    order = [int(i) for i in np.argsort(np.nan_to_num(ious, nan=-1.0)) if not np.isnan(ious[int(i)])]
+    k = min(8, len(order))
+    cells = lambda idx: [(draw_boxes(load_image(bs.paths[i]), preds[i], classes, truth=t[i]), f"{bs.paths[i].name} IoU {ious[i]:.2f}") for i in idx]  # noqa: E731
+    s = Section("examples", "Best and worst images")
+    if k:
+        s.figure(_boxes_sheet(cells(order[::-1][:k])), f"The {k} images whose most confident box fits a true box best (white: true boxes; "
+                                                       f"colours: detections scoring ≥ {SCORE_THRESHOLD}).")
+        s.figure(_boxes_sheet(cells(order[:k])), f"The {k} where it fits worst: where to look for missed objects and label errors.")
+    sections.append(s)
+    summary: dict[str, Any] = {"kind": DETECTOR, "run": str(run_dir), "images": scores["images"], "map": scores["map"], "map_50": scores["map_50"],
+                               "corloc": scores["corloc"], "per_class_ap50_95": scores["per_class_ap50_95"]}
+    if classifier is not None:
+        cam = _cam_boxes(classifier, bs, str(dev))
+        s = Section("cam", "Grad-CAM boxes vs detected boxes")
+        s.table([{"boxes from": f"Grad-CAM of {classifier} (class labels only; {cam['layer']}, threshold {cam['threshold']} of the maximum)",
+                  "CorLoc": cam["corloc"], "mean IoU of the one box": cam["mean_iou"]},
+                 {"boxes from": "this detector (trained on boxes), its most confident box", "CorLoc": scores["corloc"],
+                  "mean IoU of the one box": scores["top_box_mean_iou"]}])
+        s.text(f"On the same {cam['images']} images: what the weak localization a classifier gives for free is worth beside boxes that "
+               "were drawn.")
+        sections.append(s)
+        summary["cam"] = cam
+    out = Path(output) if output else run_dir / "report.html"
+    page = render(f"headstart report: {run_dir.name}", f"detector · {meta['detector']} · {meta['backbone']} · {len(classes)} classes · "
+                  f"mAP@0.5 {_f(scores['map_50'])}", sections)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page, encoding="utf-8")
+    summary.update({"report": str(out), "bytes": len(page.encode()), "sections": [x.id for x in sections], "seconds": time.perf_counter() - t0})
+    return summary
+
+
+def _f(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4f}"

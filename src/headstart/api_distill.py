@@ -23,7 +23,7 @@ from .config import TrainConfig
 from .console import console
 from .ensemble.model import MemberInput
 from .errors import ConfigError, DataError
-from .runfolder import ENSEMBLE, load_run, read_config, read_splits, write_json
+from .runfolder import ENSEMBLE, load_run, read_config, read_splits, write_card, write_json
 
 DEFAULT_RATIO = 3
 """Unlabeled images per labeled one in a distillation batch when ``--unlabeled`` is given (as
@@ -118,6 +118,7 @@ def distill(
     metrics = json.loads(metrics_path.read_text())
     metrics["distillation"] = comparison
     write_json(metrics_path, metrics)
+    write_card(metrics_path.parent)
     return {"run_dir": str(result.run_dir), **comparison}
 
 

@@ -46,7 +46,7 @@ from .fileio import atomic_write
 from .predictor import Predictor
 from .report import classification_metrics
 from .report.metrics import calibration, paired_difference
-from .runfolder import ENSEMBLE, clear_replaced_run, read_splits, refuse_finished, write_json, write_yaml
+from .runfolder import ENSEMBLE, clear_replaced_run, read_splits, refuse_finished, write_card, write_json, write_yaml
 from .semi.pool import content_hashes
 from .version import __version__
 
@@ -326,6 +326,7 @@ def _write(out: Path, *, paths: list[Path], members: list[Predictor], rule: str,
         "image_size": max(m.run.image_size for m in members), "trained_on": data,
     }
     write_json(marker, meta)
+    write_card(out)
 
 
 def train_members(config: Any, *, members: int, backbones: Sequence[str] | None, output: str | Path, train_one: Any) -> list[Path]:

@@ -488,7 +488,7 @@ def _read(path: Path) -> Any:
     return yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
 
 
-def report(
+def _report(
     run_dir: str | Path,
     data: str | None = None,
     *,
@@ -504,7 +504,8 @@ def report(
     classifier: str | Path | None = None,
 ) -> dict[str, Any]:
     """Write one self-contained HTML report (default ``RUN/report.html``) and return what it holds.
-    ``compare`` and ``classifier`` are for segmenter runs (see ``api_segment.report_segmenter``)."""
+    ``compare`` and ``classifier`` are for segmenter runs (see ``api_segment.report_segmenter``);
+    ``classifier`` also for detector runs (``api_detect.report_detector``)."""
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
     if _kind(run_dir) == "ensemble":
@@ -515,6 +516,10 @@ def report(
         from .api_segment import report_segmenter
 
         return report_segmenter(run_dir, data, output=output, compare=compare, classifier=classifier, device=device)
+    if _kind(run_dir) == "detector":
+        from .api_detect import report_detector
+
+        return report_detector(run_dir, data, output=output, classifier=classifier, device=device)
     a = analyse(run_dir, data, limit=limit, method=method, ground_truth=ground_truth, device=device)
     run = a.predictor.run
     classes = a.classes
@@ -657,3 +662,14 @@ def render_check(*args: Any, **kwargs: Any) -> Any:
     from .report.browser import render_check as check
 
     return check(*args, **kwargs)
+
+
+def report(run_dir: str | Path, data: str | None = None, **kw: Any) -> dict[str, Any]:
+    """Write one self-contained HTML report (default ``RUN/report.html``) and return what it holds
+    (see ``_report`` for the options); the run's model card is refreshed with what the report
+    measured (its bias audit)."""
+    from .runfolder import write_card
+
+    out = _report(run_dir, data, **kw)
+    write_card(run_dir)
+    return out

@@ -14,7 +14,7 @@ from .data.tensors import align_classes
 from .predictor import Predictor
 from .report import classification_metrics
 from .report.metrics import calibration
-from .runfolder import SPLIT_WORDS, rebuild_split, write_json
+from .runfolder import SPLIT_WORDS, rebuild_split, write_card, write_json
 
 
 def evaluate(
@@ -73,6 +73,7 @@ def evaluate(
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(key or "test")) + ("-tta" if tta else "")
     target = Path(run_dir) / f"eval-{safe}.json"
     write_json(target, metrics)
+    write_card(run_dir)
     metrics["written_to"] = str(target)
     return metrics
 

@@ -34,7 +34,7 @@ from .errors import ConfigError, RunError
 from .fileio import atomic_write
 from .finetune import rules
 from .finetune.recipe import cosine_schedule
-from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, write_json, write_yaml
+from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, write_card, write_json, write_yaml
 from .segment.masks import IGNORE, MaskSet, image_sizes, load_masks
 from .segment.method import SegmentationMethod, SegmentOptions
 from .segment.metrics import SegScores
@@ -73,7 +73,7 @@ def segment_train(
     backbone: str = "efficientnet_lite0",
     upsample: str = "bilinear",
     bilinear_init: bool = False,
-    freeze_stages: int | None = None,
+    freeze_stages: int | str | None = None,
     image_size: int | None = None,
     epochs: int | None = None,
     batch_size: int = 16,
@@ -128,6 +128,19 @@ def segment_train(
         train_set, val_set = full.subset(tr), (full.subset(va) if len(va) else None)
         reasons["val"] = (f"{len(va)} of the {len(full)} images held out (seeded) to pick the best epoch by mIoU" if len(va) else
                           f"{len(full)} images: too few to hold {MIN_VAL} out, so the last epoch is kept (give --val DIR)")
+    probe: list | None = None
+    if freeze_stages == "auto":
+        from .advise.dense import freeze_depth
+
+        choice, probe = freeze_depth(body, train_set.images, train_set.masks.numpy(), Prepare(body.preprocess, image_size, torch.device("cpu")),
+                                     source="masks", seed=seed)
+        freeze_stages = int(choice.value)  # type: ignore[call-overload]
+        reasons["freeze_stages"] = choice.reason
+    elif isinstance(freeze_stages, str):
+        try:
+            freeze_stages = int(freeze_stages)
+        except ValueError:
+            raise ConfigError(f"--freeze-stages {freeze_stages!r}: a number of encoder stages (0..{body.num_stages}) or auto") from None
     if freeze_stages is None:
         freeze_stages = rules.default_freeze_stages(num_stages=body.num_stages) if body.pretrained else 0
         reasons["freeze_stages"] = (f"the first {freeze_stages} of {body.num_stages} encoder stages stay as ImageNet trained them (edges "
@@ -191,7 +204,7 @@ def segment_train(
     metrics: dict[str, Any] = {
         "kind": SEGMENTER, "images": len(train_set), "classes": full.classes, "epochs": plan["epochs"], "best_epoch": result.best_epoch,
         "history": result.history, "interrupted": result.interrupted, "stopped_at": result.stopped_at,
-        "seconds": {"train": result.seconds}, "parameters": counts, "upsample": upsample, "reasons": reasons,
+        "seconds": {"train": result.seconds}, "parameters": counts, "upsample": upsample, "reasons": reasons, "freeze_probe": probe,
         "images_per_second": len(result.history) * len(train_set) / max(result.seconds, 1e-9),
     }
     meta = {"kind": SEGMENTER, "headstart_version": __version__, "backbone": backbone, "classes": full.classes,
@@ -221,6 +234,7 @@ def _save(run_dir: Path, model: Segmenter, meta: dict, config: dict, metrics: di
     write_json(run_dir / "metrics.json", metrics)
     write_json(run_dir / "splits.json", splits)
     write_json(marker, {**meta, "weights_sha256": file_digest(run_dir / "model.safetensors")})
+    write_card(run_dir)
 
 
 @RUN_KINDS.register(SEGMENTER)
@@ -302,6 +316,7 @@ def segment_eval(run: str | Path, data: str, *, device: str = "auto") -> dict[st
     out["seconds"] = time.perf_counter() - t0
     out["data"] = str(data)
     write_json(Path(run) / "eval.json", out)
+    write_card(run)
     return out
 
 

@@ -874,12 +874,13 @@ def report(
     tensorboard: bool = typer.Option(True, help="Also write embeddings and CAM images to RUN/tb/explain."),
     screenshot: Optional[Path] = typer.Option(None, help="Also render the page in headless Chromium and save a full-page PNG."),
     compare: Optional[Path] = typer.Option(None, help="Segmenter runs: another segmenter (e.g. the other --upsample) scored beside it."),
-    classifier: Optional[Path] = typer.Option(None, help="Segmenter runs: a classifier run on the same images; its Grad-CAM masks' IoU beside the segmenter's."),
+    classifier: Optional[Path] = typer.Option(None, help="Segmenter and detector runs: a classifier run on the same images; its Grad-CAM masks' IoU "
+                                                         "(or boxes' CorLoc) beside the segmenter's (detector's)."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
     max_image_pixels: Optional[int] = PIXELS_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    """One self-contained HTML page: config, advice, curves, errors, CAMs, bias audit, feature pictures (segmenters: IoU, masks)."""
+    """One self-contained HTML page: config, advice, curves, errors, CAMs, bias audit, feature pictures (segmenters: IoU, masks; detectors: AP, boxes)."""
     from . import api_explain
 
     out = api_explain.report(run, data, output=output, limit=limit, method=method, ground_truth=gt, layer=layer, channel=channel,
@@ -892,6 +893,9 @@ def report(
         _json_out(out)
         return
     console.print(f"[bold]{out['report']}[/bold] ({out['bytes'] / 1e6:.1f} MB): {', '.join(out['sections'])}")
+    if out.get("kind") == "detector":
+        console.print(f"mAP@0.5 {_num(out['map_50'])} · mAP@0.5:0.95 {_num(out['map'])} · CorLoc {_num(out['corloc'])} on {out['images']} images")
+        return
     if out.get("kind") == "segmenter":
         console.print(f"mIoU {out['miou']:.4f} · pixel accuracy {out['pixel_accuracy']:.4f} · boundary F {out['boundary_f']:.4f} on {out['images']} images")
         if out.get("rendered"):
@@ -923,7 +927,8 @@ def segment_train(
     upsample: str = typer.Option("bilinear", help="How the decoder doubles resolution: bilinear (interpolate + 3x3 conv) | transposed "
                                                   "(learned 4x4 stride-2 transposed conv)."),
     bilinear_init: bool = typer.Option(False, "--bilinear-init", help="Start the transposed convs as exact bilinear upsampling."),
-    freeze_stages: Optional[int] = typer.Option(None, help="Encoder stages kept frozen (default: the first half)."),
+    freeze_stages: Optional[str] = typer.Option(None, help="Encoder stages kept frozen: a number, or auto (measured by a per-pixel probe "
+                                                       "of each stage); default: the first half."),
     image_size: Optional[int] = typer.Option(None, help="Training side in pixels (default: the images' median side, rounded up to 32)."),
     epochs: Optional[int] = typer.Option(None, help="Passes over the images (default 30, or what --time-budget affords)."),
     batch_size: int = typer.Option(16, help="Images per step."),
@@ -1000,6 +1005,28 @@ def segment_predict(
     console.print(f"{len(ok)} mask(s) written to {output}" + (f"; {len(rows) - len(ok)} file(s) skipped" if len(rows) > len(ok) else ""))
 
 
+@app.command("export")
+def export_cmd(
+    run: Path = typer.Argument(..., help="A run folder: a classifier (any strategy or head; distilled students too), an ensemble or a segmenter."),
+    format: str = typer.Option("onnx", "--format", help="onnx (run by onnxruntime, OpenVINO, ...) | pt2 (torch.export; TorchScript is deprecated)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="The file to write (default RUN/model.FORMAT); OUTPUT.json and the model card go beside it."),
+    check: Optional[str] = typer.Option(None, help="Images (files or a folder) for the parity check (default: the run's own training images)."),
+    parity_images: int = typer.Option(64, help="Images in the parity check."),
+    as_json: bool = typer.Option(False, "--json", help="Print what OUTPUT.json holds."),
+) -> None:
+    """Export a run with a built-in parity check: uint8 pixels in (normalisation inside the graph), dynamic batch."""
+    info = api.export(run, format=format, output=output, check=check, parity_images=parity_images)
+    if as_json:
+        _json_out(info)
+        return
+    p = info["parity"]
+    console.print(f"[bold]{info['path']}[/bold] ({info['bytes'] / 1e6:.1f} MB, {info['format']}): input {info['input']['name']} uint8 "
+                  f"(N, 3, {info['input']['size']}, {info['input']['size']}), outputs {', '.join(info['outputs'])}")
+    console.print(f"parity on {p['source']}: largest |Δ| {p['max_abs_diff_scores']:.2e} (allowed {p['tolerance']:g}), top-1 agreement "
+                  f"{p['top1_agreement']:.4f} ({p['runtime']})")
+    console.print(f"  [dim]resize beside the graph: {info['input']['resize']}[/dim]")
+
+
 detect_app = typer.Typer(help="Object detection on a pretrained body: train, eval, predict (runs of kind detector).", no_args_is_help=True)
 app.add_typer(detect_app, name="detect")
 
@@ -1012,7 +1039,8 @@ def detect_train(
     val: Optional[str] = typer.Option(None, help="A validation boxes CSV (default: 15 % of the images held out, seeded)."),
     backbone: str = typer.Option("efficientnet_lite0", help="The body: a registered architecture (`headstart models`)."),
     detector: str = typer.Option("fasterrcnn", help="fasterrcnn (proposals, then RoI heads) | fcos (anchor-free, one stage)."),
-    freeze_stages: Optional[int] = typer.Option(None, help="Body stages kept frozen (default: the first half)."),
+    freeze_stages: Optional[str] = typer.Option(None, help="Body stages kept frozen: a number, or auto (measured by a per-pixel probe of "
+                                                       "each stage, classes from the boxes); default: the first half."),
     image_size: Optional[int] = typer.Option(None, help="Training side in pixels (default: the images' median side, rounded up to 32, ≤ 320)."),
     epochs: Optional[int] = typer.Option(None, help="Passes over the images (default 24, or what --time-budget affords)."),
     batch_size: int = typer.Option(16, help="Images per step."),

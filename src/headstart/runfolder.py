@@ -47,6 +47,9 @@ from .version import __version__
 CLASSIFIER = "classifier"
 ENSEMBLE = "ensemble"
 
+CARD = "README.md"
+"""The model card every finished run holds (``report/card.py``)."""
+
 
 def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2, default=_jsonable)))
@@ -118,7 +121,7 @@ def model_meta(model: Backbone, *, classes: list[str], image_size: int, strategy
 
 
 RUN_PRODUCTS = (
-    "model.json", "model.safetensors", "metrics.json", "splits.json", "advice.json", AUDIT_FILE,
+    "model.json", "model.safetensors", "metrics.json", "splits.json", "advice.json", AUDIT_FILE, CARD,
     "bias-audit.json", "report.html", "eval-*.json", "tb", "explain", "features", "teacher_targets.safetensors",
     "teacher-tables",
 )
@@ -163,7 +166,29 @@ def save_run(
     if splits is not None:
         write_json(run_dir / "splits.json", splits)
     write_json(marker, meta)
+    write_card(run_dir)
     return run_dir
+
+
+def write_card(run_dir: str | Path) -> Path | None:
+    """(Re)write the run's model card, ``README.md``, from the files the folder holds now
+    (``report/card.py``); ``None`` when the folder is not a finished run. A ``README.md`` that is
+    not a card (no front matter) is left alone."""
+    from .report.card import render
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "model.json").is_file():
+        return None
+    target = run_dir / CARD
+    if target.is_file() and not target.read_text(encoding="utf-8").startswith("---\n"):
+        return None
+    read = lambda p: json.loads(p.read_text()) if p.is_file() else None  # noqa: E731
+    evals = {p.name: json.loads(p.read_text()) for p in sorted(run_dir.glob("eval*.json"))}
+    exports = {p.name[: -len(".json")]: json.loads(p.read_text()) for p in sorted(run_dir.glob("*.onnx.json")) + sorted(run_dir.glob("*.pt2.json"))}
+    text = render(read(run_dir / "model.json") or {}, read(run_dir / "metrics.json") or {}, read_config(run_dir), evals=evals,
+                  bias=read(run_dir / "bias-audit.json"), audit=read(run_dir / AUDIT_FILE), exports=exports, run_name=str(run_dir))
+    atomic_write(target, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return target
 
 
 @dataclass

@@ -110,16 +110,33 @@ def test_predict_applies_exif_orientation_and_skips_bad_files(run, data, tmp_pat
     assert any("error" in r and r["path"].endswith("broken.png") for r in rows)
 
 
-def test_cam_boxes_of_a_classifier_stand_beside_the_detector(run, data):
+@pytest.fixture(scope="module")
+def clf(data):
     from headstart import TrainConfig, train
 
-    clf = data.parent / "clf"
-    train(TrainConfig(data=str(data), output=str(clf), backbone="resnet_small", strategy="linear", epochs=1, progress=False, device="cpu"))
+    out = data.parent / "clf"
+    train(TrainConfig(data=str(data), output=str(out), backbone="resnet_small", strategy="linear", epochs=1, progress=False, device="cpu"))
+    return out
+
+
+def test_cam_boxes_of_a_classifier_stand_beside_the_detector(run, data, clf):
     r = api.detect_eval(run, str(data), classifier=clf, device="cpu")
     cam = r["cam"]
     assert cam["images"] == 24 and 0 <= cam["corloc"] <= 1 and 0 <= cam["mean_iou"] <= 1 and 0 <= cam["classifier_accuracy"] <= 1
     ex = api_explain.explain(str(clf), [str(data)], ground_truth=data / "boxes.csv", output=data.parent / "ex", device="cpu")
     assert cam["corloc"] == pytest.approx(ex["ground_truth"]["corloc"])
+
+
+def test_the_report_scores_what_eval_does_and_puts_cam_boxes_beside(run, data, clf, tmp_path):
+    out = api_explain.report(run, str(data), output=tmp_path / "r.html", classifier=clf, device="cpu")
+    ev = api.detect_eval(run, str(data))
+    assert out["kind"] == DETECTOR and out["sections"] == ["summary", "scores", "training", "examples", "cam"]
+    assert out["map"] == pytest.approx(ev["map"]) and out["corloc"] == pytest.approx(ev["corloc"])
+    assert out["cam"]["corloc"] == pytest.approx(api.detect_eval(run, str(data), classifier=clf, device="cpu")["cam"]["corloc"])
+    page = (tmp_path / "r.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # curves, best, worst
+    val = api_explain.report(run, output=tmp_path / "v.html", device="cpu")  # no data: the run's own validation images
+    assert val["images"] == 4
 
 
 def test_an_interrupted_training_resumes_to_the_same_weights(data, tmp_path, monkeypatch):

@@ -1,0 +1,163 @@
+"""``headstart export RUN --format onnx|pt2``: the run's model as a file that runs without headstart.
+
+Wiring only: what the graph computes is ``export/graph.py`` (normalisation inside, the resize
+beside it), how it is written and run is ``export/formats.py``. Every export is checked before it
+is called done: the exported file and PyTorch score the same images (the run's own, or
+``--check DATA``), and the largest difference of any output and the agreement of the top class
+are printed and stored in the ``.json`` written beside the file; a failed check is an error and
+leaves no file that looks finished.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .console import console
+from .errors import ConfigError, RunError
+from .export.formats import FORMATS, export_onnx, export_pt2, runner
+from .export.graph import exportable
+from .runfolder import LoadedRun, load_run, write_json
+from .version import __version__
+
+PARITY_IMAGES = 64
+PARITY_TOLERANCE = 1e-3
+"""Largest |Δ| allowed between PyTorch's and the exported model's outputs (FP32): kernels may
+order sums differently (measured ~1e-6 on Lite0), a wrong graph differs by whole units."""
+
+
+def _even(n_total: int, n: int) -> np.ndarray:
+    """``n`` indices spread evenly over ``n_total`` (every class of a sorted folder is reached)."""
+    return np.unique(np.linspace(0, n_total - 1, num=min(n, n_total)).round().astype(np.int64))
+
+
+def _stretch(img: Image.Image, size: int) -> np.ndarray:
+    return np.asarray(img.convert("RGB").resize((size, size), resample=Image.Resampling.BILINEAR), dtype=np.uint8)
+
+
+def parity_pixels(loaded: LoadedRun, data: str | None, n: int) -> tuple[torch.Tensor, str]:
+    """uint8 (n, 3, S, S) images for the parity check, prepared by the rule the spec states, and
+    where they came from: ``data`` (files or a folder), else the run's own training images, else
+    seeded random pixels."""
+    from .data.decode import load_image, to_square_uint8
+    from .data.files import gather_image_files
+
+    size = loaded.image_size
+    square = _stretch if loaded.kind == "segmenter" else to_square_uint8
+    files: list[Path] = []
+    source = ""
+    if data is not None:
+        files = gather_image_files([data])
+        if not files:
+            raise ConfigError(f"--check {data}: no images found there")
+        source = f"{len(files)} image(s) of {data}"
+    elif loaded.kind == "segmenter":
+        splits = json.loads((loaded.path / "splits.json").read_text()) if (loaded.path / "splits.json").is_file() else {}
+        files = [Path(p) for p in splits.get("val", []) + splits.get("train", []) if Path(p).is_file()]
+        source = "the run's own images"
+    elif loaded.kind in ("classifier", "ensemble"):
+        from .errors import HeadstartError
+        from .runfolder import rebuild_split
+
+        base = loaded.members[0] if loaded.kind == "ensemble" and loaded.members else loaded  # an ensemble's members share its data
+        images = None
+        if base.meta.get("trained_on"):
+            try:
+                images, name, _ = rebuild_split(base, "train", "skip")
+            except (HeadstartError, OSError, KeyError):  # the data moved or is gone: random pixels still check the graph
+                images = None
+        if images is not None and len(images):
+            sub = images.subset(_even(len(images), n))
+            if sub.is_array:  # a built-in set: (N, H, W[, 3]) arrays at their native size, squared here as files are
+                arr = np.asarray(sub.images)
+                x = np.stack([to_square_uint8(Image.fromarray(a), size) for a in arr])
+                return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), f"{len(x)} of the run's training images ({name})"
+            from .data.tensors import images_tensor
+
+            return images_tensor(sub, size=size, num_workers=1), f"{len(sub)} of the run's training images ({name})"
+    if files:
+        picked = [files[i] for i in _even(len(files), n)]
+        x = np.stack([square(load_image(p), size) for p in picked])
+        return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous(), f"{len(picked)} {source}"
+    g = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (n, 3, size, size), generator=g, dtype=torch.uint8), f"{n} seeded random images (no training images found)"
+
+
+def parity(reference: list[np.ndarray], exported: list[np.ndarray], names: list[str]) -> dict[str, Any]:
+    """Largest |Δ| per output, and the share of images (pixels, for a segmenter) whose top class
+    agrees; a disagreement counts only where PyTorch's top two are further apart than the
+    tolerance (a near tie may fall either way)."""
+    diffs = {name: float(np.abs(r.astype(np.float64) - e.astype(np.float64)).max()) for name, r, e in zip(names, reference, exported)}
+    ref, exp = reference[0], exported[0]
+    a, b = ref.argmax(1), exp.argmax(1)
+    top2 = np.sort(ref, axis=1)[:, -2:]
+    margin = top2[:, 1] - top2[:, 0]
+    hard = (a != b) & (margin > 2 * PARITY_TOLERANCE)
+    return {"max_abs_diff": diffs, "max_abs_diff_scores": diffs[names[0]], "top1_agreement": float((a == b).mean()),
+            "disagreements_beyond_ties": int(hard.sum()), "tolerance": PARITY_TOLERANCE,
+            "passed": bool(max(diffs.values()) <= PARITY_TOLERANCE and not hard.any())}
+
+
+def export(run: str | Path, *, format: str = "onnx", output: str | Path | None = None, check: str | None = None,
+           parity_images: int = PARITY_IMAGES) -> dict[str, Any]:
+    """Write the run's model as ``format`` to ``output`` (default ``RUN/model.<format>``) with
+    ``<output>.json`` (inputs, outputs, classes, preprocessing, the parity check) and the model
+    card (``README.md``) beside it; returns what the ``.json`` holds."""
+    if format not in FORMATS:
+        raise ConfigError(f"--format {format!r}: choose {' or '.join(FORMATS)}")
+    t0 = time.perf_counter()
+    run = Path(run)
+    loaded = load_run(run, device="cpu")
+    module, spec = exportable(loaded)
+    out = Path(output) if output else run / f"model.{format}"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    x, source = parity_pixels(loaded, check, parity_images)
+    tmp = out.with_name(out.name + ".partial")
+    t = time.perf_counter()
+    try:
+        (export_onnx(module, x[:2], tmp, spec["outputs"]) if format == "onnx" else export_pt2(module, x[:2], tmp))
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"exporting {run} as {format} failed: {type(exc).__name__}: {str(exc)[:400]}") from exc
+    export_s = time.perf_counter() - t
+    with torch.inference_mode():
+        reference = [o.numpy() for o in module(x)]
+    exported = runner(tmp, format)(x.numpy())
+    check_row = parity(reference, exported, spec["outputs"])
+    check_row.update({"images": int(len(x)), "source": source, "runtime": "onnxruntime (CPU)" if format == "onnx" else "torch.export"})
+    if not check_row["passed"]:
+        tmp.unlink(missing_ok=True)
+        raise RunError(f"the {format} export of {run} does not give PyTorch's answers on {source}: largest |Δ| "
+                       f"{check_row['max_abs_diff_scores']:.3g} (allowed {PARITY_TOLERANCE}), top-1 agreement {check_row['top1_agreement']:.4f}; "
+                       "nothing was written. Try the other --format, and report the run's backbone")
+    tmp.replace(out)
+    from .data.fingerprint import file_digest
+
+    meta = json.loads((run / "model.json").read_text())
+    info = {**spec, "format": format, "file": out.name, "file_sha256": file_digest(out), "bytes": out.stat().st_size,
+            "run": str(run), "run_weights_sha256": meta.get("weights_sha256"), "backbone": meta.get("backbone"),
+            "headstart_version": __version__, "torch_version": torch.__version__, "parity": check_row,
+            "seconds": {"export": export_s, "total": time.perf_counter() - t0}}
+    write_json(out.with_name(out.name + ".json"), info)
+    from .runfolder import write_card
+
+    card = write_card(run) or run / "README.md"
+    if card.is_file() and out.parent.resolve() != run.resolve():
+        target = out.parent / "README.md"
+        if target.is_file() and not target.read_text(encoding="utf-8").startswith("---\n"):
+            console.print(f"  [yellow]{target} exists and is not a model card: the card was not copied[/yellow]")
+        else:
+            shutil.copyfile(card, target)
+            info["card"] = str(target)
+    elif card.is_file():
+        info["card"] = str(card)
+    write_json(out.with_name(out.name + ".json"), info)
+    info["path"] = str(out)
+    return info

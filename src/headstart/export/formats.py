@@ -1,0 +1,84 @@
+"""Writing and running the exported files: ONNX (through PyTorch's own exporter,
+``torch.onnx.export(dynamo=True)``, run by onnxruntime) and PyTorch's ``torch.export`` archive
+(``.pt2``; TorchScript is deprecated). Both with the batch dimension dynamic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .graph import INPUT
+
+FORMATS = ("onnx", "pt2")
+OPSET = 18
+MAX_BATCH = 4096
+
+
+def _dynamic(module: nn.Module) -> dict:
+    from torch.export import Dim
+
+    name = next(iter(__import__("inspect").signature(module.forward).parameters))
+    return {name: {0: Dim("batch", min=1, max=MAX_BATCH)}}
+
+
+@contextlib.contextmanager
+def _quiet():
+    """The exporters print progress and warn about their own internals; headstart reports the
+    outcome (and the parity check) itself."""
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def export_onnx(module: nn.Module, sample: torch.Tensor, path: Path, output_names: list[str]) -> None:
+    with _quiet():
+        torch.onnx.export(module, (sample,), str(path), input_names=[INPUT], output_names=output_names, dynamo=True,
+                          dynamic_shapes=_dynamic(module), opset_version=OPSET, optimize=True, external_data=False)
+
+
+def export_pt2(module: nn.Module, sample: torch.Tensor, path: Path) -> None:
+    with _quiet():
+        program = torch.export.export(module, (sample,), dynamic_shapes=_dynamic(module))
+        torch.export.save(program, str(path))
+
+
+def threads() -> int:
+    """Threads for a runtime: the cores this process may use (never more, so two runtimes or a
+    decoder pool beside one do not oversubscribe them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def onnx_runner(path: Path, *, num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = num_threads or threads()
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {INPUT: x})
+
+
+def pt2_runner(path: Path) -> Callable[[np.ndarray], list[np.ndarray]]:
+    program = torch.export.load(str(path)).module()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with torch.inference_mode():
+            return [t.numpy() for t in program(torch.from_numpy(x))]
+
+    return run
+
+
+def runner(path: Path, fmt: str) -> Callable[[np.ndarray], list[np.ndarray]]:
+    return onnx_runner(path) if fmt == "onnx" else pt2_runner(path)

@@ -80,7 +80,8 @@ def markdown(res: dict) -> str:
     for size in res["sizes"]:
         block = res["rows"][str(size)]
         for r in block["detectors"]:
-            lines.append(f"| {size} | {r['detector']} ({r['params_beside_body'] / 1e6:.2f} M beside the body) | {r['train_s']:.0f} | {r['epochs']} | "
+            frz = f", --freeze-stages {r['freeze']} → {r['frozen_stages']}" if r.get("freeze", "default").split()[0] != "default" else ""
+            lines.append(f"| {size} | {r['detector']}{frz} ({r['params_beside_body'] / 1e6:.2f} M beside the body) | {r['train_s']:.0f} | {r['epochs']} | "
                          f"{r['train_img_s']:.1f} | {fmt(r['map_50'])} | {fmt(r['map'])} | {fmt(r['corloc'])} | {fmt(r['corloc_same_class'])} | "
                          f"{fmt(r['top_box_iou'])} | {fmt(r['precision'])} / {fmt(r['recall'])} |")
         cam = block["detectors"][0]["cam"]
@@ -101,7 +102,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=6.0)
     ap.add_argument("--small-minutes", type=float, default=2.0)
     ap.add_argument("--sizes", type=int, nargs="+", default=[50, 500], choices=[50, 500])
-    ap.add_argument("--detectors", nargs="+", default=["fasterrcnn", "fcos"])
+    ap.add_argument("--detectors", nargs="+", default=["fasterrcnn", "fcos"], help="NAME or NAME:FREEZE (e.g. fasterrcnn:auto)")
+    ap.add_argument("--add", action="store_true", help="Keep the rows already in results/detect-TAG.json and add these")
     args = ap.parse_args()
     work = Path(args.work)
     root = work / "boxed"
@@ -109,15 +111,28 @@ def main() -> None:
         build_fm_boxes(root)
     res = {"tag": args.tag, "machine": machine_info(), "sizes": args.sizes, "rows": {}, "test_images": 500,
            "minutes": {"500": args.minutes, "50": args.small_minutes}}
+    saved = RESULTS / f"detect-{args.tag}.json"
+    if args.add and saved.is_file():  # earlier rows stay; the machine line is this run's
+        old = json.loads(saved.read_text())
+        res["rows"] = old["rows"]
+        res["sizes"] = sorted(set(old["sizes"]) | set(args.sizes))
+        res["earlier_machine"] = old["machine"]
     for size in args.sizes:
         data = root / ("train50" if size == 50 else "train")
         clf, clf_s = classifier(data, work / f"clf-{size}")
         acc = api.evaluate(clf, str(root / "test"))["accuracy"]
-        rows = []
-        for det in args.detectors:
-            rows.append(det_row(f"{det}-{size}", data, root / "test", work / f"{det}-{size}", clf, detector=det,
-                                time_budget=args.minutes if size == 500 else args.small_minutes, seed=0))
-        res["rows"][str(size)] = {"detectors": rows, "classifier_s": clf_s, "classifier_accuracy": acc}
+        rows = list(res["rows"][str(size)]["detectors"]) if str(size) in res["rows"] else []
+        for spec in args.detectors:
+            det, _, freeze = spec.partition(":")
+            name = f"{det}-{size}" + (f"-freeze-{freeze}" if freeze else "")
+            kw = {"freeze_stages": freeze} if freeze else {}
+            row = det_row(name, data, root / "test", work / name, clf, detector=det, time_budget=args.minutes if size == 500 else args.small_minutes,
+                          seed=0, **kw)
+            row["freeze"] = freeze or "default (first half)"
+            row["frozen_stages"] = json.loads((work / name / "model.json").read_text())["frozen_stages"]
+            rows = [r for r in rows if r["run"] != name] + [row]
+        before = res["rows"].get(str(size), {})
+        res["rows"][str(size)] = {"detectors": rows, "classifier_s": before.get("classifier_s", clf_s), "classifier_accuracy": acc}
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"detect-{args.tag}.json").write_text(json.dumps(res, indent=1))
     (RESULTS / f"detect-{args.tag}.md").write_text(markdown(res))

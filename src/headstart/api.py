@@ -633,3 +633,10 @@ def export(run_dir: str | Path, **kw: Any) -> dict[str, Any]:
     from .api_export import export as run
 
     return run(run_dir, **kw)
+
+
+def serve(source: str | Path, **kw: Any) -> None:
+    """The HTTP prediction service over a run or an exported model (``serve.run.serve``)."""
+    from .serve.run import serve as run
+
+    run(source, **kw)

@@ -105,13 +105,45 @@ def parity(reference: list[np.ndarray], exported: list[np.ndarray], names: list[
             "passed": bool(max(diffs.values()) <= PARITY_TOLERANCE and not hard.any())}
 
 
+def int8_path(fp32: Path) -> Path:
+    return fp32.with_name(fp32.stem + ".int8" + fp32.suffix)
+
+
+def _int8(fp32: Path, x: np.ndarray, fp32_outputs: list[np.ndarray]) -> dict[str, Any]:
+    """Quantize, then measure against the FP32 file: top-1 agreement, largest |Δ| of the
+    probabilities, and images per second of both at batch 64 and 1."""
+    from .export.formats import onnx_runner
+    from .export.quantize import images_per_second, quantize_int8
+
+    target = int8_path(fp32)
+    t = time.perf_counter()
+    quantize_int8(fp32, target, x)
+    seconds = time.perf_counter() - t
+    qi, f = onnx_runner(target), onnx_runner(fp32)
+    q = qi(x)
+    speed = {}
+    for batch in (min(64, len(x)), 1):
+        speed[f"batch_{batch}"] = {"fp32_img_s": images_per_second(f, x, batch=batch), "int8_img_s": images_per_second(qi, x, batch=batch)}
+    agree = float((q[0].argmax(1) == fp32_outputs[0].argmax(1)).mean())
+    row = {"file": target.name, "bytes": target.stat().st_size, "calibration_images": int(len(x)), "seconds": seconds,
+           "top1_agreement_with_fp32": agree, "max_abs_diff_probabilities": float(np.abs(q[1] - fp32_outputs[1]).max()), "speed": speed}
+    b = speed[f"batch_{min(64, len(x))}"]
+    console.print(f"  INT8 {target.name}: top-1 agreement with FP32 {agree:.4f} on {len(x)} images; {b['int8_img_s']:.0f} vs "
+                  f"{b['fp32_img_s']:.0f} img/s (FP32) at batch {min(64, len(x))} on this machine")
+    return row
+
+
 def export(run: str | Path, *, format: str = "onnx", output: str | Path | None = None, check: str | None = None,
-           parity_images: int = PARITY_IMAGES) -> dict[str, Any]:
+           parity_images: int = PARITY_IMAGES, int8: bool = False) -> dict[str, Any]:
     """Write the run's model as ``format`` to ``output`` (default ``RUN/model.<format>``) with
     ``<output>.json`` (inputs, outputs, classes, preprocessing, the parity check) and the model
-    card (``README.md``) beside it; returns what the ``.json`` holds."""
+    card (``README.md``) beside it; returns what the ``.json`` holds. With ``int8`` (ONNX only),
+    also ``<stem>.int8.onnx``, statically quantized on the check images, with its agreement with
+    the FP32 file and both files' speed on this machine (``export/quantize.py``)."""
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}: choose {' or '.join(FORMATS)}")
+    if int8 and format != "onnx":
+        raise ConfigError("--int8 quantizes the ONNX graph: use it with --format onnx")
     t0 = time.perf_counter()
     run = Path(run)
     loaded = load_run(run, device="cpu")
@@ -142,9 +174,11 @@ def export(run: str | Path, *, format: str = "onnx", output: str | Path | None =
 
     meta = json.loads((run / "model.json").read_text())
     info = {**spec, "format": format, "file": out.name, "file_sha256": file_digest(out), "bytes": out.stat().st_size,
-            "run": str(run), "run_weights_sha256": meta.get("weights_sha256"), "backbone": meta.get("backbone"),
+            "run": str(run), "run_weights_sha256": file_digest(run / "model.safetensors"), "backbone": meta.get("backbone"),
             "headstart_version": __version__, "torch_version": torch.__version__, "parity": check_row,
             "seconds": {"export": export_s, "total": time.perf_counter() - t0}}
+    if int8:
+        info["int8"] = _int8(out, x.numpy(), exported)
     write_json(out.with_name(out.name + ".json"), info)
     from .runfolder import write_card
 
@@ -161,3 +195,20 @@ def export(run: str | Path, *, format: str = "onnx", output: str | Path | None =
     write_json(out.with_name(out.name + ".json"), info)
     info["path"] = str(out)
     return info
+
+
+def exported_for(run: str | Path, *, int8: bool = False) -> Path:
+    """``RUN/model.onnx`` (``model.int8.onnx`` with ``int8``) for the run's current weights:
+    exported now, with its parity check, when missing or written for other weights."""
+    from .data.fingerprint import file_digest
+
+    run = Path(run)
+    fp32 = run / "model.onnx"
+    target = int8_path(fp32) if int8 else fp32
+    info_path = fp32.with_name(fp32.name + ".json")
+    info = json.loads(info_path.read_text()) if info_path.is_file() else {}
+    fresh = target.is_file() and info.get("run_weights_sha256") == file_digest(run / "model.safetensors") and (not int8 or "int8" in info)
+    if not fresh:
+        console.print(f"  [dim]exporting {run} to {target.name} for the engine (once; `headstart export` does it ahead)[/dim]")
+        export(run, format="onnx", output=fp32, int8=int8)
+    return target

@@ -8,9 +8,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .console import console
 from .data.files import gather_image_files
 from .data.notices import report_ignored, report_skipped, report_warned
 from .data.tensors import align_classes
+from .errors import ConfigError
 from .predictor import Predictor
 from .report import classification_metrics
 from .report.metrics import calibration
@@ -86,9 +88,24 @@ def predict(
     device: str = "auto",
     tta: bool = False,
     tta_views: str | None = None,
+    engine: str = "torch",
+    int8: bool = False,
+    batch_size: int = 64,
 ) -> dict[str, Any]:
     """Top-k classes with probabilities for each image file (folders are searched); with
-    ``tta``, probabilities averaged over the run's label-safe test-time views."""
+    ``tta``, probabilities averaged over the run's label-safe test-time views. ``engine``
+    ``onnxruntime`` or ``openvino`` runs the run's exported graph (``RUN/model.onnx``, exported
+    when missing; ``int8``: its quantized version) with decoding overlapped in a thread."""
+    from .export.engines import ENGINES
+
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine {engine!r}: choose {', '.join(ENGINES)}")
+    if engine != "torch":
+        if tta:
+            raise ConfigError("--tta runs in PyTorch: use it with --engine torch")
+        return _predict_exported(run_dir, inputs, top_k=top_k, engine=engine, int8=int8, batch_size=batch_size)
+    if int8:
+        raise ConfigError("--int8 runs the quantized ONNX graph: use it with --engine onnxruntime or openvino")
     predictor = Predictor(run_dir, device=device)
     ignored: dict[str, list[str]] = {}
     paths = gather_image_files(inputs, ignored)
@@ -112,3 +129,38 @@ def predict(
     if tta:
         out["tta"] = {"views": [v.name for v in views or []], "left_out": left_out}
     return out
+
+
+def _predict_exported(run_dir: str | Path, inputs: Sequence[str | Path], *, top_k: int, engine: str, int8: bool, batch_size: int) -> dict[str, Any]:
+    import json
+
+    from .api_export import exported_for
+    from .data.decode import to_square_uint8
+    from .export.engines import decoded_batches, openvino_runner
+    from .export.formats import onnx_runner
+
+    path = exported_for(run_dir, int8=int8)
+    info = json.loads((Path(run_dir) / "model.onnx.json").read_text())
+    if info["kind"] not in ("classifier", "ensemble"):
+        raise ConfigError(f"{run_dir} is a {info['kind']} run; `headstart predict` classifies (use `headstart segment predict`)")
+    run = onnx_runner(path) if engine == "onnxruntime" else openvino_runner(path)
+    classes, size = info["classes"], int(info["input"]["size"])
+    ignored: dict[str, list[str]] = {}
+    paths = gather_image_files(inputs, ignored)
+    for folder, files in ignored.items():
+        report_ignored(files, folder)
+    k = min(top_k, len(classes))
+    rows, skipped = [], []
+    for ok, x, bad in decoded_batches(paths, size, batch_size=batch_size, square=to_square_uint8):
+        skipped += bad
+        if not len(ok):
+            continue
+        probs = run(x)[1]
+        for p, pr in zip(ok, probs):
+            top = np.argsort(pr)[::-1][:k]
+            rows.append({"path": str(p), "top": [{"class": classes[i], "probability": float(pr[i])} for i in top]})
+    for p, reason in skipped:
+        console.print(f"  [yellow]skipped[/yellow] {p}: {reason}")
+    return {"predictions": rows, "skipped": [{"path": p, "reason": r} for p, r in skipped],
+            "ignored": {folder: files for folder, files in ignored.items() if files}, "decoder_warnings": [],
+            "engine": {"name": engine, "file": str(path), "int8": int8}}

@@ -743,10 +743,13 @@ def predict(
     max_image_pixels: Optional[int] = PIXELS_OPTION,
     tta: bool = typer.Option(False, "--tta", help="Average over the run's label-safe test-time views."),
     tta_views: Optional[str] = typer.Option(None, help="Views for --tta (default 'hflip,crop:0.85')."),
+    engine: str = typer.Option("torch", help="torch | onnxruntime | openvino (the latter two run RUN/model.onnx, exported when missing)."),
+    int8: bool = typer.Option(False, "--int8", help="With --engine onnxruntime|openvino: the INT8 graph (`headstart export RUN --int8`; measured, never the default)."),
+    batch_size: int = typer.Option(64, help="Images per engine call (--engine onnxruntime|openvino); files are decoded one batch ahead in a thread."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Top-k classes with probabilities for each image."""
-    out = api.predict(run, images, top_k=top_k, device=device, tta=tta, tta_views=tta_views)
+    out = api.predict(run, images, top_k=top_k, device=device, tta=tta, tta_views=tta_views, engine=engine, int8=int8, batch_size=batch_size)
     if as_json:
         _json_out(out)
         return
@@ -1011,11 +1014,12 @@ def export_cmd(
     format: str = typer.Option("onnx", "--format", help="onnx (run by onnxruntime, OpenVINO, ...) | pt2 (torch.export; TorchScript is deprecated)."),
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="The file to write (default RUN/model.FORMAT); OUTPUT.json and the model card go beside it."),
     check: Optional[str] = typer.Option(None, help="Images (files or a folder) for the parity check (default: the run's own training images)."),
-    parity_images: int = typer.Option(64, help="Images in the parity check."),
+    parity_images: int = typer.Option(64, help="Images in the parity check (and the INT8 calibration)."),
+    int8: bool = typer.Option(False, "--int8", help="Also write STEM.int8.onnx: static per-channel INT8 (onnxruntime), its agreement and speed measured."),
     as_json: bool = typer.Option(False, "--json", help="Print what OUTPUT.json holds."),
 ) -> None:
     """Export a run with a built-in parity check: uint8 pixels in (normalisation inside the graph), dynamic batch."""
-    info = api.export(run, format=format, output=output, check=check, parity_images=parity_images)
+    info = api.export(run, format=format, output=output, check=check, parity_images=parity_images, int8=int8)
     if as_json:
         _json_out(info)
         return
@@ -1025,6 +1029,21 @@ def export_cmd(
     console.print(f"parity on {p['source']}: largest |Δ| {p['max_abs_diff_scores']:.2e} (allowed {p['tolerance']:g}), top-1 agreement "
                   f"{p['top1_agreement']:.4f} ({p['runtime']})")
     console.print(f"  [dim]resize beside the graph: {info['input']['resize']}[/dim]")
+
+
+@app.command("serve")
+def serve_cmd(
+    source: Path = typer.Argument(..., help="A classifier or ensemble run folder (its model.onnx, exported when missing), or a model.onnx from `headstart export`."),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8000, help="Port to listen on."),
+    workers: int = typer.Option(1, help="Worker processes (each loads the model; the engine's threads are divided among them)."),
+    engine: str = typer.Option("onnxruntime", help="onnxruntime | openvino"),
+    int8: bool = typer.Option(False, "--int8", help="Serve the INT8 graph (`headstart export RUN --int8`; measured, never the default)."),
+    max_upload_mb: float = typer.Option(10.0, help="The largest request body / file accepted, in MiB (larger: 413)."),
+) -> None:
+    """An HTTP prediction service: POST /predict (multipart or raw image bytes) → top-k JSON; GET /health, /model, / (upload page)."""
+    console.print(f"[bold]headstart serve[/bold] {source} on http://{host}:{port} ({engine}{' INT8' if int8 else ''}, {workers} worker(s))")
+    api.serve(source, host=host, port=port, workers=workers, engine=engine, int8=int8, max_bytes=int(max_upload_mb * 1024 * 1024))
 
 
 detect_app = typer.Typer(help="Object detection on a pretrained body: train, eval, predict (runs of kind detector).", no_args_is_help=True)

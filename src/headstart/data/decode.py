@@ -225,6 +225,20 @@ def decode_file(path: str | os.PathLike[str], *, max_pixels: int | None = None, 
     return Decoded(image=image, digest=sha, warnings=_unique(caught))
 
 
+def decode_bytes(raw: bytes, *, name: str = "upload", max_pixels: int | None = None) -> Image.Image:
+    """:func:`load_image` for bytes already in memory (an upload): the same checks (empty,
+    not an image, truncated, a decompression bomb over the pixel limit), upright, RGB.
+
+    Raises:
+        BadImageError: ``reason`` says what is wrong with the bytes; ``path`` is ``name``.
+    """
+    if not raw:
+        raise BadImageError(name, "empty (0 bytes)")
+    limit = max_pixels_limit() if max_pixels is None else max_pixels
+    with decoder_warnings():
+        return _decode(name, raw, limit)
+
+
 def _unique(messages: list[str]) -> list[str]:
     return list(dict.fromkeys(messages))
 

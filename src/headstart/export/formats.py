@@ -53,7 +53,11 @@ def export_pt2(module: nn.Module, sample: torch.Tensor, path: Path) -> None:
 
 def threads() -> int:
     """Threads for a runtime: the cores this process may use (never more, so two runtimes or a
-    decoder pool beside one do not oversubscribe them)."""
+    decoder pool beside one do not oversubscribe them), or ``$HEADSTART_ENGINE_THREADS`` (set by
+    ``serve --workers N`` to the cores divided among the workers)."""
+    env = os.environ.get("HEADSTART_ENGINE_THREADS")
+    if env and env.isdigit() and int(env) > 0:
+        return int(env)
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover - not Linux

@@ -60,10 +60,13 @@ def _call(base: str, method: str, path: str, body: dict | None = None, timeout: 
     return out.get("value")
 
 
-def render_check(html_path: str | Path, *, screenshot: str | Path | None = None, width: int = 1280, max_height: int = 16000) -> dict[str, Any]:
-    """Load ``html_path`` in headless Chromium; return its title, sections and images (each with
-    whether it decoded and its natural size). With ``screenshot``, save a PNG of the whole page
-    (up to ``max_height`` pixels tall)."""
+def render_check(html_path: str | Path, *, screenshot: str | Path | None = None, width: int = 1280, max_height: int = 16000,
+                 script: str | None = None) -> dict[str, Any]:
+    """Load ``html_path`` (a file, or an ``http://`` address) in headless Chromium; return its
+    title, sections and images (each with whether it decoded and its natural size). With
+    ``screenshot``, save a PNG of the whole page (up to ``max_height`` pixels tall). With
+    ``script`` (asynchronous WebDriver JavaScript: it ends by calling ``arguments[0](value)``),
+    run it on the page and return its value as ``script_result``."""
     found = find_browser()
     if found is None:
         raise HeadstartError("Chromium and chromedriver are needed to render the report: apt-get install chromium chromium-driver")
@@ -88,8 +91,11 @@ def render_check(html_path: str | Path, *, screenshot: str | Path | None = None,
             "binary": browser, "args": CHROMIUM_FLAGS + [f"--user-data-dir={profile}", f"--window-size={width},900"]}}}}
         session = _call(base, "POST", "/session", caps, timeout=90)["sessionId"]
         s = f"/session/{session}"
-        _call(base, "POST", f"{s}/url", {"url": Path(html_path).resolve().as_uri()})
+        url = str(html_path) if str(html_path).startswith(("http://", "https://")) else Path(html_path).resolve().as_uri()
+        _call(base, "POST", f"{s}/url", {"url": url})
         info = _call(base, "POST", f"{s}/execute/sync", {"script": _CHECK, "args": []})
+        if script is not None:
+            info["script_result"] = _call(base, "POST", f"{s}/execute/async", {"script": script, "args": []})
         if screenshot is not None:
             # The DevTools call captures beyond the window (a window cannot be taller than the
             # virtual screen, which would cut long reports).

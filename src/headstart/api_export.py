@@ -50,7 +50,7 @@ def parity_pixels(loaded: LoadedRun, data: str | None, n: int) -> tuple[torch.Te
     from .data.files import gather_image_files
 
     size = loaded.image_size
-    square = _stretch if loaded.kind == "segmenter" else to_square_uint8
+    square = _stretch if loaded.kind in ("segmenter", "detector") else to_square_uint8
     files: list[Path] = []
     source = ""
     if data is not None:
@@ -58,7 +58,7 @@ def parity_pixels(loaded: LoadedRun, data: str | None, n: int) -> tuple[torch.Te
         if not files:
             raise ConfigError(f"--check {data}: no images found there")
         source = f"{len(files)} image(s) of {data}"
-    elif loaded.kind == "segmenter":
+    elif loaded.kind in ("segmenter", "detector"):
         splits = json.loads((loaded.path / "splits.json").read_text()) if (loaded.path / "splits.json").is_file() else {}
         files = [Path(p) for p in splits.get("val", []) + splits.get("train", []) if Path(p).is_file()]
         source = "the run's own images"
@@ -105,6 +105,27 @@ def parity(reference: list[np.ndarray], exported: list[np.ndarray], names: list[
             "passed": bool(max(diffs.values()) <= PARITY_TOLERANCE and not hard.any())}
 
 
+BOX_TOLERANCE = 0.05
+"""Largest |Δ| allowed between PyTorch's and the exported detector's boxes, in pixels."""
+DETECTOR_PARITY_IMAGES = 16
+
+
+def detection_parity(reference: list[list[np.ndarray]], exported: list[list[np.ndarray]]) -> dict[str, Any]:
+    """Per image: the same number of detections with the same labels, boxes within
+    ``BOX_TOLERANCE`` px and scores within ``PARITY_TOLERANCE``."""
+    same_count = [len(r[1]) == len(e[1]) for r, e in zip(reference, exported)]
+    box_d, score_d, labels_same = 0.0, 0.0, True
+    for (rb, rs, rl), (eb, es, el), ok in zip(reference, exported, same_count):
+        if ok and len(rs):
+            box_d = max(box_d, float(np.abs(rb - eb).max()))
+            score_d = max(score_d, float(np.abs(rs - es).max()))
+            labels_same = labels_same and bool((rl == el).all())
+    passed = all(same_count) and labels_same and box_d <= BOX_TOLERANCE and score_d <= PARITY_TOLERANCE
+    return {"max_abs_diff": {"boxes": box_d, "scores": score_d}, "max_abs_diff_scores": score_d, "top1_agreement": float(np.mean(same_count)),
+            "same_detections": float(np.mean(same_count)), "labels_equal": labels_same, "tolerance": PARITY_TOLERANCE,
+            "box_tolerance": BOX_TOLERANCE, "disagreements_beyond_ties": int(len(same_count) - sum(same_count)), "passed": bool(passed)}
+
+
 def int8_path(fp32: Path) -> Path:
     return fp32.with_name(fp32.stem + ".int8" + fp32.suffix)
 
@@ -148,21 +169,37 @@ def export(run: str | Path, *, format: str = "onnx", output: str | Path | None =
     run = Path(run)
     loaded = load_run(run, device="cpu")
     module, spec = exportable(loaded)
+    boxes = loaded.kind == "detector"
+    if boxes and (format != "onnx" or int8):
+        raise ConfigError(f"{run} is a detector: it exports as --format onnx, FP32 (its box count depends on the image, which torch.export "
+                          "and the INT8 calibration do not handle)")
+    if boxes:
+        parity_images = min(parity_images, DETECTOR_PARITY_IMAGES)
     out = Path(output) if output else run / f"model.{format}"
     out.parent.mkdir(parents=True, exist_ok=True)
     x, source = parity_pixels(loaded, check, parity_images)
     tmp = out.with_name(out.name + ".partial")
     t = time.perf_counter()
     try:
-        (export_onnx(module, x[:2], tmp, spec["outputs"]) if format == "onnx" else export_pt2(module, x[:2], tmp))
+        if format == "onnx":
+            export_onnx(module, x[:1] if boxes else x[:2], tmp, spec["outputs"], fixed=boxes)
+        else:
+            export_pt2(module, x[:2], tmp)
     except Exception as exc:
         tmp.unlink(missing_ok=True)
         raise RunError(f"exporting {run} as {format} failed: {type(exc).__name__}: {str(exc)[:400]}") from exc
     export_s = time.perf_counter() - t
-    with torch.inference_mode():
-        reference = [o.numpy() for o in module(x)]
-    exported = runner(tmp, format)(x.numpy())
-    check_row = parity(reference, exported, spec["outputs"])
+    run_file = runner(tmp, format)
+    if boxes:
+        with torch.inference_mode():
+            ref_boxes = [[o.numpy() for o in module(x[i : i + 1])] for i in range(len(x))]
+        exp_boxes = [run_file(x[i : i + 1].numpy()) for i in range(len(x))]
+        check_row = detection_parity(ref_boxes, exp_boxes)
+    else:
+        with torch.inference_mode():
+            reference = [o.numpy() for o in module(x)]
+        exported = run_file(x.numpy())
+        check_row = parity(reference, exported, spec["outputs"])
     check_row.update({"images": int(len(x)), "source": source, "runtime": "onnxruntime (CPU)" if format == "onnx" else "torch.export"})
     if not check_row["passed"]:
         tmp.unlink(missing_ok=True)

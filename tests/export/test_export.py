@@ -122,11 +122,11 @@ def test_bad_requests_name_the_fix(runs, tmp_path):
         api.export(runs["lin"], format="tflite")
     with pytest.raises(DataError, match="no images found"):
         api.export(runs["lin"], check=str(tmp_path))
-    with pytest.raises(ConfigError, match="kind 'detector'"):
+    with pytest.raises(ConfigError, match="kind 'body'"):
         from headstart.export.graph import exportable
         from headstart.runfolder import LoadedRun
 
-        exportable(LoadedRun(path=tmp_path, model=torch.nn.Identity(), meta={"kind": "detector", "image_size": 8, "classes": ["a"]}))
+        exportable(LoadedRun(path=tmp_path, model=torch.nn.Identity(), meta={"kind": "body", "image_size": 8, "classes": ["a"]}))
 
 
 def test_the_cli_exports(runs, tmp_path):
@@ -134,3 +134,36 @@ def test_the_cli_exports(runs, tmp_path):
     assert res.exit_code == 0 and "top-1 agreement 1.0000" in res.output
     assert json.loads((tmp_path / "m.onnx.json").read_text())["parity"]["images"] == 8
     assert torch.from_numpy(runner(tmp_path / "m.onnx", "onnx")(np.zeros((3, 3, 48, 48), np.uint8))[1]).sum(1).allclose(torch.ones(3))
+
+
+@pytest.mark.parametrize("detector", ["fcos", "fasterrcnn"])
+def test_a_detector_exports_one_image_per_call_with_the_same_boxes(tmp_path, detector):
+    import csv
+
+    from headstart.api_detect import load_detector, predict_boxes
+
+    rng = np.random.default_rng(0)
+    rows = [["path", "x0", "y0", "x1", "y1", "label"]]
+    for i in range(8):
+        img = rng.integers(90, 150, (60, 80, 3)).astype(np.uint8)
+        img[10:30, 20:40] = 250
+        Image.fromarray(img).save(tmp_path / f"{i}.png")
+        rows.append([f"{i}.png", 20, 10, 40, 30, "light"])
+    with (tmp_path / "boxes.csv").open("w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    run = tmp_path / "det"
+    api.detect_train(str(tmp_path), output=run, backbone="resnet_small", detector=detector, image_size=64, epochs=2, progress=False, device="cpu")
+    info = api.export(run, output=tmp_path / "det.onnx")
+    assert info["outputs"] == ["boxes", "scores", "labels"] and info["input"]["dynamic"] == [] and info["parity"]["passed"]
+    assert info["parity"]["same_detections"] == 1.0 and "each side on its own" in info["input"]["resize"]
+    # an image already at the run's size: no resize on either path, so the pixels are the same
+    img = Image.fromarray(np.asarray(load_image(tmp_path / "3.png"))[:, 8:72][:64].copy()).resize((64, 64))
+    px = np.asarray(img, dtype=np.uint8).transpose(2, 0, 1)[None].copy()
+    b, sc, lab = runner(tmp_path / "det.onnx", "onnx")(px)
+    loaded = load_detector(run)
+    want = predict_boxes(loaded.model, [img], image_size=64, preprocess=loaded.preprocess)[0]
+    np.testing.assert_allclose(np.sort(sc), np.sort(want["scores"]), atol=1e-4)
+    gap = np.abs(b[:, None, :] - want["boxes"][None, :, :]).max(2)  # each exported box against every headstart box
+    assert len(b) == len(want["boxes"]) and gap.min(1).max() < 0.05 and gap.min(0).max() < 0.05
+    with pytest.raises(ConfigError, match="--format onnx, FP32"):
+        api.export(run, format="pt2")

@@ -39,8 +39,14 @@ def _quiet():
         yield
 
 
-def export_onnx(module: nn.Module, sample: torch.Tensor, path: Path, output_names: list[str]) -> None:
+def export_onnx(module: nn.Module, sample: torch.Tensor, path: Path, output_names: list[str], *, fixed: bool = False) -> None:
+    """``fixed``: one input of ``sample``'s shape, through the TorchScript-based exporter (for
+    graphs whose output sizes depend on the data, e.g. detections, which ``torch.export`` rejects)."""
     with _quiet():
+        if fixed:
+            torch.onnx.export(module, (sample,), str(path), input_names=[INPUT], output_names=output_names, dynamo=False,
+                              opset_version=17, dynamic_axes={n: {0: "detections"} for n in output_names})
+            return
         torch.onnx.export(module, (sample,), str(path), input_names=[INPUT], output_names=output_names, dynamo=True,
                           dynamic_shapes=_dynamic(module), opset_version=OPSET, optimize=True, external_data=False)
 

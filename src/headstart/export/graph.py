@@ -12,7 +12,10 @@ the only dynamic one.
 One wrapper per run kind: classifiers (every strategy and head; distilled students are
 classifiers) give ``logits`` and ``probabilities``; ensembles give ``log_probabilities`` (their
 combined probabilities' log, the rule and any temperature inside) and ``probabilities``;
-segmenters give per-pixel ``logits`` and ``probabilities`` at the input square.
+segmenters give per-pixel ``logits`` and ``probabilities`` at the input square; detectors take one
+image per call (torchvision's detectors work on lists of images) and give ``boxes``, ``scores``
+and ``labels``, through PyTorch's TorchScript-based ONNX exporter (``torch.export`` cannot trace
+their data-dependent box counts).
 """
 
 from __future__ import annotations
@@ -28,8 +31,12 @@ from ..runfolder import LoadedRun
 INPUT = "pixels"
 RESIZE_RULE = ("shorter side resized to size, centre-cropped to size x size (Pillow bilinear, antialiased when shrinking), "
                "RGB, EXIF orientation applied")
-STRETCH_RULE = ("resized to size x size, each side on its own (Pillow bilinear), RGB, EXIF orientation applied; the per-pixel "
-                "logits resized back to the image's own size (bilinear) before the argmax")
+BOX_RULE = ("resized to size x size, each side on its own (bilinear, antialiased when shrinking), RGB, EXIF orientation applied; one "
+            "image per call; the boxes come in the square's pixels: scale x by width/size and y by height/size")
+STRETCH_RULE = ("resized to size x size, each side on its own (bilinear, antialiased when shrinking), RGB, EXIF orientation applied; "
+                "the per-pixel logits resized back to the image's own size (bilinear) before the argmax")
+"""headstart's own segment/detect predict resize the normalised float image (torch's bilinear
+interpolation); a client resizing the uint8 image first differs from it by rounding only."""
 
 
 class _Normalise(nn.Module):
@@ -56,6 +63,21 @@ class PixelsToScores(nn.Module):
         return z, (z.exp() if self.log_space else z.softmax(1))
 
 
+class PixelsToBoxes(nn.Module):
+    """One uint8 image (1, 3, S, S) → its detections: ``boxes`` (k, 4) in the square's pixels,
+    ``scores`` (k,), ``labels`` (k,) 0-based (torchvision's detectors take a list of images, so
+    the exported graph takes one image per call)."""
+
+    def __init__(self, detector: nn.Module, normalise: nn.Module) -> None:
+        super().__init__()
+        self.detector = detector
+        self.normalise = normalise
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        out = self.detector(self.normalise(x))[0]
+        return out["boxes"], out["scores"], out["labels"]
+
+
 def exportable(loaded: LoadedRun) -> tuple[nn.Module, dict[str, Any]]:
     """The run's model as an exportable module, and the spec written beside the graph."""
     kind = loaded.kind
@@ -70,12 +92,16 @@ def exportable(loaded: LoadedRun) -> tuple[nn.Module, dict[str, Any]]:
     elif kind == "segmenter":
         module = PixelsToScores(loaded.model, _Normalise(tuple(pre["mean"]), tuple(pre["std"])))
         outputs = ["logits", "probabilities"]
+    elif kind == "detector":
+        module = PixelsToBoxes(loaded.model, _Normalise(tuple(pre["mean"]), tuple(pre["std"])))
+        outputs = ["boxes", "scores", "labels"]
     else:
         raise ConfigError(f"{loaded.path} is a run of kind {kind!r}; `headstart export` takes classifier, ensemble (distilled students are "
-                          "classifiers) and segmenter runs")
+                          "classifiers), segmenter and detector runs")
     module.eval()
     spec = {"kind": kind, "classes": list(loaded.meta["classes"]), "input": {"name": INPUT, "dtype": "uint8", "layout": "NCHW",
-            "channels": "RGB", "size": size, "resize": STRETCH_RULE if kind == "segmenter" else RESIZE_RULE, "dynamic": ["batch"]},
+            "channels": "RGB", "size": size, "resize": {"segmenter": STRETCH_RULE, "detector": BOX_RULE}.get(kind, RESIZE_RULE),
+            "dynamic": [] if kind == "detector" else ["batch"]},
             "outputs": outputs, "normalisation": "inside the graph" if kind != "ensemble" else "inside the graph (per member)",
             "preprocess": pre}
     return module, spec

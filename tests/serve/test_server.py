@@ -196,3 +196,35 @@ c.toBlob(async blob => {
     assert res["form"] and res["json"]["predictions"][0]["name"] == "drawn.png"
     top = res["json"]["predictions"][0]["top"][0]["class"]
     assert top in ("disc", "square", "stripes") and "drawn.png" in res["shown"] and top in res["shown"]
+
+
+def test_serve_with_two_workers_from_the_command_line(run):
+    import subprocess
+    import sys
+
+    import httpx
+
+    from headstart.report.browser import _free_port
+
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "headstart", "serve", str(run), "--port", str(port), "--workers", "2"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, proc.stderr.read()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.3)
+        with httpx.Client() as c:
+            answers = [c.post(f"http://127.0.0.1:{port}/predict", content=_png(i), headers={"content-type": "image/png"}) for i in range(6)]
+            bad = c.post(f"http://127.0.0.1:{port}/predict", content=b"junk", headers={"content-type": "image/png"})
+        assert all(a.status_code == 200 and len(a.json()["predictions"][0]["top"]) == 3 for a in answers)
+        assert bad.status_code == 422
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -96,6 +96,12 @@ def test_bad_requests_are_4xx_json_naming_the_problem_and_the_server_keeps_servi
     assert ok.status_code == 200
 
 
+def test_a_body_without_content_length_is_limited_while_it_is_read(client):
+    chunks = (b"x" * 100_000 for _ in range(3))  # chunked transfer: no Content-Length to refuse it by
+    r = client.post("/predict", content=chunks, headers={"content-type": "image/png"})
+    assert r.status_code == 413 and "exceeds the limit" in r.json()["detail"]
+
+
 def test_top_k_is_checked(client):
     r = client.post("/predict?top_k=9", content=_png(), headers={"content-type": "image/png"})
     assert r.status_code == 400 and "top_k" in r.json()["detail"]

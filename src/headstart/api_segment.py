@@ -22,19 +22,19 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from .backbones import Preprocess, create_backbone
 from .backbones.base import normalize_resize
 from .console import console
+from .data.splits import seeded_split
 from .engine.budget import plan_epochs
 from .engine.checkpoint import seed_everything
 from .engine.prepare import Prepare, pick_device
 from .errors import ConfigError, RunError
-from .fileio import atomic_write
 from .finetune import rules
 from .finetune.recipe import cosine_schedule
-from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, write_card, write_json, write_yaml
+from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, save_run, write_card, write_json
 from .segment.masks import IGNORE, MaskSet, image_sizes, load_masks
 from .segment.method import SegmentationMethod, SegmentOptions
 from .segment.metrics import SegScores
@@ -58,11 +58,7 @@ def default_image_size(sizes: list[tuple[int, int]], weights_size: int) -> int:
 
 
 def _split(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    n_val = int(round(VAL_FRACTION * n))
-    if n_val < MIN_VAL or n - n_val < 1:
-        return np.arange(n), np.zeros(0, dtype=np.int64)
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
+    return seeded_split(n, seed, fraction=VAL_FRACTION, min_val=MIN_VAL)
 
 
 def segment_train(
@@ -215,26 +211,11 @@ def segment_train(
         metrics["val"] = scores
     metrics["seconds"]["total"] = time.perf_counter() - t_start
     splits = {"train": [str(p) for p in train_set.paths], "val": [] if val_set is None else [str(p) for p in val_set.paths]}
-    _save(folder.path, model, meta, config, metrics, splits)
+    save_run(folder.path, model=model, meta=meta, config=config, metrics=metrics, splits=splits, digest=True)
     if not result.interrupted:
         folder.finish()
     metrics["run_dir"] = str(folder.path)
     return metrics
-
-
-def _save(run_dir: Path, model: Segmenter, meta: dict, config: dict, metrics: dict, splits: dict) -> None:
-    from .data.fingerprint import file_digest
-
-    marker = run_dir / "model.json"
-    if marker.exists():
-        marker.unlink()
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    atomic_write(run_dir / "model.safetensors", lambda tmp: save_file(state, tmp))
-    write_yaml(run_dir / "config.yaml", config)
-    write_json(run_dir / "metrics.json", metrics)
-    write_json(run_dir / "splits.json", splits)
-    write_json(marker, {**meta, "weights_sha256": file_digest(run_dir / "model.safetensors")})
-    write_card(run_dir)
 
 
 @RUN_KINDS.register(SEGMENTER)

@@ -152,8 +152,10 @@ def save_run(
     config: dict[str, Any],
     metrics: dict[str, Any],
     splits: dict[str, Any] | None = None,
+    digest: bool = False,
 ) -> Path:
-    """Write a finished run; ``model.json`` last, so its presence means the run is complete."""
+    """Write a finished run; ``model.json`` last, so its presence means the run is complete.
+    With ``digest``, ``model.json`` records the weights' SHA-256 (``weights_sha256``)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / "model.json"
@@ -165,6 +167,10 @@ def save_run(
     write_json(run_dir / "metrics.json", metrics)
     if splits is not None:
         write_json(run_dir / "splits.json", splits)
+    if digest:
+        from .data.fingerprint import file_digest
+
+        meta = {**meta, "weights_sha256": file_digest(run_dir / "model.safetensors")}
     write_json(marker, meta)
     write_card(run_dir)
     return run_dir

@@ -117,3 +117,14 @@ def _sorted_concat(parts: list[np.ndarray]) -> np.ndarray:
     if not parts:
         return np.zeros(0, dtype=np.int64)
     return np.sort(np.concatenate(parts)).astype(np.int64)
+
+
+def seeded_split(n: int, seed: int, *, fraction: float = 0.15, min_val: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices of ``n`` items without class labels (segmentation, detection):
+    a seeded ``fraction`` held out, or none when that share is under ``min_val`` items (too few
+    to pick an epoch by: the last one is kept)."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_val = int(round(fraction * n))
+    if n_val < min_val or n - n_val < 1:
+        return np.arange(n), np.zeros(0, dtype=np.int64)
+    return np.sort(order[n_val:]), np.sort(order[:n_val])

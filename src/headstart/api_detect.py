@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageDraw
 from safetensors.torch import load_file
 
+from .advise.dense import boxes_label_map, resolve_freeze
 from .backbones import Preprocess, create_backbone
 from .backbones.base import normalize_resize
 from .console import console
@@ -34,7 +35,6 @@ from .engine.budget import plan_epochs
 from .engine.checkpoint import seed_everything
 from .engine.prepare import Prepare, pick_device
 from .errors import ConfigError, RunError
-from .finetune import rules
 from .finetune.recipe import cosine_schedule
 from .methods.base import Batch
 from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, save_run, write_card, write_json
@@ -119,26 +119,11 @@ def detect_train(
         train_set, val_set = full.subset(tr), (full.subset(va) if len(va) else None)
         reasons["val"] = (f"{len(va)} of the {len(full)} images held out (seeded) to pick the best epoch by F1 at IoU 0.5" if len(va) else
                           f"{len(full)} images: too few to hold {MIN_VAL} out, so the last epoch is kept (give --val CSV)")
-    probe: list | None = None
-    if freeze_stages == "auto":
-        from .advise.dense import boxes_label_map, freeze_depth
-
-        choice, probe = freeze_depth(body, train_set.images, np.stack([boxes_label_map(b, lab, image_size) for b, lab in zip(train_set.boxes, train_set.labels)]), Prepare(body.preprocess, image_size, torch.device("cpu")),
-                                     source="boxes", seed=seed)
-        freeze_stages = int(choice.value)  # type: ignore[call-overload]
-        reasons["freeze_stages"] = choice.reason
-    elif isinstance(freeze_stages, str):
-        try:
-            freeze_stages = int(freeze_stages)
-        except ValueError:
-            raise ConfigError(f"--freeze-stages {freeze_stages!r}: a number of body stages (0..{body.num_stages}) or auto") from None
-    if freeze_stages is None:
-        freeze_stages = rules.default_freeze_stages(num_stages=body.num_stages) if body.pretrained else 0
-        reasons["freeze_stages"] = (f"the first {freeze_stages} of {body.num_stages} body stages stay as ImageNet trained them (edges "
-                                    "and textures transfer anywhere; --freeze-stages to choose)" if freeze_stages else
-                                    "no ImageNet weights installed: every stage trains")
-    if not 0 <= freeze_stages <= body.num_stages:
-        raise ConfigError(f"--freeze-stages {freeze_stages}: {backbone} has {body.num_stages} stages; freeze 0..{body.num_stages}")
+    freeze_stages, why, probe = resolve_freeze(
+        freeze_stages, body, images=train_set.images, source="boxes", part="body", seed=seed, prepare=Prepare(body.preprocess, image_size, torch.device("cpu")),
+        label_maps=lambda: np.stack([boxes_label_map(b, lab, image_size) for b, lab in zip(train_set.boxes, train_set.labels)]))
+    if why:
+        reasons["freeze_stages"] = why
     body.freeze(freeze_stages)
     if backbone_lr_mult is None:
         backbone_lr_mult = 0.1 if body.pretrained else 1.0

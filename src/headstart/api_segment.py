@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
+from .advise.dense import resolve_freeze
 from .backbones import Preprocess, create_backbone
 from .backbones.base import normalize_resize
 from .console import console
@@ -32,7 +33,6 @@ from .engine.budget import plan_epochs
 from .engine.checkpoint import seed_everything
 from .engine.prepare import Prepare, pick_device
 from .errors import ConfigError, RunError
-from .finetune import rules
 from .finetune.recipe import cosine_schedule
 from .runfolder import RUN_KINDS, LoadedRun, check_same_request, open_for_training, save_run, write_card, write_json
 from .segment.masks import IGNORE, MaskSet, image_sizes, load_masks
@@ -124,26 +124,11 @@ def segment_train(
         train_set, val_set = full.subset(tr), (full.subset(va) if len(va) else None)
         reasons["val"] = (f"{len(va)} of the {len(full)} images held out (seeded) to pick the best epoch by mIoU" if len(va) else
                           f"{len(full)} images: too few to hold {MIN_VAL} out, so the last epoch is kept (give --val DIR)")
-    probe: list | None = None
-    if freeze_stages == "auto":
-        from .advise.dense import freeze_depth
-
-        choice, probe = freeze_depth(body, train_set.images, train_set.masks.numpy(), Prepare(body.preprocess, image_size, torch.device("cpu")),
-                                     source="masks", seed=seed)
-        freeze_stages = int(choice.value)  # type: ignore[call-overload]
-        reasons["freeze_stages"] = choice.reason
-    elif isinstance(freeze_stages, str):
-        try:
-            freeze_stages = int(freeze_stages)
-        except ValueError:
-            raise ConfigError(f"--freeze-stages {freeze_stages!r}: a number of encoder stages (0..{body.num_stages}) or auto") from None
-    if freeze_stages is None:
-        freeze_stages = rules.default_freeze_stages(num_stages=body.num_stages) if body.pretrained else 0
-        reasons["freeze_stages"] = (f"the first {freeze_stages} of {body.num_stages} encoder stages stay as ImageNet trained them (edges "
-                                    "and textures transfer anywhere; --freeze-stages to choose)" if freeze_stages else
-                                    "no ImageNet weights installed: every stage trains")
-    if not 0 <= freeze_stages <= body.num_stages:
-        raise ConfigError(f"--freeze-stages {freeze_stages}: {backbone} has {body.num_stages} stages; freeze 0..{body.num_stages}")
+    freeze_stages, why, probe = resolve_freeze(
+        freeze_stages, body, images=train_set.images, source="masks", part="encoder", seed=seed,
+        prepare=Prepare(body.preprocess, image_size, torch.device("cpu")), label_maps=lambda: train_set.masks.numpy())
+    if why:
+        reasons["freeze_stages"] = why
     body.freeze(freeze_stages)
     model = Segmenter(body, full.num_classes, upsample=upsample, bilinear_init=bilinear_init)
     method = SegmentationMethod(model, SegmentOptions(dice_weight=dice_weight))

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from ..backbones.base import Backbone
+from ..errors import ConfigError
+from ..finetune.rules import default_freeze_stages
 from .measure import probe_accuracy
 from .rules import Choice, freeze_from_probe
 
@@ -107,3 +109,28 @@ def freeze_depth(body: Backbone, images: torch.Tensor, label_maps: np.ndarray, p
     curve = ", ".join("-" if p is None else f"{p:.2f}" for p in probe)
     return Choice(choice.value, f"--freeze-stages auto: a linear probe of each stage at {pixels} pixels (classes from the {source}) "
                                 f"reads [{curve}]; {choice.reason}"), probe
+
+
+def resolve_freeze(requested: int | str | None, body: Backbone, *, images: torch.Tensor, label_maps: Callable[[], np.ndarray],
+                   prepare: Callable[[torch.Tensor], torch.Tensor], source: str, part: str, seed: int = 0) -> tuple[int, str | None, list[float | None] | None]:
+    """``--freeze-stages`` of a dense task resolved: a number (as given), ``auto`` (the pixel
+    probe; ``label_maps`` is only built then), or ``None`` (the first half of a pretrained body,
+    nothing of a random one). Returns (stages, the reason when headstart chose, the probe curve).
+    ``part`` names the body in messages (``encoder`` / ``body``)."""
+    probe = None
+    reason = None
+    if requested == "auto":
+        choice, probe = freeze_depth(body, images, label_maps(), prepare, source=source, seed=seed)
+        stages, reason = int(choice.value), choice.reason  # type: ignore[call-overload]
+    elif requested is None:
+        stages = default_freeze_stages(num_stages=body.num_stages) if body.pretrained else 0
+        reason = (f"the first {stages} of {body.num_stages} {part} stages stay as ImageNet trained them (edges and textures transfer "
+                  "anywhere; --freeze-stages to choose)" if stages else "no ImageNet weights installed: every stage trains")
+    else:
+        try:
+            stages = int(requested)
+        except ValueError:
+            raise ConfigError(f"--freeze-stages {requested!r}: a number of {part} stages (0..{body.num_stages}) or auto") from None
+    if not 0 <= stages <= body.num_stages:
+        raise ConfigError(f"--freeze-stages {stages}: {body.name} has {body.num_stages} stages; freeze 0..{body.num_stages}")
+    return stages, reason, probe

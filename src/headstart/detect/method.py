@@ -20,6 +20,7 @@ import torch
 
 from ..engine.batches import Batches
 from ..methods.base import Batch, Needs, Setup, TrainingMethod
+from ..segment.transforms import brightness_contrast
 from .metrics import match_counts, prf
 from .model import Detector
 
@@ -57,13 +58,7 @@ class BoxAugment:
         if self.flip and bool(torch.rand(1) < 0.5):
             image = image.flip(-1)
             boxes = torch.stack([w - boxes[:, 2], boxes[:, 1], w - boxes[:, 0], boxes[:, 3]], dim=1) if len(boxes) else boxes
-        if self.jitter > 0:
-            b = 1.0 + float(torch.empty(1).uniform_(-self.jitter, self.jitter))
-            c = 1.0 + float(torch.empty(1).uniform_(-self.jitter, self.jitter))
-            x = image.float()
-            mean = x.mean()
-            image = ((x - mean) * c + mean * b).round().clamp(0, 255).to(torch.uint8)
-        return image, boxes
+        return brightness_contrast(image, self.jitter), boxes
 
 
 class BoxBatches(Batches):

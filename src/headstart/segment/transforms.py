@@ -18,6 +18,18 @@ from ..engine.batches import Batches
 from ..methods.base import Batch
 
 
+def brightness_contrast(image: torch.Tensor, jitter: float) -> torch.Tensor:
+    """A uint8 image with its brightness and contrast each scaled by a random 1 ± ``jitter``
+    (drawn from torch's global generator; ``jitter`` 0: the image as it is)."""
+    if jitter <= 0:
+        return image
+    b = 1.0 + float(torch.empty(1).uniform_(-jitter, jitter))
+    c = 1.0 + float(torch.empty(1).uniform_(-jitter, jitter))
+    x = image.float()
+    mean = x.mean()
+    return ((x - mean) * c + mean * b).round().clamp(0, 255).to(torch.uint8)
+
+
 @dataclass(frozen=True)
 class JointAugment:
     """A random flip (``flip``: left-right, p = 0.5), a random crop of ``min_scale``..1 of the
@@ -57,13 +69,7 @@ class JointAugment:
                 image = F.interpolate(img, size=(h, w), mode="bilinear", align_corners=False).round().clamp(0, 255).to(torch.uint8)[0]
                 m = mask[top : top + ch, left : left + cw].float()[None, None]
                 mask = F.interpolate(m, size=(h, w), mode="nearest")[0, 0].to(mask.dtype)
-        if self.jitter > 0:
-            b = 1.0 + float(torch.empty(1).uniform_(-self.jitter, self.jitter))
-            c = 1.0 + float(torch.empty(1).uniform_(-self.jitter, self.jitter))
-            x = image.float()
-            mean = x.mean()
-            image = ((x - mean) * c + mean * b).round().clamp(0, 255).to(torch.uint8)
-        return image, mask
+        return brightness_contrast(image, self.jitter), mask
 
 
 class JointBatches(Batches):

@@ -335,12 +335,25 @@ def draw_boxes(image: Image.Image, det: dict[str, np.ndarray], classes: list[str
     return img
 
 
+def exported_boxes(run: Any, image: Image.Image, *, image_size: int) -> dict[str, np.ndarray]:
+    """What :func:`predict_boxes` gives for one image, from the exported graph ``run``: the uint8
+    image stretched to the square by the export's rule, the boxes scaled back to its own pixels,
+    most confident first."""
+    from .api_export import _stretch
+
+    boxes, scores, labels = (np.asarray(o) for o in run(_stretch(image, image_size).transpose(2, 0, 1)[None].copy())[:3])
+    scale = np.array([image.width, image.height, image.width, image.height], np.float32) / image_size
+    order = np.argsort(-scores, kind="stable")
+    return {"boxes": boxes[order] * scale, "scores": scores[order], "labels": labels[order]}
+
+
 def detect_predict(run: str | Path, inputs: list[str], *, output: str | Path = "boxes", min_score: float = SCORE_THRESHOLD,
-                   device: str = "auto") -> list[dict[str, Any]]:
+                   device: str = "auto", engine: str = "torch") -> list[dict[str, Any]]:
     """For each image (files or folders): ``OUTPUT/<stem>-boxes.png`` (the detections at or above
     ``min_score`` drawn on the image, upright as EXIF says) and a row in ``OUTPUT/boxes.csv``
     (``path,x0,y0,x1,y1,label,score``: the format ``detect train``/``eval`` read, plus the score).
-    Unreadable files are skipped and named."""
+    Unreadable files are skipped and named. ``engine`` onnxruntime or openvino runs the exported
+    graph (FP32)."""
     import csv
 
     from .data.decode import load_image
@@ -349,6 +362,11 @@ def detect_predict(run: str | Path, inputs: list[str], *, output: str | Path = "
 
     if not 0 <= min_score < 1:
         raise ConfigError(f"--min-score {min_score}: a detection score between 0 and 1")
+    exported = None
+    if engine != "torch":
+        from .api_export import engine_runner
+
+        exported = engine_runner(run, engine, kinds=("detector",))[0]
     loaded = load_detector(run, device="cpu")
     dev = pick_device(device)
     meta, classes = loaded.meta, loaded.meta["classes"]
@@ -367,7 +385,10 @@ def detect_predict(run: str | Path, inputs: list[str], *, output: str | Path = "
             console.print(f"  [yellow]skipped[/yellow] {p}: {exc.reason}")
             rows.append({"path": str(p), "error": exc.reason})
             continue
-        det = predict_boxes(loaded.model, [image], image_size=int(meta["image_size"]), preprocess=loaded.preprocess, device=dev)[0]
+        if exported is not None:
+            det = exported_boxes(exported, image, image_size=int(meta["image_size"]))
+        else:
+            det = predict_boxes(loaded.model, [image], image_size=int(meta["image_size"]), preprocess=loaded.preprocess, device=dev)[0]
         stem = p.stem
         k = 1
         while stem in used:

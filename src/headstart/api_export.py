@@ -28,6 +28,9 @@ from .runfolder import LoadedRun, load_run, write_json
 from .version import __version__
 
 PARITY_IMAGES = 64
+INT8_IMAGES = 64
+"""Calibration images for ``--int8`` (as many again, not calibrated on, measure its agreement with
+FP32): 64 and 512 calibrated the same accuracy on Lite0 (benchmarks/results/quantize-*.md)."""
 PARITY_TOLERANCE = 1e-3
 """Largest |Δ| allowed between PyTorch's and the exported model's outputs (FP32): kernels may
 order sums differently (measured ~1e-6 on Lite0), a wrong graph differs by whole units."""
@@ -130,27 +133,55 @@ def int8_path(fp32: Path) -> Path:
     return fp32.with_name(fp32.stem + ".int8" + fp32.suffix)
 
 
-def _int8(fp32: Path, x: np.ndarray, fp32_outputs: list[np.ndarray]) -> dict[str, Any]:
-    """Quantize, then measure against the FP32 file: top-1 agreement, largest |Δ| of the
-    probabilities, and images per second of both at batch 64 and 1."""
+def _int8(fp32: Path, x: np.ndarray) -> dict[str, Any]:
+    """Quantize on half of ``x`` (every other image), then measure against the FP32 file on the
+    other half: top-1 agreement, largest |Δ| of the probabilities, and images per second of both
+    at batch 64 and 1. A second scheme is tried when the first agrees too little
+    (``export/quantize.py``); the better one is kept."""
     from .export.formats import onnx_runner
-    from .export.quantize import images_per_second, quantize_int8
+    from .export.quantize import MIN_AGREEMENT, SCHEMES, cpu_int8, images_per_second, quantize_int8
 
     target = int8_path(fp32)
+    calibration, held_out = x[0::2], x[1::2]
+    f = onnx_runner(fp32)
+    reference = f(held_out)
     t = time.perf_counter()
-    quantize_int8(fp32, target, x)
+    tried: list[dict[str, Any]] = []
+    best: Path | None = None
+    chosen: dict[str, Any] = {}
+    for k, (scheme, options) in enumerate(SCHEMES.items()):
+        candidate = target.with_name(f"{target.name}.{k}.partial")
+        keep = quantize_int8(fp32, candidate, calibration, **options)
+        q = onnx_runner(candidate)(held_out)
+        row = {"scheme": scheme, "kept_fp32": keep, "top1_agreement_with_fp32": float((q[0].argmax(1) == reference[0].argmax(1)).mean()),
+               "max_abs_diff_probabilities": float(np.abs(q[1] - reference[1]).max())}
+        tried.append(row)
+        if best is None or row["top1_agreement_with_fp32"] > chosen["top1_agreement_with_fp32"]:
+            if best is not None:
+                best.unlink(missing_ok=True)
+            best, chosen = candidate, row
+        else:
+            candidate.unlink(missing_ok=True)
+        if chosen["top1_agreement_with_fp32"] >= MIN_AGREEMENT:
+            break
+    best.replace(target)  # type: ignore[union-attr]
     seconds = time.perf_counter() - t
-    qi, f = onnx_runner(target), onnx_runner(fp32)
-    q = qi(x)
+    qi = onnx_runner(target)
     speed = {}
     for batch in (min(64, len(x)), 1):
         speed[f"batch_{batch}"] = {"fp32_img_s": images_per_second(f, x, batch=batch), "int8_img_s": images_per_second(qi, x, batch=batch)}
-    agree = float((q[0].argmax(1) == fp32_outputs[0].argmax(1)).mean())
-    row = {"file": target.name, "bytes": target.stat().st_size, "calibration_images": int(len(x)), "seconds": seconds,
-           "top1_agreement_with_fp32": agree, "max_abs_diff_probabilities": float(np.abs(q[1] - fp32_outputs[1]).max()), "speed": speed}
+    machine = cpu_int8()
+    row = {"file": target.name, "bytes": target.stat().st_size, "calibration_images": int(len(calibration)),
+           "held_out_images": int(len(held_out)), "seconds": seconds, **chosen, "schemes_tried": tried, "speed": speed, "machine": machine}
     b = speed[f"batch_{min(64, len(x))}"]
-    console.print(f"  INT8 {target.name}: top-1 agreement with FP32 {agree:.4f} on {len(x)} images; {b['int8_img_s']:.0f} vs "
-                  f"{b['fp32_img_s']:.0f} img/s (FP32) at batch {min(64, len(x))} on this machine")
+    console.print(f"  INT8 {target.name} ({chosen['scheme']}): top-1 agreement with FP32 {chosen['top1_agreement_with_fp32']:.4f} on "
+                  f"{len(held_out)} images it was not calibrated on; {b['int8_img_s']:.0f} vs {b['fp32_img_s']:.0f} img/s (FP32) at batch "
+                  f"{min(64, len(x))} on this machine")
+    if chosen["top1_agreement_with_fp32"] < MIN_AGREEMENT:
+        console.print(f"  [yellow]INT8 changes {1 - chosen['top1_agreement_with_fp32']:.1%} of the top-1 answers here"
+                      f"{' (this CPU has no VNNI: its 8-bit sums can saturate)' if machine['vnni'] is False else ''}; "
+                      "keep the FP32 file, or measure INT8 on your own labeled images with `headstart predict RUN DIR --engine onnxruntime --int8`"
+                      "[/yellow]")
     return row
 
 
@@ -159,8 +190,8 @@ def export(run: str | Path, *, format: str = "onnx", output: str | Path | None =
     """Write the run's model as ``format`` to ``output`` (default ``RUN/model.<format>``) with
     ``<output>.json`` (inputs, outputs, classes, preprocessing, the parity check) and the model
     card (``README.md``) beside it; returns what the ``.json`` holds. With ``int8`` (ONNX only),
-    also ``<stem>.int8.onnx``, statically quantized on the check images, with its agreement with
-    the FP32 file and both files' speed on this machine (``export/quantize.py``)."""
+    also ``<stem>.int8.onnx``, statically quantized on 64 of the check images, with its agreement
+    with the FP32 file on 64 others and both files' speed on this machine (``export/quantize.py``)."""
     if format not in FORMATS:
         raise ConfigError(f"--format {format!r}: choose {' or '.join(FORMATS)}")
     if int8 and format != "onnx":
@@ -215,7 +246,8 @@ def export(run: str | Path, *, format: str = "onnx", output: str | Path | None =
             "headstart_version": __version__, "torch_version": torch.__version__, "parity": check_row,
             "seconds": {"export": export_s, "total": time.perf_counter() - t0}}
     if int8:
-        info["int8"] = _int8(out, x.numpy(), exported)
+        xi, source_i = (x, source) if len(x) >= 2 * INT8_IMAGES else parity_pixels(loaded, check, 2 * INT8_IMAGES)
+        info["int8"] = {**_int8(out, xi.numpy()), "source": source_i}
     write_json(out.with_name(out.name + ".json"), info)
     from .runfolder import write_card
 
@@ -232,6 +264,25 @@ def export(run: str | Path, *, format: str = "onnx", output: str | Path | None =
     write_json(out.with_name(out.name + ".json"), info)
     info["path"] = str(out)
     return info
+
+
+def engine_runner(run: str | Path, engine: str, *, int8: bool = False, kinds: tuple[str, ...]) -> tuple[Any, Path, dict[str, Any]]:
+    """The run's exported graph in ``engine`` (onnxruntime or openvino; exported when missing or
+    stale): the callable (uint8 batch → outputs), the file and its ``.json``; refused, naming the
+    flag, when the run is not of ``kinds`` or the engine is unknown."""
+    from .export.engines import ENGINES, openvino_runner
+    from .export.formats import onnx_runner
+
+    if engine not in ENGINES or engine == "torch":
+        raise ConfigError(f"--engine {engine!r}: choose {', '.join(ENGINES)}")
+    kind = load_run(run, device="cpu").kind
+    if kind not in kinds:
+        raise ConfigError(f"{run} is a {kind} run: this command takes a {' or '.join(kinds)} run")
+    if int8 and kind == "detector":
+        raise ConfigError(f"{run} is a detector: it exports FP32 only, so --int8 does not apply")
+    path = exported_for(run, int8=int8)
+    info = json.loads((Path(run) / "model.onnx.json").read_text())
+    return (onnx_runner(path) if engine == "onnxruntime" else openvino_runner(path)), path, info
 
 
 def exported_for(run: str | Path, *, int8: bool = False) -> Path:

@@ -297,15 +297,38 @@ def mask_image(mask: np.ndarray, num_classes: int) -> Image.Image:
     return img
 
 
-def segment_predict(run: str | Path, inputs: list[str], *, output: str | Path = "masks", device: str = "auto") -> list[dict[str, Any]]:
+def exported_mask(run: Any, image: Image.Image, *, image_size: int) -> np.ndarray:
+    """What :func:`predict_mask` gives, from the exported graph ``run`` (onnxruntime or OpenVINO):
+    the uint8 image stretched to the square by the export's rule (Pillow), the per-pixel logits
+    resized back to the image's size (bilinear) before the argmax — the same answers but for the
+    rounding of resizing uint8 pixels instead of normalised floats."""
+    from .api_export import _stretch
+
+    h, w = image.height, image.width
+    logits = torch.from_numpy(np.asarray(run(_stretch(image, image_size).transpose(2, 0, 1)[None].copy())[0], dtype=np.float32))
+    if tuple(logits.shape[-2:]) != (h, w):
+        logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+    return logits[0].argmax(0).to(torch.uint8).numpy()
+
+
+def segment_predict(run: str | Path, inputs: list[str], *, output: str | Path = "masks", device: str = "auto", engine: str = "torch",
+                    int8: bool = False) -> list[dict[str, Any]]:
     """For each image (files or folders): ``OUTPUT/<stem>.png`` (the mask, a palette PNG of class
     indices at the image's original size, upright as EXIF says) and ``OUTPUT/<stem>-overlay.png``;
     returns one row per image with each class's share of its pixels. Unreadable files are
-    skipped and named."""
+    skipped and named. ``engine`` onnxruntime or openvino runs the exported graph (``int8``: its
+    quantized version)."""
     from .data.decode import load_image
     from .data.files import gather_image_files
     from .errors import BadImageError
 
+    if int8 and engine == "torch":
+        raise ConfigError("--int8 runs the quantized ONNX graph: use it with --engine onnxruntime or openvino")
+    exported = None
+    if engine != "torch":
+        from .api_export import engine_runner
+
+        exported = engine_runner(run, engine, int8=int8, kinds=("segmenter",))[0]
     loaded = load_segmenter(run, device="cpu")
     dev = pick_device(device)
     meta = loaded.meta
@@ -323,7 +346,10 @@ def segment_predict(run: str | Path, inputs: list[str], *, output: str | Path = 
             console.print(f"  [yellow]skipped[/yellow] {p}: {exc.reason}")
             rows.append({"path": str(p), "error": exc.reason})
             continue
-        pred, _ = predict_mask(loaded.model, image, image_size=int(meta["image_size"]), preprocess=loaded.preprocess, device=dev)
+        if exported is not None:
+            pred = exported_mask(exported, image, image_size=int(meta["image_size"]))
+        else:
+            pred, _ = predict_mask(loaded.model, image, image_size=int(meta["image_size"]), preprocess=loaded.preprocess, device=dev)
         stem = p.stem
         k = 1
         while stem in used:

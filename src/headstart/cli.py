@@ -997,10 +997,12 @@ def segment_predict(
     inputs: List[str] = typer.Argument(..., help="Image files or folders."),
     output: Path = typer.Option(Path("masks"), "--output", "-o", help="Where NAME.png (mask) and NAME-overlay.png go."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    engine: str = typer.Option("torch", help="torch | onnxruntime | openvino: the exported graph (RUN/model.onnx, exported once when missing) in a CPU runtime."),
+    int8: bool = typer.Option(False, "--int8", help="With --engine onnxruntime|openvino: the INT8 graph (`headstart export RUN --int8`; measured, never the default)."),
     as_json: bool = typer.Option(False, "--json", help="Print one row per image as JSON."),
 ) -> None:
     """Masks at each image's original size: a palette PNG of class indices and an overlay per image."""
-    rows = api.segment_predict(run, inputs, output=output, device=device)
+    rows = api.segment_predict(run, inputs, output=output, device=device, engine=engine, int8=int8)
     if as_json:
         _json_out(rows)
         return
@@ -1129,10 +1131,11 @@ def detect_predict(
     output: Path = typer.Option(Path("boxes"), "--output", "-o", help="Where NAME-boxes.png and boxes.csv go."),
     min_score: float = typer.Option(0.5, help="Draw and list detections scoring at least this."),
     device: str = typer.Option("auto", help="auto | cpu | cuda"),
+    engine: str = typer.Option("torch", help="torch | onnxruntime | openvino: the exported graph (RUN/model.onnx, FP32, exported once when missing) in a CPU runtime."),
     as_json: bool = typer.Option(False, "--json", help="Print one row per image as JSON."),
 ) -> None:
     """Boxes on each image, drawn (NAME-boxes.png) and listed (boxes.csv: path,x0,y0,x1,y1,label,score)."""
-    rows = api.detect_predict(run, inputs, output=output, min_score=min_score, device=device)
+    rows = api.detect_predict(run, inputs, output=output, min_score=min_score, device=device, engine=engine)
     if as_json:
         _json_out(rows)
         return

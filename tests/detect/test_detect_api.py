@@ -208,3 +208,29 @@ def test_the_cli_evaluates_and_predicts(run, data, tmp_path):
     assert res.exit_code == 0 and "mAP@0.5" in res.output and "light" in res.output
     res = runner.invoke(app, ["detect", "predict", str(run), str(data / "light" / "b00.png"), "-o", str(tmp_path / "p")], catch_exceptions=False)
     assert res.exit_code == 0 and (tmp_path / "p" / "b00-boxes.png").is_file() and (tmp_path / "p" / "boxes.csv").is_file()
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_predict_in_an_exported_engine_gives_torchs_boxes(run, data, tmp_path, engine):
+    # images already at the run's size: neither path resizes, so both see the same pixels
+    square = tmp_path / "square"
+    square.mkdir()
+    for f in sorted(data.glob("*/*.png")):
+        Image.open(f).convert("RGB").resize((64, 64), Image.BILINEAR).save(square / f"{f.parent.name}-{f.name}")
+    want = api.detect_predict(run, [str(square)], output=tmp_path / "t", min_score=0.3)
+    got = api.detect_predict(run, [str(square)], output=tmp_path / "e", min_score=0.3, engine=engine)
+    assert [r["path"] for r in got] == [r["path"] for r in want]
+    assert (tmp_path / "e" / "boxes.csv").is_file()
+    matched = 0
+    for a, b in zip(want, got):
+        assert len(a["boxes"]) == len(b["boxes"]), (a, b)
+        for box_a, box_b in zip(a["boxes"], b["boxes"]):
+            gap = max(abs(p - q) for p, q in zip(box_a["box"], box_b["box"]))  # boxes are given to 0.1 px
+            assert gap <= 0.2 and box_a["label"] == box_b["label"] and box_a["score"] == pytest.approx(box_b["score"], abs=2e-3), (a, b)
+            matched += 1
+    assert matched >= 12
+    # images of another size: the engine resizes uint8 pixels (Pillow), headstart normalised floats (torch)
+    other = api.detect_predict(run, [str(data)], output=tmp_path / "o", min_score=0.3, engine=engine)
+    assert len(other) == 24 and sum(bool(r["boxes"]) for r in other) >= 12
+    with pytest.raises(ConfigError, match="--engine"):
+        api.detect_predict(run, [str(data)], output=tmp_path / "x", engine="tensorrt")

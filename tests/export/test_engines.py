@@ -55,16 +55,27 @@ def test_a_stale_export_is_redone(run, shapes_folder):
 def test_int8_is_measured_and_its_stored_agreement_is_true(run, shapes_folder):
     info = api.export(run, int8=True)
     q = info["int8"]
-    assert (run / q["file"]).is_file() and q["calibration_images"] > 0
+    assert (run / q["file"]).is_file() and q["calibration_images"] > 0 and q["held_out_images"] > 0
     for b in q["speed"].values():
         assert b["fp32_img_s"] > 0 and b["int8_img_s"] > 0
-    from headstart.api_export import parity_pixels
+    assert q["machine"]["cpu"] and q["machine"]["vnni"] in (True, False, None)
+    from headstart.api_export import INT8_IMAGES, parity_pixels
     from headstart.runfolder import load_run
 
-    x, _ = parity_pixels(load_run(run), None, 64)
-    f, i8 = onnx_runner(run / "model.onnx")(x.numpy()), onnx_runner(run / q["file"])(x.numpy())
+    x, _ = parity_pixels(load_run(run), None, 2 * INT8_IMAGES)
+    held = x.numpy()[1::2]  # the images it was not calibrated on
+    assert q["held_out_images"] == len(held) and q["calibration_images"] == len(x) - len(held)
+    f, i8 = onnx_runner(run / "model.onnx")(held), onnx_runner(run / q["file"])(held)
     assert q["top1_agreement_with_fp32"] == pytest.approx(float((f[0].argmax(1) == i8[0].argmax(1)).mean()))
     assert q["top1_agreement_with_fp32"] >= 0.8
+    # the boundary layers stayed FP32: no quantize/dequantize pair feeds them
+    import onnx
+
+    g = onnx.load(str(run / q["file"])).graph
+    made_by = {o: n.op_type for n in g.node for o in n.output}
+    by_name = {n.name: n for n in g.node}
+    assert q["kept_fp32"] and all(made_by.get(t) != "DequantizeLinear" for k in q["kept_fp32"] for t in by_name[k].input)
+    assert any(n.op_type == "Conv" and made_by.get(n.input[1]) == "DequantizeLinear" for n in g.node)  # and the rest is INT8
     # on labelled files: the accuracy lost is at most the share of answers that changed
     files = sorted(p for p in shapes_folder.rglob("*") if p.suffix in (".jpg", ".png", ".webp") and p.name != "broken.jpg")
     labels = np.array([["disc", "square", "stripes"].index(p.parent.name) for p in files])
@@ -73,6 +84,20 @@ def test_int8_is_measured_and_its_stored_agreement_is_true(run, shapes_folder):
     assert abs((a32 == labels).mean() - (a8 == labels).mean()) <= (a32 != a8).mean() + 1e-12
     got = api.predict(run, [str(shapes_folder / "square")], engine="onnxruntime", int8=True)
     assert got["engine"]["int8"] and got["engine"]["file"].endswith(".int8.onnx") and len(got["predictions"]) == 10
+
+
+def test_int8_tries_the_7_bit_scheme_when_agreement_is_low_and_keeps_the_better(run, monkeypatch):
+    import headstart.export.quantize as quantize
+
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 1.01)  # no scheme is good enough: both are tried
+    q = api.export(run, int8=True)["int8"]
+    assert [t["scheme"] for t in q["schemes_tried"]] == list(quantize.SCHEMES)
+    best = max(q["schemes_tried"], key=lambda t: t["top1_agreement_with_fp32"])
+    assert q["top1_agreement_with_fp32"] == best["top1_agreement_with_fp32"]
+    assert not list(run.glob("*.partial"))  # the loser is gone
+    monkeypatch.setattr(quantize, "MIN_AGREEMENT", 0.0)  # the first is good enough: it alone is tried
+    q = api.export(run, int8=True)["int8"]
+    assert [t["scheme"] for t in q["schemes_tried"]] == list(quantize.SCHEMES)[:1]
 
 
 def test_decoding_runs_ahead_in_batches(shapes_folder):

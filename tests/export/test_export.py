@@ -167,3 +167,21 @@ def test_a_detector_exports_one_image_per_call_with_the_same_boxes(tmp_path, det
     assert len(b) == len(want["boxes"]) and gap.min(1).max() < 0.05 and gap.min(0).max() < 0.05
     with pytest.raises(ConfigError, match="--format onnx, FP32"):
         api.export(run, format="pt2")
+
+
+def test_a_fixed_graph_computes_tiny_sigmoids_exactly(tmp_path):
+    """A detector ranks proposals by sigmoid(objectness); onnxruntime's own Sigmoid gives 0 below
+    ~1e-7, which ties them and changes the boxes. The exported graph must keep them apart."""
+    from headstart.export.formats import export_onnx
+
+    class Scores(torch.nn.Module):
+        def forward(self, x):
+            return (torch.sigmoid(x.float() - 40.0),)
+
+    x = torch.arange(0, 40, 4, dtype=torch.uint8).reshape(1, 1, 1, 10)
+    before = torch.sigmoid
+    export_onnx(Scores().eval(), x, tmp_path / "s.onnx", ["scores"], fixed=True)
+    assert torch.sigmoid is before  # put back after the export
+    got = runner(tmp_path / "s.onnx", "onnx")(x.numpy())[0].ravel()
+    want = 1.0 / (1.0 + np.exp(40.0 - x.numpy().astype(np.float64).ravel()))
+    np.testing.assert_allclose(got, want, rtol=1e-5)

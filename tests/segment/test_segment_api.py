@@ -204,3 +204,21 @@ def test_the_cli_evaluates_and_predicts(run, data, tmp_path):
     assert res.exit_code == 0 and (tmp_path / "p" / "s01.png").is_file()
     ms = load_masks(data, size=8)
     assert len(ms) == 24
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_predict_in_an_exported_engine_gives_torchs_masks(run, data, tmp_path, engine):
+    want = api.segment_predict(run, [str(data / "images")], output=tmp_path / "t")
+    got = api.segment_predict(run, [str(data / "images")], output=tmp_path / "e", engine=engine)
+    assert [r["path"] for r in got] == [r["path"] for r in want]
+    same = []
+    for a, b in zip(want, got):
+        pa, pb = read_mask(a["mask"]), read_mask(b["mask"])
+        assert pa.shape == pb.shape
+        same.append((pa == pb).mean())
+    # the engine resizes uint8 pixels (Pillow), headstart normalised floats (torch): pixels on a class edge may flip
+    assert np.mean(same) > 0.98 and min(same) > 0.9, (np.mean(same), min(same))
+    with pytest.raises(ConfigError, match="--engine"):
+        api.segment_predict(run, [str(data / "images")], output=tmp_path / "x", engine="tensorrt")
+    with pytest.raises(ConfigError, match="--int8"):
+        api.segment_predict(run, [str(data / "images")], output=tmp_path / "x", int8=True)

@@ -114,11 +114,12 @@ def main() -> None:
            "int8": args.int8, "start_s": start_s, "requests": len(rows), "requests_per_s": len(rows) / wall,
            "good": len(good), "good_per_s": len(good) / wall, "p50_ms": float(np.percentile(lat, 50) * 1000), "p99_ms": float(np.percentile(lat, 99) * 1000),
            "good_correct": float(np.mean([r[4] for r in good])), "status": {f"{k[0]} → {k[1]}": v for k, v in Counter((r[0], r[1]) for r in rows).items()},
-           "bad_as_expected": all(r[4] for r in rows if r[0] != "good"), "server_alive": alive, "engine_calls": health["engine_calls"],
-           "images": health["images"]}
+           "bad_as_expected": all(r[4] for r in rows if r[0] != "good"), "server_alive": alive, "engine_calls": health["engine_calls"] if args.workers == 1 else None,
+           "images": health["images"] if args.workers == 1 else None}  # /health answers for the one worker that took the request
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"serve-{args.tag}.json").write_text(json.dumps(res, indent=1))
     m = res["machine"]
+    calls = f"{res['engine_calls']} / {res['images']}" if args.workers == 1 else "— (each worker counts its own)"
     lines = ["# The prediction server under load (loopback)", "",
              f"Machine: {m.get('cpu')}, {m.get('cores')} cores, GPU: {m.get('gpu') or 'none'}; commit {m.get('commit')}. Rerun: "
              f"`python benchmarks/serve.py --tag {args.tag}`.", "",
@@ -127,7 +128,7 @@ def main() -> None:
              "| requests/s (all) | good requests/s | p50 ms | p99 ms | good answered right* | bad answered as expected | engine calls / images |",
              "|---|---|---|---|---|---|---|",
              f"| {res['requests_per_s']:.1f} | {res['good_per_s']:.1f} | {res['p50_ms']:.0f} | {res['p99_ms']:.0f} | {res['good_correct']:.3f} | "
-             f"{res['bad_as_expected']} | {res['engine_calls']} / {res['images']} |", "",
+             f"{res['bad_as_expected']} | {calls} |", "",
              "\\* the model's top class equals the image's true label (the model's accuracy, not the server's); every good request got a 200.", "",
              "Status codes: " + ", ".join(f"{k}: {v}" for k, v in sorted(res["status"].items())) + f". Server alive after the run: {alive}."]
     (RESULTS / f"serve-{args.tag}.md").write_text("\n".join(lines) + "\n")

@@ -99,8 +99,8 @@ def test_both_detectors_learn_a_toy_problem(kind, epochs):
             opt.zero_grad()
             out["loss"].backward()
             opt.step()
-            first = first if first is not None else float(out["loss"])
-            last = float(out["loss"])
+            last = float(out["loss"].detach())
+            first = first if first is not None else last
     assert last < 0.6 * first, (first, last)
     model.eval()
     with torch.no_grad():

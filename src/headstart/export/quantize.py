@@ -13,7 +13,7 @@ products are summed in pairs into 16-bit registers (u8 × s8), which can saturat
 with full-range inputs, is where it bites, and the output layer's error reaches the scores
 unfiltered. Measured on Lite0 (benchmarks/results/quantize-fm-xeon.md), the same file in OpenVINO
 limited to AVX2: every layer INT8 loses ~6 points, the two kept FP32 ~0.3; with VNNI both are
-within 0.3, and keeping the two costs ~5–10 % of the INT8 speed. When
+within 0.3, and keeping the two costs ~5–15 % of the INT8 speed. When
 the INT8 graph still disagrees with FP32 on held-out images (``MIN_AGREEMENT``), a second scheme
 is tried — 7-bit weights (``reduce_range``, onnxruntime's advice for CPUs without VNNI) — and
 the one that agrees more is kept; both are recorded.

@@ -203,10 +203,10 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCost
     """The first teacher's measured training time and forward speed (its pass over the labeled
     images, repeated to 512), and from them a student step's cost: a batch of ``1 + ratio``
     times the labeled batch, ``STEP_FORWARDS`` forward passes per image."""
-    import time
-
     from .data.tensors import images_tensor
+    from .export.passes import measure
     from .predictor import Predictor
+    from .semi.teacher import TABLES_DIR
 
     saved = read_config(teacher)["resolved"]
     metrics = json.loads((teacher / "metrics.json").read_text())
@@ -214,15 +214,10 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCost
     predictor = Predictor(teacher, device=str(device))
     x = images_tensor(data.labeled, size=int(saved["image_size"]), num_workers=0)
     x = x.repeat(-(-512 // len(x)), 1, 1, 1)[:512]
-    predictor.proba_tensor(x[:64], batch_size=64)  # warm-up
-    times = []
-    for _ in range(3):  # the median of three passes: one is at the mercy of a busy machine
-        t0 = time.perf_counter()
-        predictor.proba_tensor(x, batch_size=256)
-        times.append(time.perf_counter() - t0)
-    ips = len(x) / max(1e-6, sorted(times)[1])
+    # the pass the teachers will make over the pool (onnxruntime where it agrees with PyTorch), on images as the pool keeps them
+    ips, export_s, _ = measure(predictor, x, teacher / TABLES_DIR)
     return RouteCosts(
-        teacher_s=float(metrics.get("seconds") or metrics.get("fit_seconds") or 0.0), forward_ips=ips,
+        teacher_s=float(metrics.get("seconds") or metrics.get("fit_seconds") or 0.0) + export_s, forward_ips=ips,
         step_s=STEP_FORWARDS * batch * (1 + ratio) / ips, min_steps=epochs * -(-n_train // batch), unlabeled_per_step=batch * ratio,
     )
 

@@ -1,0 +1,159 @@
+"""A classifier run's class probabilities for many stored images at once — the teacher's pass
+over the unlabeled pool — with the network in onnxruntime and the rest in headstart's own code.
+
+The pool is kept at its native size (28 px for Fashion-MNIST); each batch is resized and
+normalised by the run's own ``Prepare`` (as every eager pass does), and only the network runs in
+the graph: a float-input copy of the run's model, exported once into the teacher's
+``teacher-tables/`` folder under its weights' digest. The probabilities then differ from the
+eager pass's by the runtime's float rounding only — checked on the first batch of every pass
+against PyTorch (``MAX_DIFF``); a graph that fails the check, will not export, or a run that is
+not a single classifier on the CPU takes the eager pass instead, saying why.
+
+Why: with 5 of 9 stages frozen at 112 px the eager pass labelled 375–383 img/s on 2 Xeon cores,
+this one 801 (``benchmarks/results/semi-pass-engine.md``), and the route's four teachers label
+59,900 images each. onnxruntime's threads are told not to spin between calls: the resize runs
+between them, and spinning threads took ~20 % of the speed (642 img/s with spinning).
+
+``HEADSTART_TEACHER_ENGINE=torch`` keeps every pass eager.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..console import console
+
+MAX_DIFF = 1e-4
+"""Largest |Δ probability| allowed between the graph and PyTorch on the first batch (measured:
+5e-6 for Lite0)."""
+
+CHECK_IMAGES = 32
+BATCH = 64
+"""onnxruntime's batch here: 801 img/s at 64, 622 at 256 (the resize's larger tensors)."""
+EAGER_BATCH = 256
+ENV = "HEADSTART_TEACHER_ENGINE"
+
+
+class _Logits(nn.Module):
+    """Normalised float (N, 3, S, S) → logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x).float()
+
+
+def _weights_digest(run: Path) -> str:
+    from ..data.fingerprint import file_digest
+
+    return file_digest(run / "model.safetensors")[:16]
+
+
+def graph_for(predictor: Any, folder: Path) -> Path:
+    """The float-input graph of ``predictor``'s classifier in ``folder`` (exported when missing)."""
+    from .formats import export_onnx
+
+    path = folder / f"network-{_weights_digest(predictor.run.path)}.onnx"
+    if path.is_file():
+        return path
+    folder.mkdir(parents=True, exist_ok=True)
+    module = _Logits(predictor.model).eval()
+    sample = predictor.prepare(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)).contiguous()
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial")
+    try:
+        with torch.inference_mode(False), torch.no_grad():
+            export_onnx(module, sample, tmp, ["logits"])
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def fast_pass(predictor: Any, folder: Path) -> Callable[[torch.Tensor, int], np.ndarray] | None:
+    """A function (uint8 images, batch size) → probabilities through onnxruntime, or ``None``
+    when this run or machine takes the eager pass (a message says why when it is a failure)."""
+    if os.environ.get(ENV, "").strip().lower() == "torch":
+        return None
+    if predictor.is_ensemble or predictor.device.type != "cpu":
+        return None
+    try:
+        import onnxruntime as ort
+
+        from .formats import threads
+        from .graph import INPUT
+
+        path = graph_for(predictor, folder)
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads()
+        opts.inter_op_num_threads = 1
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name if session.get_inputs() else INPUT
+    except Exception as e:  # an architecture the exporter cannot take: the eager pass does the job
+        console.print(f"  [dim]teacher {predictor.run.path}: its network did not export for onnxruntime ({type(e).__name__}: "
+                      f"{str(e)[:200]}); labelling with PyTorch[/dim]")
+        return None
+
+    def probs(x: torch.Tensor) -> np.ndarray:
+        xb = predictor.prepare(x).contiguous().numpy()
+        return torch.from_numpy(session.run(None, {name: xb})[0]).softmax(1).numpy()
+
+    def run(images: torch.Tensor, batch_size: int) -> np.ndarray:
+        eager = predictor.proba_tensor(images[:CHECK_IMAGES], batch_size=CHECK_IMAGES)
+        try:
+            first = probs(images[:CHECK_IMAGES])
+            diff = float(np.abs(first - eager).max()) if len(first) else 0.0
+            why = f"differs from PyTorch by {diff:.2g} on its first {len(first)} images (allowed {MAX_DIFF:g})"
+        except Exception as e:  # a graph that does not fit this run (a damaged or foreign file)
+            diff, why = float("inf"), f"could not run its graph ({type(e).__name__}: {str(e)[:160]})"
+        if not diff <= MAX_DIFF:
+            console.print(f"  [yellow]teacher {predictor.run.path}: onnxruntime {why}; labelling with PyTorch (set {ENV}=torch "
+                          "to skip the try)[/yellow]")
+            return predictor.proba_tensor(images, batch_size=EAGER_BATCH)
+        out = [eager]
+        for i in range(CHECK_IMAGES, len(images), batch_size):
+            out.append(probs(images[i : i + batch_size]))
+        return np.concatenate(out) if len(out) > 1 else out[0]
+
+    return run
+
+
+def proba(predictor: Any, images: torch.Tensor, folder: Path, *, batch_size: int = EAGER_BATCH) -> tuple[np.ndarray, str]:
+    """``predictor``'s probabilities for uint8 ``images``, by the fastest pass that agrees with
+    PyTorch (``batch_size`` is the eager pass's), and which one it was (``onnxruntime`` or
+    ``torch``)."""
+    run = fast_pass(predictor, folder)
+    if run is None:
+        return predictor.proba_tensor(images, batch_size=batch_size), "torch"
+    return run(images, BATCH), "onnxruntime"
+
+
+def measure(predictor: Any, images: torch.Tensor, folder: Path) -> tuple[float, float, str]:
+    """Images per second of the pass ``proba`` would take (median of three over ``images``), the
+    seconds its graph's export took (0 when already there, or eager), and the engine."""
+    t0 = time.perf_counter()
+    run = fast_pass(predictor, folder)
+    export_s = time.perf_counter() - t0 if run is not None else 0.0
+
+    def once() -> None:
+        if run is None:
+            predictor.proba_tensor(images, batch_size=EAGER_BATCH)
+        else:
+            run(images, BATCH)
+
+    once()  # warm-up
+    times = []
+    for _ in range(3):  # one pass is at the mercy of a busy machine
+        t = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t)
+    return len(images) / max(1e-6, sorted(times)[1]), export_s, "torch" if run is None else "onnxruntime"

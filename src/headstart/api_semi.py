@@ -85,9 +85,13 @@ POOL_ENOUGH = 20_000
 at 10 labels per class a round on 20,000 scored as well as one on 45,156 (0.7776 and 0.7754,
 benchmarks/results/semi-*.md)."""
 
-BUDGET_MARGIN = 0.85
+BUDGET_MARGIN = 0.90
 """Share of the time left that the plan fills: the rest absorbs the final scoring, set-up and a
-busy machine."""
+busy machine. The plan's own estimates run high: on Fashion-MNIST at 10 labels per class (seed
+0, 2 Xeon cores) the parts after the first teacher — three more teachers, four passes over the
+pool, two student passes — were costed at 1,506 s and took 1,441 s, the route 25.1 of its 30
+minutes (benchmarks/results/semi-route30-k10-s0-ort.md); at 85 % that plan would have been cut
+to one pass."""
 
 
 ROUTE_PASSES = 2
@@ -200,9 +204,10 @@ def _passes(costs: RouteCosts, k: int, trained: int, n: int, avail: float) -> in
 
 
 def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCosts:
-    """The first teacher's measured training time and forward speed (its pass over the labeled
-    images, repeated to 512), and from them a student step's cost: a batch of ``1 + ratio``
-    times the labeled batch, ``STEP_FORWARDS`` forward passes per image."""
+    """The first teacher's measured training time and forward speeds over the labeled images
+    (repeated to 512): the pass its teachers will make over the pool (onnxruntime where it
+    agrees, ``export/passes.py``) and PyTorch's, from which a student step's cost: a batch of
+    ``1 + ratio`` times the labeled batch, ``STEP_FORWARDS`` eager forward passes per image."""
     from .data.tensors import images_tensor
     from .export.passes import measure
     from .predictor import Predictor
@@ -215,10 +220,11 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCost
     x = images_tensor(data.labeled, size=int(saved["image_size"]), num_workers=0)
     x = x.repeat(-(-512 // len(x)), 1, 1, 1)[:512]
     # the pass the teachers will make over the pool (onnxruntime where it agrees with PyTorch), on images as the pool keeps them
-    ips, export_s, _ = measure(predictor, x, teacher / TABLES_DIR)
+    speed = measure(predictor, x, teacher / TABLES_DIR)
     return RouteCosts(
-        teacher_s=float(metrics.get("seconds") or metrics.get("fit_seconds") or 0.0) + export_s, forward_ips=ips,
-        step_s=STEP_FORWARDS * batch * (1 + ratio) / ips, min_steps=epochs * -(-n_train // batch), unlabeled_per_step=batch * ratio,
+        teacher_s=float(metrics.get("seconds") or metrics.get("fit_seconds") or 0.0) + speed["export_s"], forward_ips=speed["pass_ips"],
+        step_s=STEP_FORWARDS * batch * (1 + ratio) / speed["eager_ips"], min_steps=epochs * -(-n_train // batch),
+        unlabeled_per_step=batch * ratio,
     )
 
 

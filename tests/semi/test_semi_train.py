@@ -192,7 +192,17 @@ def big_pool(shapes_folder, tmp_path_factory):
     return out
 
 
-def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes_folder, big_pool, tmp_path):
+def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes_folder, big_pool, tmp_path, monkeypatch):
+    from headstart.export import passes
+
+    real, seen = passes.measure, []
+
+    def measure(*a, **kw):  # the probe as measured, with PyTorch's own speed made a third of the pass's
+        got = real(*a, **kw)
+        seen.append({**got, "eager_ips": got["pass_ips"] / 3})
+        return seen[-1]
+
+    monkeypatch.setattr(passes, "measure", measure)
     out = tmp_path / "auto"
     res = train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(big_pool), teachers=2))
     assert res.run_dir == out
@@ -204,6 +214,11 @@ def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes
     assert saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}" and saved["requested"]["method"] == "pseudolabel"
     route = json.loads((out / "selftrain.json").read_text())
     assert route["plan"]["teachers"] == 2 and route["plan"]["limit"] is None and route["costs"]["forward_ips"] > 0
+    from headstart.api_semi import STEP_FORWARDS
+
+    # teachers label at the pass's speed; a student step (training: never in the graph) is costed at PyTorch's
+    assert len(seen) == 1 and route["costs"]["forward_ips"] == pytest.approx(seen[0]["pass_ips"])
+    assert route["costs"]["step_s"] == pytest.approx(STEP_FORWARDS * 8 * (1 + 3) / seen[0]["eager_ips"])
     assert route["plan"]["passes"] is None and saved["resolved"]["epochs"] == 2  # --epochs, not the plan's passes
     # the route's guard: the student against its teachers together on the validation images
     from headstart import evaluate
@@ -282,7 +297,8 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
     assert small.limit == 900 and naive(small.teachers, 900) <= BUDGET_MARGIN * 1000.0
     forced = plan_route(700.0, costs, 60_000, asked=3)
     assert forced.teachers == 3 and naive(3, forced.limit) <= BUDGET_MARGIN * 700.0 < naive(3, forced.limit + 1)
-    assert plan_route(200.0, costs, 60_000, asked=None).limit == 5000  # 170 s: 400 steps (160 s) and 10 s of labelling
+    # 200 s: the margin's share, 400 steps (160 s), the rest labelling at 500 img/s (90 %: 20 s, 10,000 images)
+    assert plan_route(200.0, costs, 60_000, asked=None).limit == round((BUDGET_MARGIN * 200.0 - 400 * 0.4) * 500.0) > 0
 
 
 def test_when_the_supervised_steps_do_not_fit_the_student_makes_one_pass_over_what_does():

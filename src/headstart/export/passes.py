@@ -9,10 +9,11 @@ eager pass's by the runtime's float rounding only — checked on the first batch
 against PyTorch (``MAX_DIFF``); a graph that fails the check, will not export, or a run that is
 not a single classifier on the CPU takes the eager pass instead, saying why.
 
-Why: with 5 of 9 stages frozen at 112 px the eager pass labelled 375–383 img/s on 2 Xeon cores,
-this one 801 (``benchmarks/results/semi-pass-engine.md``), and the route's four teachers label
-59,900 images each. onnxruntime's threads are told not to spin between calls: the resize runs
-between them, and spinning threads took ~20 % of the speed (642 img/s with spinning).
+Why: with 5 of 9 stages frozen at 112 px, 20,000 pool images on 2 Xeon cores: eager 416 img/s,
+this pass 785 (1.89×; ``benchmarks/results/semi-pass-engine.md``), and the route's four teachers
+label 59,900 images each. onnxruntime's threads are told not to spin between calls: the resize
+runs between them, and spinning threads cost ~20 % of the speed (642 against 801 img/s in a
+one-off probe on 10,000 images).
 
 ``HEADSTART_TEACHER_ENGINE=torch`` keeps every pass eager.
 """

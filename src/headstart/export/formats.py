@@ -91,12 +91,16 @@ def threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def onnx_runner(path: Path, *, num_threads: int | None = None) -> Callable[[np.ndarray], list[np.ndarray]]:
+def onnx_runner(path: Path, *, num_threads: int | None = None, spin: bool = True) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """``spin=False``: the runtime's threads sleep between calls (for callers that compute between
+    them: spinning threads then take the cores from that work)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = num_threads or threads()
     opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {INPUT: x})
 

@@ -87,26 +87,16 @@ def fast_pass(predictor: Any, folder: Path) -> Callable[[torch.Tensor, int], np.
     if predictor.is_ensemble or predictor.device.type != "cpu":
         return None
     try:
-        import onnxruntime as ort
+        from .formats import onnx_runner
 
-        from .formats import threads
-        from .graph import INPUT
-
-        path = graph_for(predictor, folder)
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads()
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name if session.get_inputs() else INPUT
-    except Exception as e:  # an architecture the exporter cannot take: the eager pass does the job
-        console.print(f"  [dim]teacher {predictor.run.path}: its network did not export for onnxruntime ({type(e).__name__}: "
-                      f"{str(e)[:200]}); labelling with PyTorch[/dim]")
+        graph = onnx_runner(graph_for(predictor, folder), spin=False)
+    except Exception as e:  # an architecture the exporter cannot take, or an unreadable file: the eager pass does the job
+        console.print(f"  [dim]teacher {predictor.run.path}: its network did not export or load for onnxruntime "
+                      f"({type(e).__name__}: {str(e)[:200]}); labelling with PyTorch[/dim]")
         return None
 
     def probs(x: torch.Tensor) -> np.ndarray:
-        xb = predictor.prepare(x).contiguous().numpy()
-        return torch.from_numpy(session.run(None, {name: xb})[0]).softmax(1).numpy()
+        return torch.from_numpy(graph(predictor.prepare(x).contiguous().numpy())[0]).softmax(1).numpy()
 
     def run(images: torch.Tensor, batch_size: int) -> np.ndarray:
         eager = predictor.proba_tensor(images[:CHECK_IMAGES], batch_size=CHECK_IMAGES)
@@ -123,7 +113,7 @@ def fast_pass(predictor: Any, folder: Path) -> Callable[[torch.Tensor, int], np.
         out = [eager]
         for i in range(CHECK_IMAGES, len(images), batch_size):
             out.append(probs(images[i : i + batch_size]))
-        return np.concatenate(out) if len(out) > 1 else out[0]
+        return np.concatenate(out)
 
     return run
 

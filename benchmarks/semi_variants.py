@@ -22,6 +22,7 @@ student 0.7937, its four teachers together 0.7811), T4 = R/teacher,R/teacher-2,R
       --teacher T4 -O targets=hard -O keep=0.7 -O view=weak -O threshold=0 --strategy partial --freeze-stages 5
       --backbone-lr-mult 1 --epochs 4   (then headstart eval)
   xeon-hard-round2-20k-2ep: the same with --teacher xeon-teachers4-hard-keep70-10k-4ep's run, --unlabeled-limit 20000 --epochs 2
+  *.tta.json: `headstart eval RUN --tta` of that row's run, of R (xeon-route-student) and of R/teacher (xeon-route-first-teacher)
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ NOTES = {
                                       "one more round of the same recipe: +0.14 points for 530 s",
     "xeon-teachers4-hard-keep70-10k-4ep": "the route's table, hard labels of its most confident 70 % (90 % right): 0.7918 in 340 s "
                                           "of training against the route student's 0.7937 in 966 s; test-time views (`eval --tta`) "
-                                          "0.7966, the route's student 0.7941",
+                                          "0.7966, the route's student 0.7941, the route's first teacher 0.7803 from 0.7735 (*.tta.json)",
     "xeon-hard-round2-20k-2ep": "taught by the row above (mean confidence 0.95: the hard targets made it over-confident; its "
                                 "kept 70 % were 87 % right, not 90 %): a second round lost 0.21 points",
     **{name: "an explicit --strategy partial leaves the body's learning rate at ×0.1 (the route's advisor sets ×1 for data this "

@@ -113,6 +113,12 @@ teachers labelling 380–650 img/s; benchmarks/results/semi-route30-k10-3seeds.m
 the strong view and the optimizer step are in it; the frozen stages' missing backward makes it
 less than the 3 of a fully trained network."""
 
+FROZEN_STEP_FORWARDS = 1.3
+"""The same for a student whose whole body is frozen (``linear``): one forward pass of the
+strong view and the head's step. Measured on Fashion-MNIST at 1 label per class (seed 0, 2 Xeon
+cores): 5,000 steps of 8 labeled and 24 unlabeled images in 478 s, PyTorch forward at 421 img/s,
+1.26 forward passes per image (benchmarks/results/semi-route30-k1-s0.md)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class RouteCosts:
@@ -203,11 +209,12 @@ def _passes(costs: RouteCosts, k: int, trained: int, n: int, avail: float) -> in
                  if costs.seconds(k, trained, n, p) <= avail and costs.student_steps(n, p) > costs.student_steps(n)), None)
 
 
-def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCosts:
+def _route_costs(teacher: Path, data: Any, ratio: int, device: Any, *, frozen_body: bool = False) -> RouteCosts:
     """The first teacher's measured training time and forward speeds over the labeled images
     (repeated to 512): the pass its teachers will make over the pool (onnxruntime where it
     agrees, ``export/passes.py``) and PyTorch's, from which a student step's cost: a batch of
-    ``1 + ratio`` times the labeled batch, ``STEP_FORWARDS`` eager forward passes per image."""
+    ``1 + ratio`` times the labeled batch, ``STEP_FORWARDS`` eager forward passes per image
+    (``FROZEN_STEP_FORWARDS`` for a student whose body is frozen)."""
     from .data.tensors import images_tensor
     from .export.passes import measure
     from .predictor import Predictor
@@ -223,9 +230,53 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCost
     speed = measure(predictor, x, teacher / TABLES_DIR)
     return RouteCosts(
         teacher_s=float(metrics.get("seconds") or metrics.get("fit_seconds") or 0.0) + speed["export_s"], forward_ips=speed["pass_ips"],
-        step_s=STEP_FORWARDS * batch * (1 + ratio) / speed["eager_ips"], min_steps=epochs * -(-n_train // batch),
+        step_s=(FROZEN_STEP_FORWARDS if frozen_body else STEP_FORWARDS) * batch * (1 + ratio) / speed["eager_ips"], min_steps=epochs * -(-n_train // batch),
         unlabeled_per_step=batch * ratio,
     )
+
+
+def learns_from_pseudo_labels(config: Any) -> bool:
+    """A student of teachers' labels on unlabeled images (``--method pseudolabel --teacher``),
+    whose advice counts those images (``advise.rules.student_band``)."""
+    return config.method == "pseudolabel" and bool(config.teacher) and bool(config.unlabeled)
+
+
+def unlabeled_count(config: Any, data: Any) -> int:
+    """The unlabeled images a run will use: the built-in pool's share, or the folder's image
+    files (bad ones are found and named later, when the pool is read), at most
+    ``--unlabeled-limit``."""
+    from .semi.pool import POOL
+
+    if config.unlabeled == POOL:
+        n = len(data.pool_idx)
+    else:
+        from .data import load_unlabeled
+
+        n = len(load_unlabeled(config.unlabeled, on_bad_image="skip", validate=False))
+    return n if config.unlabeled_limit is None else min(n, int(config.unlabeled_limit))
+
+
+def student_advice(config: Any, data: Any, advice: Any) -> Any:
+    """The advice measured on the labels, decided again for a student that also learns from
+    the pool's pseudo-labels (``advise.advisor.for_student``)."""
+    from .advise.advisor import for_student
+
+    return for_student(advice, unlabeled_count(config, data))
+
+
+def _student_strategy(config: Any, teacher: Path, pool: int) -> str:
+    """The strategy the route's student will train with: the one asked for, or the advice of the
+    first teacher (measured on the same labels) decided again for ``pool`` pseudo-labelled
+    images."""
+    from .advise.advisor import Advice, for_student
+
+    if config.strategy != "auto":
+        return str(config.strategy)
+    saved = teacher / "advice.json"
+    if saved.is_file():
+        d = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ("search", "search_winner")}
+        return str(for_student(Advice.from_dict(d), pool).decision["strategy"])
+    return str(read_config(teacher)["resolved"]["strategy"])
 
 
 def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callable[[Any], Any] = lambda x: x, is_main: bool = True) -> Any:
@@ -290,7 +341,8 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     teachers = [one_teacher(0)]
     if saved_plan is None:
         left = None if config.time_budget is None else 60.0 * config.time_budget - (time.perf_counter() - t_start)
-        costs = _route_costs(teachers[0], data, ratio, _device_of(config))
+        frozen = _student_strategy(config, teachers[0], pool) in ("linear", "knn")
+        costs = _route_costs(teachers[0], data, ratio, _device_of(config), frozen_body=frozen)
         plan = plan_route(left, costs, pool, asked=config.teachers)
         if config.unlabeled_limit is not None:
             plan = dataclasses.replace(plan, limit=min(plan.limit or pool, config.unlabeled_limit), why_limit="--unlabeled-limit")

@@ -262,6 +262,53 @@ def test_auto_keeps_supervised_when_the_pool_is_small(shapes_folder, pool_folder
     assert not (res.run_dir / "teacher").exists()
 
 
+def test_the_routes_student_strategy_is_its_teachers_advice_decided_again_for_the_pool(tmp_path):
+    from headstart.advise import decide
+    from headstart.api_semi import _student_strategy
+
+    stages = ["stem", "b0", "b1", "b2", "b3", "b4", "b5", "b6", "head"]
+    one_per_class = {
+        "size": {"total": 10, "min_per_class": 1, "median_per_class": 1, "imbalance": 1.0, "per_class": {f"c{i}": 1 for i in range(10)}},
+        "measured_on": 10, "stage_names": stages, "probe": [None] * 9, "random_probe": [None] * 9, "bn_kl": None, "bn_kl_mean": 0.36,
+        "pretrained": True,
+    }
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    advice = decide(one_per_class, backbone="efficientnet_lite0", image_size=112)
+    assert advice.decision["strategy"] == "linear"  # the teacher's own row: a head on the frozen body
+    (teacher / "advice.json").write_text(json.dumps({**advice.to_dict(), "search": None, "search_winner": None}))
+    auto = TrainConfig(data="x", strategy="auto")
+    assert _student_strategy(auto, teacher, 59_990) == "partial"  # ~6,000 pseudo-labels per class train its top stages
+    assert _student_strategy(auto, teacher, 500) == "linear"  # 50 per class: the teacher's row
+    assert _student_strategy(auto.with_updates(strategy="linear"), teacher, 59_990) == "linear"  # asked for
+
+
+def test_a_frozen_body_students_step_is_costed_without_the_bodys_backward(monkeypatch, tmp_path):
+    from headstart.api_semi import FROZEN_STEP_FORWARDS, STEP_FORWARDS, _route_costs
+    from headstart.export import passes
+
+    assert FROZEN_STEP_FORWARDS < STEP_FORWARDS
+    seen = {}
+
+    class Teacher:
+        def __init__(self, run, device):
+            seen["run"] = run
+
+    monkeypatch.setattr(passes, "measure", lambda predictor, x, where: {"pass_ips": 600.0, "eager_ips": 400.0, "export_s": 2.0})
+    monkeypatch.setattr("headstart.predictor.Predictor", Teacher)
+    monkeypatch.setattr("headstart.api_semi.read_config", lambda run: {"resolved": {"batch_size": 8, "epochs": 200, "image_size": 16}})
+    data = type("D", (), {"labeled": None, "labeled_idx": list(range(10))})()
+    monkeypatch.setattr("headstart.data.tensors.images_tensor", lambda images, size, num_workers: torch.zeros(10, 3, size, size))
+    run = tmp_path / "teacher"
+    run.mkdir()
+    (run / "metrics.json").write_text(json.dumps({"seconds": 9.0, "num_train": 10}))
+    trained = _route_costs(run, data, 3, "cpu")
+    frozen = _route_costs(run, data, 3, "cpu", frozen_body=True)
+    assert trained.step_s == pytest.approx(STEP_FORWARDS * 8 * 4 / 400.0)
+    assert frozen.step_s == pytest.approx(FROZEN_STEP_FORWARDS * 8 * 4 / 400.0)
+    assert (frozen.teacher_s, frozen.forward_ips, frozen.min_steps, frozen.unlabeled_per_step) == (11.0, 600.0, 200 * 2, 24)
+
+
 def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
     from headstart.api_semi import BUDGET_MARGIN, POOL_ENOUGH, ROUTE_PASSES, ROUTE_TEACHERS, RouteCosts, plan_route
 

@@ -283,6 +283,24 @@ def test_the_routes_student_strategy_is_its_teachers_advice_decided_again_for_th
     assert _student_strategy(auto.with_updates(strategy="linear"), teacher, 59_990) == "linear"  # asked for
 
 
+def test_an_auto_student_of_a_pool_at_one_label_per_class_trains_its_top_stages(shapes_folder, tmp_path, monkeypatch):
+    from headstart.advise import rules
+
+    base = dict(labels_per_class=1, epochs=2, val_fraction=None)
+    teacher = train(_cfg(shapes_folder, tmp_path / "teacher", **base)).run_dir
+    assert yaml.safe_load((teacher / "config.yaml").read_text())["resolved"]["strategy"] == "linear"  # tiny: a head only
+    student = dict(base, unlabeled="pool", method="pseudolabel", teacher=str(teacher))
+    # 27 pool images, 9 per class: below the edge the student keeps its teacher's row
+    kept = yaml.safe_load((train(_cfg(shapes_folder, tmp_path / "kept", **student)).run_dir / "config.yaml").read_text())
+    assert kept["resolved"]["strategy"] == "linear"
+    monkeypatch.setattr(rules, "PSEUDO_PER_CLASS", 5)
+    moved = train(_cfg(shapes_folder, tmp_path / "moved", **student)).run_dir
+    saved = yaml.safe_load((moved / "config.yaml").read_text())
+    assert saved["resolved"]["strategy"] == "partial" and saved["resolved"]["backbone_lr_mult"] == 1.0
+    assert "pseudo-labelled images" in saved["reasons"]["advice"]
+    assert json.loads((moved / "advice.json").read_text())["decision"]["strategy"] == "partial"  # the advice it applied, saved
+
+
 def test_a_frozen_body_students_step_is_costed_without_the_bodys_backward(monkeypatch, tmp_path):
     from headstart.api_semi import FROZEN_STEP_FORWARDS, STEP_FORWARDS, _route_costs
     from headstart.export import passes

@@ -28,7 +28,7 @@ from .api_augment import augment_audit, augment_preview
 from .api_distill import distill
 from .api_ensemble import build_ensemble, train_members
 from .api_predict import evaluate, predict
-from .api_semi import labeled_targets, learns_from_pseudo_labels, pool_epochs, read_unlabeled, selftrain, student_advice, teacher_targets
+from .api_semi import labeled_targets, pool_epochs, read_unlabeled, selftrain, teacher_targets
 from .augment import batch_mix, build_policy, parse_invariances, policy_steps
 from .augment.policies import view_augmenter
 from .augment.store import audit_warnings
@@ -277,8 +277,6 @@ def _train(
         saved = read_advice(folder.path) if config.resume else None
         advice, saved_choice = advice_for_run(config, data.labeled, data.full.typical_size(), dist, device, saved)
         choice = choice or saved_choice
-    if advice is not None and choice is None and learns_from_pseudo_labels(config):
-        advice = student_advice(config, data, advice)
     if advice is not None:
         console.print(f"  [bold]advice[/bold] ({advice.seconds:.0f} s of measurements): {advice.summary()}")
         config = apply_advice(config, advice, choice, reasons)

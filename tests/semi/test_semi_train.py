@@ -262,43 +262,28 @@ def test_auto_keeps_supervised_when_the_pool_is_small(shapes_folder, pool_folder
     assert not (res.run_dir / "teacher").exists()
 
 
-def test_the_routes_student_strategy_is_its_teachers_advice_decided_again_for_the_pool(tmp_path):
-    from headstart.advise import decide
-    from headstart.api_semi import _student_strategy
+def test_the_route_costs_a_linear_students_steps_as_a_frozen_bodys(shapes_folder, big_pool, tmp_path, monkeypatch):
+    from headstart import api_semi
 
-    stages = ["stem", "b0", "b1", "b2", "b3", "b4", "b5", "b6", "head"]
-    one_per_class = {
-        "size": {"total": 10, "min_per_class": 1, "median_per_class": 1, "imbalance": 1.0, "per_class": {f"c{i}": 1 for i in range(10)}},
-        "measured_on": 10, "stage_names": stages, "probe": [None] * 9, "random_probe": [None] * 9, "bn_kl": None, "bn_kl_mean": 0.36,
-        "pretrained": True,
-    }
-    teacher = tmp_path / "teacher"
-    teacher.mkdir()
-    advice = decide(one_per_class, backbone="efficientnet_lite0", image_size=112)
-    assert advice.decision["strategy"] == "linear"  # the teacher's own row: a head on the frozen body
-    (teacher / "advice.json").write_text(json.dumps({**advice.to_dict(), "search": None, "search_winner": None}))
-    auto = TrainConfig(data="x", strategy="auto")
-    assert _student_strategy(auto, teacher, 59_990) == "partial"  # ~6,000 pseudo-labels per class train its top stages
-    assert _student_strategy(auto, teacher, 500) == "linear"  # 50 per class: the teacher's row
-    assert _student_strategy(auto.with_updates(strategy="linear"), teacher, 59_990) == "linear"  # asked for
+    asked = []
 
+    class Planned(Exception):
+        pass
 
-def test_an_auto_student_of_a_pool_at_one_label_per_class_trains_its_top_stages(shapes_folder, tmp_path, monkeypatch):
-    from headstart.advise import rules
+    def costs(teacher, data, ratio, device, *, frozen_body=False):
+        asked.append((Path(teacher).name, frozen_body))
+        raise Planned
 
-    base = dict(labels_per_class=1, epochs=2, val_fraction=None)
-    teacher = train(_cfg(shapes_folder, tmp_path / "teacher", **base)).run_dir
-    assert yaml.safe_load((teacher / "config.yaml").read_text())["resolved"]["strategy"] == "linear"  # tiny: a head only
-    student = dict(base, unlabeled="pool", method="pseudolabel", teacher=str(teacher))
-    # 27 pool images, 9 per class: below the edge the student keeps its teacher's row
-    kept = yaml.safe_load((train(_cfg(shapes_folder, tmp_path / "kept", **student)).run_dir / "config.yaml").read_text())
-    assert kept["resolved"]["strategy"] == "linear"
-    monkeypatch.setattr(rules, "PSEUDO_PER_CLASS", 5)
-    moved = train(_cfg(shapes_folder, tmp_path / "moved", **student)).run_dir
-    saved = yaml.safe_load((moved / "config.yaml").read_text())
-    assert saved["resolved"]["strategy"] == "partial" and saved["resolved"]["backbone_lr_mult"] == 1.0
-    assert "pseudo-labelled images" in saved["reasons"]["advice"]
-    assert json.loads((moved / "advice.json").read_text())["decision"]["strategy"] == "partial"  # the advice it applied, saved
+    monkeypatch.setattr(api_semi, "_route_costs", costs)
+    for strategy in ("linear", "partial"):
+        with pytest.raises(Planned):
+            train(_cfg(shapes_folder, tmp_path / strategy, strategy=strategy, freeze_stages=6 if strategy == "partial" else None, epochs=1,
+                       unlabeled=str(big_pool)))
+    assert asked == [("teacher", True), ("teacher", False)]
+    # with --strategy auto the student trains as its first teacher does (the advisor decides on the same labels)
+    for strategy, teacher in (("auto", "linear"), ("auto", "partial"), ("full", "linear")):
+        want = teacher if strategy == "auto" else strategy
+        assert api_semi._student_strategy(TrainConfig(data="x", strategy=strategy), tmp_path / teacher / "teacher") == want
 
 
 def test_a_frozen_body_students_step_is_costed_without_the_bodys_backward(monkeypatch, tmp_path):

@@ -8,7 +8,7 @@ an ``Advice``, holds both, prints as a table and is saved in every ``--strategy 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -123,13 +123,12 @@ def _best(curve: list[float | None] | None) -> float | None:
     return max(vals) if vals else None
 
 
-def decide(m: dict[str, Any], *, backbone: str, image_size: int, val_fraction: float | None = None, unlabeled: int = 0) -> Advice:
+def decide(m: dict[str, Any], *, backbone: str, image_size: int, val_fraction: float | None = None) -> Advice:
     """The recipe for measurements ``m`` (from ``measure``): pure, so it is unit-tested on
-    hand-written measurements. ``unlabeled``: the pseudo-labelled images a student learns from
-    besides its labels (``rules.student_band``)."""
+    hand-written measurements."""
     n_stages = len(m["stage_names"])
     min_per_class = int(m["size"]["min_per_class"])
-    band = rules.student_band(min_per_class, unlabeled, len(m["size"]["per_class"])) if unlabeled else rules.size_band(min_per_class)
+    band = rules.size_band(min_per_class)
     bn = rules.bn_similarity(m["bn_kl_mean"])
     gain = rules.transfer_gain(_best(m["probe"]), _best(m["random_probe"])) if m["pretrained"] else None
     sim = rules.similarity(bn, gain)
@@ -189,18 +188,6 @@ def decide(m: dict[str, Any], *, backbone: str, image_size: int, val_fraction: f
         reasons=reasons,
         candidates=candidates(decision, n_stages=n_stages, pretrained=m["pretrained"]),
     )
-
-
-def for_student(advice: Advice, unlabeled: int) -> Advice:
-    """The advice of a run measured on its labels, decided again for a student that also learns
-    from ``unlabeled`` pseudo-labelled images: the same measurements, the student's size band."""
-    m = {
-        "size": advice.size, "measured_on": advice.measured_on, "stage_names": advice.stage_names, "probe": advice.probe,
-        "random_probe": advice.random_probe, "bn_kl": advice.bn_kl, "bn_kl_mean": advice.signals.get("bn_kl_mean"),
-        "pretrained": advice.pretrained,
-    }
-    again = decide(m, backbone=advice.backbone, image_size=advice.image_size, unlabeled=unlabeled)
-    return replace(again, seconds=advice.seconds)
 
 
 def candidates(decision: dict[str, Any], *, n_stages: int, pretrained: bool) -> list[dict[str, Any]]:

@@ -69,30 +69,6 @@ def size_band(min_per_class: int) -> Choice:
     return Choice("small", f"smallest class has {min_per_class} labeled images ({TINY_PER_CLASS}..{LARGE_PER_CLASS - 1}): few enough that over-fitting rules")
 
 
-# A student of the unlabeled methods (``--method pseudolabel`` with ``--teacher``) trains on its
-# teachers' labels of every unlabeled image as well as on the labels. With fewer than
-# TINY_PER_CLASS labels per class, but at least this many unlabeled images per class, those
-# pseudo-labels are what supports training the top of the body, so the student takes the
-# ``small`` row. Measured on Fashion-MNIST at 1 label/class (seed 0, 59,990 unlabeled images
-# labelled 58 % right by four linear teachers): the linear student scored 0.6074
-# (benchmarks/results/semi-route30-k1-s0.md), the student with its top stages trained
-# PSEUDO_MEASURED (benchmarks/results/semi-variants/). The edge itself is a judgement: twenty
-# times the small band's, since a pseudo-label is worth much less than a label.
-PSEUDO_PER_CLASS = 100
-
-
-def student_band(min_per_class: int, unlabeled: int, num_classes: int) -> Choice:
-    """The size band of a student that learns from ``unlabeled`` pseudo-labelled images besides
-    its labels: ``small`` where the labels alone are tiny and the pool holds at least
-    ``PSEUDO_PER_CLASS`` images per class; otherwise the labels' own band."""
-    band = size_band(min_per_class)
-    per_class = unlabeled // max(1, num_classes)
-    if band.value != "tiny" or per_class < PSEUDO_PER_CLASS:
-        return band
-    return Choice("small", f"smallest class has {min_per_class} labeled images, but the student also learns from {unlabeled} "
-                           f"pseudo-labelled images (~{per_class} per class, ≥ {PSEUDO_PER_CLASS}): enough to train the top of the body")
-
-
 def bn_similarity(mean_kl: float | None) -> float | None:
     """1 when the data's activation statistics match the BatchNorm running statistics (photos),
     0 when they are as far off as 8×8 digits upsampled; ``None`` for networks without BatchNorm."""

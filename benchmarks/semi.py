@@ -4,6 +4,7 @@ same run, on Fashion-MNIST at few labels per class.
 Rerun:  python benchmarks/semi.py --labels 10 --seeds 0 --rounds 2 --limit 20000
         python benchmarks/semi.py --labels 10 --seeds 0 1 2 --rounds 1 --limit 20000 --tag 3seeds
         python benchmarks/semi.py --labels 10 --seeds 0 1 2 --route 30 --tag route30-k10-3seeds
+        python benchmarks/semi.py --labels 1 --seeds 1 2 --route 30 --tag route30-k1-3seeds --merge semi-route30-k1-s0.json
         python benchmarks/semi.py --data digits --labels 10 --seeds 0 1 2 --route 30 --tag digits-route30-k10
         python -c "from benchmarks.folders import build_icons; build_icons('/tmp/icons')"
         python benchmarks/semi.py --data /tmp/icons/train --test /tmp/icons/test --labels 10 --seeds 0 1 2 --route 30 --tag icons-route30-k10
@@ -163,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", default="fashion-mnist", help="a built-in set, or a folder (then give --test)")
     ap.add_argument("--test", default=None, help="labeled test images (default: the built-in set's test split)")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
+    ap.add_argument("--merge", nargs="*", default=[], help="earlier results files (benchmarks/results/semi-*.json) whose rows join the "
+                                                          "summary, e.g. other seeds of the same command; each is named with its machine")
     a = ap.parse_args(argv)
     options = dict(o.split("=", 1) for o in a.options)
     DATA.update(data=a.data, test=a.test)
@@ -177,6 +180,14 @@ def main(argv: list[str] | None = None) -> int:
             rows += one_seed(k, seed, a.rounds, a.limit or None, work, a.epochs, options)
             print(json.dumps(rows[-a.rounds - 1:]), flush=True)
             rows += online_rows(k, seed, a.online, a.limit or None, work)
+    merged = []
+    for name in a.merge:
+        earlier = json.loads((RESULTS / name).read_text())
+        rows += earlier["rows"]
+        seeds = sorted({r["seed"] for r in earlier["rows"]})
+        i = earlier["info"]
+        merged.append(f"Seeds {', '.join(map(str, seeds))} are the rows of {name} ({i.get('cpu')}, commit {i.get('commit')}, {i.get('date')}: "
+                      f"`{earlier['command']}`).")
     summary = summarise(rows)
     info = machine_info()
     command = "python benchmarks/semi.py " + " ".join(argv if argv is not None else sys.argv[1:])
@@ -188,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Test images: {a.test or 'the official test split'}.", "",
         f"Machine: {info.get('cpu')}, {info.get('cores')} cores, GPU {info.get('gpu') or 'none'}; torch {info.get('torch')}; commit "
         f"{info.get('commit')}; {info.get('date')}. This run took {data['wall_s'] / 60:.1f} min.",
-        f"Command: `{command}`", "",
+        f"Command: `{command}`", "", *([*merged, ""] if merged else []),
         "| labels/class | method | test accuracy (mean ± sd) | seeds | wall time (median s; rounds: from the teacher's start) | "
         "pseudo-labels right (teacher's, or the kept ones') | teachers; unlabeled images used |",
         "|---|---|---|---|---|---|---|",

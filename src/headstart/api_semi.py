@@ -308,7 +308,7 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     teachers = [one_teacher(0)]
     if saved_plan is None:
         left = None if config.time_budget is None else 60.0 * config.time_budget - (time.perf_counter() - t_start)
-        frozen = _student_strategy(config, teachers[0]) in ("linear", "knn")
+        frozen = _student_strategy(config, teachers[0]) == "linear"
         costs = _route_costs(teachers[0], data, ratio, _device_of(config), frozen_body=frozen)
         plan = plan_route(left, costs, pool, asked=config.teachers)
         if config.unlabeled_limit is not None:

@@ -209,12 +209,16 @@ def _passes(costs: RouteCosts, k: int, trained: int, n: int, avail: float) -> in
                  if costs.seconds(k, trained, n, p) <= avail and costs.student_steps(n, p) > costs.student_steps(n)), None)
 
 
-def _route_costs(teacher: Path, data: Any, ratio: int, device: Any, *, frozen_body: bool = False) -> RouteCosts:
+def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCosts:
     """The first teacher's measured training time and forward speeds over the labeled images
     (repeated to 512): the pass its teachers will make over the pool (onnxruntime where it
     agrees, ``export/passes.py``) and PyTorch's, from which a student step's cost: a batch of
-    ``1 + ratio`` times the labeled batch, ``STEP_FORWARDS`` eager forward passes per image
-    (``FROZEN_STEP_FORWARDS`` for a student whose body is frozen)."""
+    ``1 + ratio`` times the labeled batch, ``STEP_FORWARDS`` eager forward passes per image, or
+    ``FROZEN_STEP_FORWARDS`` where the teacher trained only a head (``linear``). The student
+    trains as its first teacher did: the strategy asked for, or the advisor's on the same
+    labels. Training the student's top stages on its pseudo-labels instead did not pay where
+    its teachers are linear heads: at 1 label per class on Fashion-MNIST it scored 0.6063
+    against the linear student's 0.6074, in 2.4× the time (benchmarks/results/semi-route30-k1-s0.md)."""
     from .data.tensors import images_tensor
     from .export.passes import measure
     from .predictor import Predictor
@@ -230,20 +234,9 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any, *, frozen_bo
     speed = measure(predictor, x, teacher / TABLES_DIR)
     return RouteCosts(
         teacher_s=float(metrics.get("seconds") or metrics.get("fit_seconds") or 0.0) + speed["export_s"], forward_ips=speed["pass_ips"],
-        step_s=(FROZEN_STEP_FORWARDS if frozen_body else STEP_FORWARDS) * batch * (1 + ratio) / speed["eager_ips"], min_steps=epochs * -(-n_train // batch),
+        step_s=(FROZEN_STEP_FORWARDS if saved["strategy"] == "linear" else STEP_FORWARDS) * batch * (1 + ratio) / speed["eager_ips"], min_steps=epochs * -(-n_train // batch),
         unlabeled_per_step=batch * ratio,
     )
-
-
-def _student_strategy(config: Any, teacher: Path) -> str:
-    """The strategy the route's student will train with: the one asked for, or the first
-    teacher's (the advisor decides on the same labels for both). Training the student's top
-    stages on its pseudo-labels instead did not pay where its teachers are linear heads: at 1
-    label per class on Fashion-MNIST it scored 0.6063 against the linear student's 0.6074, in
-    2.4× the time (benchmarks/results/semi-route30-k1-s0.md)."""
-    if config.strategy != "auto":
-        return str(config.strategy)
-    return str(read_config(teacher)["resolved"]["strategy"])
 
 
 def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callable[[Any], Any] = lambda x: x, is_main: bool = True) -> Any:
@@ -308,8 +301,7 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     teachers = [one_teacher(0)]
     if saved_plan is None:
         left = None if config.time_budget is None else 60.0 * config.time_budget - (time.perf_counter() - t_start)
-        frozen = _student_strategy(config, teachers[0]) == "linear"
-        costs = _route_costs(teachers[0], data, ratio, _device_of(config), frozen_body=frozen)
+        costs = _route_costs(teachers[0], data, ratio, _device_of(config))
         plan = plan_route(left, costs, pool, asked=config.teachers)
         if config.unlabeled_limit is not None:
             plan = dataclasses.replace(plan, limit=min(plan.limit or pool, config.unlabeled_limit), why_limit="--unlabeled-limit")

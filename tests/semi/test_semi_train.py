@@ -264,26 +264,29 @@ def test_auto_keeps_supervised_when_the_pool_is_small(shapes_folder, pool_folder
 
 def test_the_route_costs_a_linear_students_steps_as_a_frozen_bodys(shapes_folder, big_pool, tmp_path, monkeypatch):
     from headstart import api_semi
+    from headstart.export import passes
 
-    asked = []
+    real, speeds, asked = passes.measure, [], []
 
     class Planned(Exception):
         pass
 
-    def costs(teacher, data, ratio, device, *, frozen_body=False):
-        asked.append((Path(teacher).name, frozen_body))
+    def measure(*a, **kw):
+        speeds.append(real(*a, **kw))
+        return speeds[-1]
+
+    def plan(left, costs, pool, **kw):
+        asked.append(costs.step_s * speeds[-1]["eager_ips"] / (8 * (1 + 3)))  # forward passes per image
         raise Planned
 
-    monkeypatch.setattr(api_semi, "_route_costs", costs)
+    monkeypatch.setattr(passes, "measure", measure)
+    monkeypatch.setattr(api_semi, "plan_route", plan)
     for strategy in ("linear", "partial"):
         with pytest.raises(Planned):
             train(_cfg(shapes_folder, tmp_path / strategy, strategy=strategy, freeze_stages=6 if strategy == "partial" else None, epochs=1,
                        unlabeled=str(big_pool)))
-    assert asked == [("teacher", True), ("teacher", False)]
-    # with --strategy auto the student trains as its first teacher does (the advisor decides on the same labels)
-    for strategy, teacher in (("auto", "linear"), ("auto", "partial"), ("full", "linear")):
-        want = teacher if strategy == "auto" else strategy
-        assert api_semi._student_strategy(TrainConfig(data="x", strategy=strategy), tmp_path / teacher / "teacher") == want
+    # the student trains as its first teacher did: a head only is costed as the frozen body it is
+    assert asked == [pytest.approx(api_semi.FROZEN_STEP_FORWARDS), pytest.approx(api_semi.STEP_FORWARDS)]
 
 
 def test_a_frozen_body_students_step_is_costed_without_the_bodys_backward(monkeypatch, tmp_path):
@@ -291,22 +294,19 @@ def test_a_frozen_body_students_step_is_costed_without_the_bodys_backward(monkey
     from headstart.export import passes
 
     assert FROZEN_STEP_FORWARDS < STEP_FORWARDS
-    seen = {}
-
-    class Teacher:
-        def __init__(self, run, device):
-            seen["run"] = run
-
+    strategy = {"name": "partial"}
     monkeypatch.setattr(passes, "measure", lambda predictor, x, where: {"pass_ips": 600.0, "eager_ips": 400.0, "export_s": 2.0})
-    monkeypatch.setattr("headstart.predictor.Predictor", Teacher)
-    monkeypatch.setattr("headstart.api_semi.read_config", lambda run: {"resolved": {"batch_size": 8, "epochs": 200, "image_size": 16}})
+    monkeypatch.setattr("headstart.predictor.Predictor", lambda run, device: None)
+    monkeypatch.setattr("headstart.api_semi.read_config",
+                        lambda run: {"resolved": {"batch_size": 8, "epochs": 200, "image_size": 16, "strategy": strategy["name"]}})
     data = type("D", (), {"labeled": None, "labeled_idx": list(range(10))})()
     monkeypatch.setattr("headstart.data.tensors.images_tensor", lambda images, size, num_workers: torch.zeros(10, 3, size, size))
     run = tmp_path / "teacher"
     run.mkdir()
     (run / "metrics.json").write_text(json.dumps({"seconds": 9.0, "num_train": 10}))
     trained = _route_costs(run, data, 3, "cpu")
-    frozen = _route_costs(run, data, 3, "cpu", frozen_body=True)
+    strategy["name"] = "linear"  # a teacher that trained only its head: so will its student
+    frozen = _route_costs(run, data, 3, "cpu")
     assert trained.step_s == pytest.approx(STEP_FORWARDS * 8 * 4 / 400.0)
     assert frozen.step_s == pytest.approx(FROZEN_STEP_FORWARDS * 8 * 4 / 400.0)
     assert (frozen.teacher_s, frozen.forward_ips, frozen.min_steps, frozen.unlabeled_per_step) == (11.0, 600.0, 200 * 2, 24)

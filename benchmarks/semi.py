@@ -126,6 +126,12 @@ def route_rows(k: int, seed: int, budget: float, work: Path) -> list[dict]:
     if len(teachers) > 1:
         rows.append({"labels": k, "seed": seed, "method": f"route: its teachers together (--time-budget {budget:g})", "round": 0,
                      "test_acc": teachers_test_acc(teachers), "wall_s": None, "pseudo_acc": None, "teachers": len(teachers)})
+    first = out / "student-1"
+    if (first / "metrics.json").is_file():  # a two-round route: its first student, taught by the teachers' table
+        fm = json.loads((first / "metrics.json").read_text())
+        rows.append({"labels": k, "seed": seed, "method": f"route: its first student (--time-budget {budget:g})", "round": 1,
+                     "test_acc": evaluate(str(first), DATA["test"])["accuracy"], "wall_s": None,
+                     "pseudo_acc": (fm.get("teacher") or {}).get("accuracy"), "teachers": len(teachers), "unlabeled_used": used})
     rows.append({"labels": k, "seed": seed, "method": f"route: auto with the pool (--time-budget {budget:g})", "round": 1,
                  "test_acc": evaluate(str(out), DATA["test"])["accuracy"], "wall_s": round(wall, 1), "pseudo_acc": (m.get("teacher") or {}).get("accuracy"),
                  "teachers": len(teachers), "unlabeled_used": used})

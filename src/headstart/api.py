@@ -160,6 +160,9 @@ def _check(config: TrainConfig) -> tuple[bool, Any]:
     if config.teacher and config.method == "pseudolabel" and (options.thresholds != "fixed" or options.align or options.ema_decay):
         raise ConfigError("with --teacher the targets are a fixed table: -O thresholds=flexmatch/freematch, align and ema_decay are "
                           "for the online method (drop --teacher, or those options)")
+    if config.method == "pseudolabel" and getattr(options, "table", "head") == "graph" and (not config.teacher or config.teacher == "propagate"):
+        raise ConfigError("-O table=graph spreads the labels over a --teacher run's own features: give --teacher RUN (--teacher "
+                          "propagate spreads them over the pretrained body's features; drop -O table for it)")
     if config.teacher:
         check_teachers(config.teacher)
     if config.teachers is not None:  # the self-training route takes it off the configurations it trains

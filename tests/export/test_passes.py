@@ -97,3 +97,42 @@ def test_the_probe_measures_the_pass_it_predicts(runs, pool, tmp_path, monkeypat
     monkeypatch.setenv(passes.ENV, "torch")
     eager = passes.measure(p, pool, tmp_path / "t")
     assert eager["engine"] == "torch" and eager["export_s"] == 0.0 and eager["pass_ips"] == eager["eager_ips"]
+
+
+def _naive_features(p, images):
+    """PyTorch's pooled features and probabilities, image by image."""
+    p.model.eval()
+    with torch.inference_mode():
+        feats = torch.cat([p.model.forward_features(p.prepare(images[i : i + 1])).float() for i in range(len(images))])
+        probs = p.model.forward_head(feats).softmax(1)
+    return probs.numpy(), feats.numpy()
+
+
+@pytest.mark.parametrize("which", [0, 1])
+def test_one_pass_gives_the_probabilities_and_the_features_pytorch_computes(runs, pool, which, tmp_path, monkeypatch):
+    p = Predictor(runs[which], device="cpu")
+    want_p, want_f = _naive_features(p, pool)
+    probs, feats, engine = passes.proba_features(p, pool, tmp_path / "tables")
+    assert engine == "onnxruntime" and feats.shape == want_f.shape and feats.shape[0] == len(pool) and feats.shape[1] > 3
+    np.testing.assert_allclose(probs, want_p, atol=passes.MAX_DIFF, rtol=0)
+    np.testing.assert_allclose(feats, want_f, atol=passes.FEATURE_DIFF * np.abs(want_f).max(), rtol=0)
+    assert np.abs(feats[passes.CHECK_IMAGES :] - want_f[passes.CHECK_IMAGES :]).max() > 0  # the graph's features past the check
+    monkeypatch.setenv(passes.ENV, "torch")
+    probs, feats, engine = passes.proba_features(p, pool, tmp_path / "eager")
+    assert engine == "torch"
+    np.testing.assert_allclose(feats, want_f, atol=1e-4 * np.abs(want_f).max(), rtol=0)
+    np.testing.assert_allclose(probs, want_p, atol=1e-5, rtol=0)
+
+
+def test_features_from_a_graph_of_other_weights_give_way_to_pytorch(runs, pool, tmp_path):
+    lite = runs[0]
+    p = Predictor(lite, device="cpu")
+    want_p, want_f = _naive_features(p, pool)
+    other = Predictor(lite, device="cpu")
+    with torch.no_grad():
+        for w in other.model.parameters():
+            w.mul_(1.05)
+    passes.graph_for(other, tmp_path / "t")
+    probs, feats, engine = passes.proba_features(p, pool, tmp_path / "t")
+    np.testing.assert_allclose(feats, want_f, atol=1e-4 * np.abs(want_f).max(), rtol=0)  # PyTorch's, not the other graph's
+    np.testing.assert_allclose(probs, want_p, atol=1e-5, rtol=0)

@@ -234,3 +234,82 @@ def test_convergence_warning_is_recorded_not_shown(recwarn):
     out = propagate(lab, y, pool, 3, k=5, alpha=0.9, pca_dims=None, max_iter=2)
     assert out.info["converged"] is False and out.info["iterations"] == 2
     assert not [w for w in recwarn if "max_iter" in str(w.message)]
+
+
+# -- label spreading over a trained network's features (-O table=graph) -------------------------------
+
+from headstart.semi.propagate import graph_table, knn_edges, spread_labels  # noqa: E402
+
+
+def _brute_knn(x, k):
+    """Cosine similarity of L2 rows, the k most similar other rows, by a full sort."""
+    z = _l2(x)
+    sim = z @ z.T
+    np.fill_diagonal(sim, -np.inf)
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sim, idx, 1), idx
+
+
+def test_knn_edges_are_the_k_most_similar_other_rows():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(50, 6)).astype(np.float32) * rng.uniform(0.1, 5.0, size=(50, 1)).astype(np.float32)
+    sim, idx = knn_edges(x, 4, pca_dims=None)
+    want_sim, want_idx = _brute_knn(x, 4)
+    assert (idx != np.arange(50)[:, None]).all()  # never a row itself
+    np.testing.assert_array_equal(np.sort(idx, 1), np.sort(want_idx, 1))
+    np.testing.assert_allclose(np.sort(sim, 1), np.sort(want_sim, 1), atol=1e-5)
+
+
+def _dense_closed_form(edges, labels, n, c, alpha, gamma):
+    """F* = (1 - α)(I - αS)⁻¹Y with S from the symmetrised weighted graph, written out densely."""
+    w = np.zeros((n, n))
+    for sim, idx in edges:
+        for i in range(n):
+            for s, j in zip(sim[i], idx[i]):
+                w[i, j] = max(w[i, j], float(s) ** gamma)
+    w = np.maximum(w, w.T)
+    np.fill_diagonal(w, 0.0)
+    d = w.sum(1)
+    s = w / np.sqrt(np.outer(d, d))
+    y = np.zeros((n, c))
+    y[np.arange(len(labels)), labels] = 1.0
+    f = (1 - alpha) * np.linalg.solve(np.eye(n) - alpha * s, y)
+    out = f[len(labels):]
+    return out / out.sum(1, keepdims=True)
+
+
+@pytest.mark.parametrize("alpha,gamma", [(0.5, 1.0), (0.9, 3.0)])
+def test_spread_labels_reaches_the_closed_form_on_a_union_of_graphs(alpha, gamma):
+    rng = np.random.default_rng(4)
+    a, b = rng.normal(size=(30, 5)), rng.normal(size=(30, 7))  # two networks' features of the same 30 images
+    labels = np.array([0, 1, 2, 0, 1])
+    edges = [knn_edges(a, 4, pca_dims=None), knn_edges(b, 3, pca_dims=None)]
+    got = spread_labels(edges, labels, 3, alpha=alpha, gamma=gamma, iterations=400)
+    want = _dense_closed_form(edges, labels, 30, 3, alpha, gamma)
+    assert got.shape == (25, 3)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_graph_table_follows_the_clusters_where_a_linear_head_on_the_labels_errs():
+    """Two interleaved half-moons: one label per moon, a line between the two labels cuts both
+    moons, the graph follows each moon."""
+    rng = np.random.default_rng(0)
+    t = rng.uniform(0, np.pi, 400)
+    moon = np.r_[np.c_[np.cos(t[:200]), np.sin(t[:200])], np.c_[1 - np.cos(t[200:]), 0.5 - np.sin(t[200:])]]
+    truth = np.r_[np.zeros(200, int), np.ones(200, int)]
+    x = np.c_[moon + rng.normal(scale=0.03, size=moon.shape), np.full(400, 3.0)]  # an offset keeps cosine ~ Euclidean here
+    lab = np.array([int(np.argmin(t[:200])), 200 + int(np.argmax(t[200:]))])  # the two moons' far tips
+    pool = np.setdiff1d(np.arange(400), lab)
+    out = graph_table([(x[lab], x[pool])], truth[lab], 2, k=8)
+    right = float((out.probs.argmax(1) == truth[pool]).mean())
+    nearest = float((np.argmin(((x[pool, None, :2] - x[None, lab, :2]) ** 2).sum(-1), 1) == truth[pool]).mean())
+    assert right > 0.97 and nearest < 0.9, (right, nearest)
+    assert out.info["networks"] == 1 and out.info["n_pool"] == 398 and np.allclose(out.probs.sum(1), 1.0)
+
+
+def test_graph_table_refuses_mismatched_rows():
+    x = np.random.default_rng(0).normal(size=(20, 4))
+    with pytest.raises(ValueError, match="labeled feature rows"):
+        graph_table([(x[:3], x[3:])], np.array([0, 1]), 2)
+    with pytest.raises(ValueError, match="same images"):
+        spread_labels([knn_edges(x, 3, pca_dims=None), knn_edges(x[:10], 3, pca_dims=None)], np.array([0, 1]), 2)

@@ -81,6 +81,47 @@ def test_a_teacher_runs_table_reaches_the_student_and_stays_in_its_run(shapes_fo
     assert json.loads((other.run_dir / "splits.json").read_text())["train_indices"] == splits["train_indices"]  # --split-seed 0
 
 
+def test_table_graph_spreads_the_labels_over_the_teachers_own_features(shapes_folder, pool_folder, tmp_path):
+    from headstart.data import load_unlabeled
+    from headstart.data.tensors import images_tensor
+    from headstart.predictor import Predictor
+    from headstart.runfolder import rebuild_split
+    from headstart.semi.propagate import graph_table
+
+    teacher = train(_cfg(shapes_folder, tmp_path / "t", strategy="partial", freeze_stages=6, epochs=3))
+    student = train(_cfg(
+        shapes_folder, tmp_path / "s", strategy="partial", freeze_stages=6, epochs=1, unlabeled=str(pool_folder), method="pseudolabel",
+        teacher=str(teacher.run_dir), method_options={"view": "plain", "targets": "soft", "threshold": "0.0", "table": "graph"},
+    ))
+    table = load_file(str(student.run_dir / "teacher_targets.safetensors"))["probs"].numpy()
+    # the same spreading over features PyTorch computes image by image, from the run's own training images and labels
+    p = Predictor(teacher.run_dir, device="cpu")
+    train_set, _, _ = rebuild_split(Predictor(student.run_dir, device="cpu").run, "train", "skip")
+    pool = load_unlabeled(str(pool_folder))
+    x_l, x_p = images_tensor(train_set, size=32, num_workers=0), images_tensor(pool, size=32, num_workers=0)
+    p.model.eval()
+    with torch.inference_mode():
+        f_l, f_p = (torch.cat([p.model.forward_features(p.prepare(x[i : i + 1])) for i in range(len(x))]).numpy() for x in (x_l, x_p))
+    want = graph_table([(f_l, f_p)], np.asarray(train_set.labels), 3).probs
+    assert table.shape == (30, 3) and len(x_l) == 21
+    np.testing.assert_allclose(table, want, atol=1e-3)
+    head = p.proba_tensor(x_p)
+    assert np.abs(head - table).max() > 0.05  # not the teacher's own predictions
+    truth = np.array([["disc", "square", "stripes"].index(Path(f).parent.name) for f in pool.images])
+    metrics = json.loads((student.run_dir / "metrics.json").read_text())
+    assert metrics["teacher"]["accuracy"] == pytest.approx(float((want.argmax(1) == truth).mean()))
+    assert metrics["graph"]["head"]["accuracy"] == pytest.approx(float((head.argmax(1) == truth).mean()))
+    assert (metrics["graph"]["k"], metrics["graph"]["networks"], metrics["graph"]["n_labeled"]) == (10, 1, 21)
+    with pytest.raises(ConfigError, match="table must be one of head, graph"):
+        train(_cfg(shapes_folder, tmp_path / "bad", epochs=1, unlabeled=str(pool_folder), method="pseudolabel",
+                   teacher=str(teacher.run_dir), method_options={"table": "knn"}))
+    for teacher_given in (None, "propagate"):  # refused before anything trains
+        with pytest.raises(ConfigError, match="table=graph spreads the labels over a --teacher run's own features"):
+            train(_cfg(shapes_folder, tmp_path / "bad2", epochs=1, unlabeled=str(pool_folder), method="pseudolabel",
+                       teacher=teacher_given, method_options={"table": "graph"}))
+        assert not (tmp_path / "bad2").exists()
+
+
 def test_a_teachers_table_is_kept_in_its_folder_for_its_next_student(shapes_folder, pool_folder, tmp_path, monkeypatch):
     from headstart.data import load_unlabeled
     from headstart.data.tensors import images_tensor
@@ -210,10 +251,20 @@ def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes
         assert json.loads((out / t / "metrics.json").read_text())["interrupted"] is False
     seeds = [yaml.safe_load((out / t / "config.yaml").read_text())["requested"] for t in ("teacher", "teacher-2")]
     assert [(c["seed"], c["split_seed"]) for c in seeds] == [(0, None), (1, 0)]
+    # no --time-budget: two rounds — a first student of the teachers' mean table, then this one taught by the labels spread
+    # over a kNN graph of the first student's own features
+    first_saved = yaml.safe_load((out / "student-1" / "config.yaml").read_text())
+    assert first_saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}"
+    assert first_saved["requested"]["method_options"].get("table", "head") == "head"
     saved = yaml.safe_load((out / "config.yaml").read_text())
-    assert saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}" and saved["requested"]["method"] == "pseudolabel"
+    assert saved["requested"]["teacher"] == str(out / "student-1") and saved["requested"]["method"] == "pseudolabel"
+    assert saved["requested"]["method_options"]["table"] == "graph" and "two rounds" in saved["reasons"]["method"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    graph = metrics["graph"]
+    assert graph["networks"] == 1 and graph["n_labeled"] == 21 and graph["n_pool"] == 90
     route = json.loads((out / "selftrain.json").read_text())
     assert route["plan"]["teachers"] == 2 and route["plan"]["limit"] is None and route["costs"]["forward_ips"] > 0
+    assert route["plan"]["rounds"] == 2
     from headstart.api_semi import STEP_FORWARDS
 
     # teachers label at the pass's speed; a student step (training: never in the graph) is costed at PyTorch's
@@ -241,8 +292,12 @@ def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes
                                                                          int((~right & (together.argmax(1) == truth)).sum()))
     from headstart.semi.report import pool_section
 
-    tables = [b[1] for b in pool_section(out).blocks if b[0] == "table"]
+    tables = [b[1] for b in pool_section(out / "student-1").blocks if b[0] == "table"]
     assert [r["teacher"] for r in tables[2]] == [str(out / "teacher"), str(out / "teacher-2")]  # each teacher alone, in the report
+    tables = [b[1] for b in pool_section(out).blocks if b[0] == "table"]
+    assert [r["targets"] for r in tables[2]] == ["graph (trained on)", "teacher's head"]  # the spread labels beside the head's
+    assert (tables[2][0]["mean_confidence"], tables[2][1]["mean_confidence"]) == (metrics["teacher"]["mean_confidence"],
+                                                                                   graph["head"]["mean_confidence"])
     assert [r["model"] for r in tables[3]] == ["student", "teachers"] and tables[3][0]["accuracy"] == check["student"]["accuracy"]
     assert saved["requested"]["method_options"]["view"] == "strong" and saved["requested"]["drop_path_rate"] == 0.2
     assert "self-training" in saved["reasons"]["method"]
@@ -313,13 +368,31 @@ def test_a_frozen_body_students_step_is_costed_without_the_bodys_backward(monkey
 
 
 def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
-    from headstart.api_semi import BUDGET_MARGIN, POOL_ENOUGH, ROUTE_PASSES, ROUTE_TEACHERS, RouteCosts, plan_route
+    from headstart.api_semi import (BUDGET_MARGIN, GRAPH_S_60K, POOL_ENOUGH, ROUND_MIN_TEACHERS, ROUTE_PASSES, ROUTE_TEACHERS,
+                                    RouteCosts, plan_route)
 
     costs = RouteCosts(teacher_s=100.0, forward_ips=500.0, step_s=0.4, min_steps=400, unlabeled_per_step=48)
 
-    def naive(k, n, passes=1):  # every cost written out
+    def naive(k, n, passes=1, rounds=1):  # every cost written out
         steps = max(400, passes * int(np.ceil(n / 48)))
-        return (k - 1) * 100.0 + k * n / 500.0 + steps * 0.4
+        second = n / 500.0 + GRAPH_S_60K * (n / 60_000) ** 2 + steps * 0.4 if rounds == 2 else 0.0
+        return (k - 1) * 100.0 + k * n / 500.0 + steps * 0.4 + second
+
+    # a second round (a student taught by the labels spread over the first student's features) goes before a second pass and
+    # before the teachers past ROUND_MIN_TEACHERS: 1,700 s hold 4 teachers and one student (1,280 s) or 2 teachers and two
+    # students (1,485 s of the 1,530 s), not 3 teachers and two (1,705 s)
+    for left, teachers, rounds in ((1500.0, 4, 1), (1700.0, 2, 2), (2200.0, 4, 2), (5000.0, 4, 2)):
+        plan = plan_route(left, costs, 60_000, asked=None)
+        assert (plan.teachers, plan.rounds, plan.limit) == (teachers, rounds, 60_000)
+        avail = BUDGET_MARGIN * left
+        if rounds == 2:
+            assert plan.passes == 1 and naive(teachers, 60_000, 1, 2) <= avail
+            assert teachers == ROUTE_TEACHERS or naive(teachers + 1, 60_000, 1, 2) > avail
+            assert plan.round_s == pytest.approx(naive(teachers, 60_000, 1, 2) - naive(teachers, 60_000), abs=0.1)
+        else:
+            assert all(naive(k, 60_000, 1, 2) > avail for k in range(ROUND_MIN_TEACHERS, teachers + 1))
+    assert plan_route(1700.0, costs, 60_000, asked=3).rounds == 1  # --teachers 3 is kept: two students do not fit beside them
+    assert plan_route(None, costs, 60_000, asked=None).rounds == 2
 
     # no budget: the most teachers, every image; --teachers wins
     assert (plan_route(None, costs, 60_000, asked=None).teachers, plan_route(None, costs, 60_000, asked=None).limit) == (ROUTE_TEACHERS, None)
@@ -329,16 +402,21 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
         avail = BUDGET_MARGIN * left
         assert naive(plan.teachers, plan.limit) <= avail + 1e-9 and (plan.limit == 60_000 or naive(plan.teachers, plan.limit + 1) > avail)
         more = plan.teachers + 1
-        if more <= ROUTE_TEACHERS:  # one more teacher would leave the student too few images
+        if more <= ROUTE_TEACHERS and plan.rounds == 1:  # one more teacher would leave the student too few images
             assert naive(more, POOL_ENOUGH) > avail
         if plan.teachers > 1:
             assert plan.limit >= POOL_ENOUGH
-        # a second pass only with every image taken, and only when it fits
-        if plan.passes:
+        # a second pass only with every image taken, and only when it fits (and no second round does)
+        if plan.rounds == 2:
+            assert plan.passes == 1
+        elif plan.passes:
             assert plan.limit == 60_000 and naive(plan.teachers, 60_000, plan.passes) <= avail and plan.passes <= ROUTE_PASSES
         elif plan.limit == 60_000:
             assert naive(plan.teachers, 60_000, 2) > avail
-    assert [plan_route(left, costs, 60_000, asked=None).passes for left in (1700.0, 2200.0, 5000.0)] == [None, 2, 2]
+    # a pool of 900: two passes of one student (17 s) fit in 90 % of 20 s where two students (18.8 s) do not; in 30 s they do
+    tight = RouteCosts(teacher_s=100.0, forward_ips=500.0, step_s=0.4, min_steps=10, unlabeled_per_step=48)
+    assert [(plan_route(left, tight, 900, asked=None).rounds, plan_route(left, tight, 900, asked=None).passes)
+            for left in (20.0, 30.0)] == [(1, 2), (2, 1)]
     assert plan_route(None, costs, 60_000, asked=None).passes == ROUTE_PASSES
     assert plan_route(None, costs, 900, asked=None).passes is None  # 2 × 19 steps are fewer than the 400 the student takes anyway
     assert plan_route(5000.0, costs, 60_000, asked=None).teachers == ROUTE_TEACHERS

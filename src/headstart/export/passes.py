@@ -42,15 +42,21 @@ EAGER_BATCH = 256
 ENV = "HEADSTART_TEACHER_ENGINE"
 
 
-class _Logits(nn.Module):
-    """Normalised float (N, 3, S, S) → logits."""
+FEATURE_DIFF = 1e-3
+"""Largest |Δ feature| allowed, relative to the largest feature, on the same first batch."""
+
+
+class _Network(nn.Module):
+    """Normalised float (N, 3, S, S) → logits and the pooled features the head reads (one pass
+    gives a teacher's table and the features ``-O table=graph`` spreads labels over)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x).float()
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(x)
+        return self.model.forward_head(features).float(), features.float()
 
 
 def _weights_digest(run: Path) -> str:
@@ -67,21 +73,39 @@ def graph_for(predictor: Any, folder: Path) -> Path:
     if path.is_file():
         return path
     folder.mkdir(parents=True, exist_ok=True)
-    module = _Logits(predictor.model).eval()
+    module = _Network(predictor.model).eval()
     sample = predictor.prepare(torch.zeros(2, 3, 8, 8, dtype=torch.uint8)).contiguous()
     tmp = path.with_name(f"{path.stem}.{os.getpid()}.partial")
     try:
         with torch.inference_mode(False), torch.no_grad():
-            export_onnx(module, sample, tmp, ["logits"])
+            export_onnx(module, sample, tmp, ["logits", "features"])
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     return path
 
 
-def fast_pass(predictor: Any, folder: Path) -> Callable[[torch.Tensor, int], np.ndarray] | None:
-    """A function (uint8 images, batch size) → probabilities through onnxruntime, or ``None``
-    when this run or machine takes the eager pass (a message says why when it is a failure)."""
+def eager_pass(predictor: Any, images: torch.Tensor, batch_size: int = EAGER_BATCH) -> tuple[np.ndarray, np.ndarray]:
+    """PyTorch's probabilities and pooled features for uint8 ``images``, batch by batch."""
+    from ..engine.loop import autocast_for
+
+    model = predictor.model
+    model.eval()
+    probs, feats = [], []
+    with torch.inference_mode(), autocast_for(predictor.device):
+        for i in range(0, len(images), batch_size):
+            f = model.forward_features(predictor.prepare(images[i : i + batch_size]))
+            probs.append(model.forward_head(f).float().softmax(1).cpu())
+            feats.append(f.float().cpu())
+    if not probs:
+        return np.zeros((0, len(predictor.classes)), np.float32), np.zeros((0, 0), np.float32)
+    return torch.cat(probs).numpy(), torch.cat(feats).numpy()
+
+
+def fast_pass(predictor: Any, folder: Path) -> Callable[..., tuple[np.ndarray, np.ndarray | None]] | None:
+    """A function (uint8 images, batch size, features=False) → (probabilities, pooled features or
+    ``None``) through onnxruntime, or ``None`` when this run or machine takes the eager pass (a
+    message says why when it is a failure)."""
     if os.environ.get(ENV, "").strip().lower() == "torch":
         return None
     if predictor.is_ensemble or predictor.device.type != "cpu":
@@ -95,27 +119,49 @@ def fast_pass(predictor: Any, folder: Path) -> Callable[[torch.Tensor, int], np.
                       f"({type(e).__name__}: {str(e)[:200]}); labelling with PyTorch[/dim]")
         return None
 
-    def probs(x: torch.Tensor) -> np.ndarray:
-        return torch.from_numpy(graph(predictor.prepare(x).contiguous().numpy())[0]).softmax(1).numpy()
+    def both(x: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        logits, features = graph(predictor.prepare(x).contiguous().numpy())[:2]
+        return torch.from_numpy(logits).softmax(1).numpy(), features
 
-    def run(images: torch.Tensor, batch_size: int) -> np.ndarray:
-        eager = predictor.proba_tensor(images[:CHECK_IMAGES], batch_size=CHECK_IMAGES)
+    def run(images: torch.Tensor, batch_size: int, features: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        check = images[:CHECK_IMAGES]
+        eager = predictor.proba_tensor(check, batch_size=CHECK_IMAGES)
         try:
-            first = probs(images[:CHECK_IMAGES])
-            diff = float(np.abs(first - eager).max()) if len(first) else 0.0
-            why = f"differs from PyTorch by {diff:.2g} on its first {len(first)} images (allowed {MAX_DIFF:g})"
+            first = both(check)
+            diff = float(np.abs(first[0] - eager).max()) if len(first[0]) else 0.0
+            why = f"differs from PyTorch by {diff:.2g} on its first {len(first[0])} images (allowed {MAX_DIFF:g})"
+            if features and len(check):
+                want = eager_pass(predictor, check, CHECK_IMAGES)[1]
+                fdiff = float(np.abs(first[1] - want).max()) / max(1e-6, float(np.abs(want).max()))
+                if not fdiff <= FEATURE_DIFF:
+                    diff, why = float("inf"), f"features differ from PyTorch's by {fdiff:.2g} of their largest (allowed {FEATURE_DIFF:g})"
         except Exception as e:  # a graph that does not fit this run (a damaged or foreign file)
             diff, why = float("inf"), f"could not run its graph ({type(e).__name__}: {str(e)[:160]})"
         if not diff <= MAX_DIFF:
             console.print(f"  [yellow]teacher {predictor.run.path}: onnxruntime {why}; labelling with PyTorch (set {ENV}=torch "
                           "to skip the try)[/yellow]")
-            return predictor.proba_tensor(images, batch_size=EAGER_BATCH)
-        out = [eager]
+            if features:
+                return eager_pass(predictor, images)
+            return predictor.proba_tensor(images, batch_size=EAGER_BATCH), None
+        probs, feats = [eager], [first[1]]
         for i in range(CHECK_IMAGES, len(images), batch_size):
-            out.append(probs(images[i : i + batch_size]))
-        return np.concatenate(out)
+            p, f = both(images[i : i + batch_size])
+            probs.append(p)
+            feats.append(f)
+        return np.concatenate(probs), (np.concatenate(feats) if features else None)
 
     return run
+
+
+def proba_features(predictor: Any, images: torch.Tensor, folder: Path, *, batch_size: int = EAGER_BATCH) -> tuple[np.ndarray, np.ndarray, str]:
+    """``predictor``'s probabilities and pooled features for uint8 ``images`` in one pass, by the
+    fastest pass that agrees with PyTorch, and which one it was (``onnxruntime`` or ``torch``)."""
+    run = fast_pass(predictor, folder)
+    if run is None:
+        probs, feats = eager_pass(predictor, images, batch_size)
+        return probs, feats, "torch"
+    probs, feats = run(images, BATCH, features=True)
+    return probs, feats, "onnxruntime"
 
 
 def proba(predictor: Any, images: torch.Tensor, folder: Path, *, batch_size: int = EAGER_BATCH) -> tuple[np.ndarray, str]:
@@ -125,7 +171,7 @@ def proba(predictor: Any, images: torch.Tensor, folder: Path, *, batch_size: int
     run = fast_pass(predictor, folder)
     if run is None:
         return predictor.proba_tensor(images, batch_size=batch_size), "torch"
-    return run(images, BATCH), "onnxruntime"
+    return run(images, BATCH)[0], "onnxruntime"
 
 
 def measure(predictor: Any, images: torch.Tensor, folder: Path) -> dict[str, Any]:

@@ -7,7 +7,9 @@ loss with their predicted class (``targets=hard``) or the predicted distribution
 (``targets=soft``, sharpened by ``temperature``).
 
 With ``--teacher RUN`` (or ``--teacher propagate``) the targets are a fixed table: the
-teacher's class probabilities for every pool image, computed once before training. The
+teacher's class probabilities for every pool image, computed once before training — or, with
+``table=graph``, the labels spread over a kNN graph of the teacher's own features (Iscen et al.,
+2019), which a trained network's features make more right than its head. The
 images kept are those whose teacher confidence reaches ``threshold``, at most the ``keep``
 share of the pool (most confident first) and, with ``balance``, the same number per class
 (Noisy Student's class-balanced selection, without duplicating images). Seen through the
@@ -35,6 +37,7 @@ from .base import Batch, Needs, TrainingMethod
 from .registry import METHODS
 
 VIEWS = ("plain", "weak", "strong")
+TABLES = ("head", "graph")
 
 
 def _opt(default: Any, help: str) -> Any:
@@ -55,9 +58,13 @@ class PseudoLabelOptions:
     ema_decay: float = _opt(0.0, "online: pseudo-labels from an EMA of the weights (timm's ModelEmaV3), which is also validated and "
                                  "saved; 0 = off")
     align: bool = _opt(False, "distribution alignment: predictions × labeled class shares / their running mean (online)")
+    table: str = _opt("head", "with --teacher RUN: head (the teacher's predictions) | graph (the labels spread over a kNN graph of "
+                              "the teacher's own features)")
 
     def __post_init__(self) -> None:
         check_common(self)
+        if self.table not in TABLES:
+            raise ValueError(f"table must be one of {', '.join(TABLES)}, got {self.table!r}")
         if self.view not in VIEWS:
             raise ValueError(f"view must be one of {', '.join(VIEWS)}, got {self.view!r}")
         if not 0.0 < self.keep <= 1.0:
@@ -112,6 +119,8 @@ class PseudoLabel(UnlabeledMethod, TrainingMethod):
                 raise ValueError("with --teacher the targets are fixed: thresholds=flexmatch/freematch, align and ema_decay are "
                                  "for the online method (drop --teacher or those options)")
             self.selected = select(self.table, o.threshold, o.keep, o.balance)
+        elif o.table != "head":
+            raise ValueError("table=graph spreads the labels over a --teacher run's own features: give --teacher RUN (or drop -O table)")
 
     def step(self, batch: Batch) -> dict[str, torch.Tensor]:
         o = self.options

@@ -89,6 +89,14 @@ def pool_section(run_dir: Path, predictor: Any = None) -> Section | None:
             names = teacher_runs(str(teacher.get("source")))
             s.text(f"{len(members)} teachers taught together (the mean of their probabilities); each one alone:")
             s.table([{"teacher": name, **m} for name, m in zip(names, members)])
+    graph = metrics.get("graph")
+    if graph:
+        head = graph.get("head") or {}
+        s.text(f"These targets are not the teacher's own predictions: the {graph.get('n_labeled')} labels spread over a kNN graph of "
+               f"the teacher's pooled features ({graph.get('k')} neighbours, α = {graph.get('alpha')}, {graph.get('networks')} "
+               f"network(s), {graph.get('seconds')} s). The teacher's own predictions, for comparison:")
+        s.table([{"targets": "graph (trained on)", **{k: v for k, v in teacher.items() if k not in ("members", "source")}},
+                 {"targets": "teacher's head", **head}] if teacher else [{"targets": "teacher's head", **head}])
     check = (metrics.get("route") or {}).get("validation")
     if check:
         s.text(f"The student against its teachers together on {check['images']} validation images: {check['verdict']} "

@@ -91,6 +91,38 @@ def _one_table(teacher: str, pool_x: torch.Tensor, classes: list[str], *, device
     return probs[:, order].contiguous()
 
 
+def member_features(
+    teacher: str, labeled_x: torch.Tensor, pool_x: torch.Tensor, classes: list[str], *, device: str = "auto"
+) -> list[tuple[torch.Tensor, np.ndarray, np.ndarray]]:
+    """For each finished run ``teacher`` names: its probabilities for the pool ``(P, C)`` (in the
+    student's class order) and its pooled features of the labeled and the pool images, from one
+    pass over both (``-O table=graph`` spreads the labels over them). The pool's probabilities are
+    kept in the teacher's folder as ``member_tables`` keeps them."""
+    from ..export.passes import proba_features
+    from ..predictor import Predictor
+
+    out = []
+    for run in teacher_runs(teacher):
+        path = Path(run)
+        predictor = Predictor(path, device=device)
+        if predictor.is_ensemble:
+            raise ConfigError(f"--teacher {run} is an ensemble: -O table=graph needs each member's own features; give the "
+                              "members as --teacher a,b,c")
+        if sorted(predictor.classes) != sorted(classes):
+            raise DataError(f"the teacher {teacher} knows the classes {predictor.classes}, this run has {classes}; a teacher "
+                            "must be trained on the same classes")
+        order = [predictor.classes.index(c) for c in classes]
+        t0 = time.perf_counter()
+        labeled_p, labeled_f, _ = proba_features(predictor, labeled_x, path / TABLES_DIR)
+        probs_np, pool_f, engine = proba_features(predictor, pool_x, path / TABLES_DIR)
+        console.print(f"  [dim]teacher {run}: probabilities and features of {len(labeled_x)} labeled and {len(pool_x)} unlabeled "
+                      f"images in {time.perf_counter() - t0:.0f} s ({engine})[/dim]")
+        probs = torch.from_numpy(np.ascontiguousarray(probs_np)).float()
+        _keep(path / TABLES_DIR / f"{table_key(path, pool_x)}.safetensors", probs)
+        out.append((probs[:, order].contiguous(), labeled_f, pool_f))
+    return out
+
+
 def table_key(run: Path, pool_x: torch.Tensor) -> str:
     """What a teacher's table depends on: the pool's pixels (shape and bytes) and the teacher's
     weights (``model.safetensors``, and ``model.json``, which for an ensemble names its members'

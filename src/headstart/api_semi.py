@@ -2,7 +2,7 @@
 
 ``selftrain`` runs Noisy Student rounds (``semi.selftrain``) through ``train``, scoring each round
 on the data's test split where it has one; ``self_training`` is ``train --unlabeled`` with
-``--method auto`` (a teacher, then a student). ``read_unlabeled``, ``teacher_targets`` and
+``--method auto`` (teachers, then one or two students). ``read_unlabeled``, ``teacher_targets`` and
 ``pool_epochs`` are the steps ``api._train`` takes when a run has unlabeled images.
 """
 
@@ -278,10 +278,13 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCost
 def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callable[[Any], Any] = lambda x: x, is_main: bool = True) -> Any:
     """``headstart train DATA --unlabeled ...`` with ``--method auto``: supervised teachers in
     ``OUT/teacher``, ``OUT/teacher-2``... (the recipe asked for, on the same labels with seeds
-    ``--seed``, ``--seed+1``...), then, when the pool is large enough to pay, one Noisy Student
+    ``--seed``, ``--seed+1``...), then, when the pool is large enough to pay, a Noisy Student
     round in ``OUT`` taught by the mean of their probabilities (soft targets, strong views,
-    dropout and stochastic depth). How many teachers and how much of the pool are planned from
-    the first teacher's measured costs to fit ``--time-budget``. Each decision is a reason in
+    dropout and stochastic depth) — or, where the time allows, two: a first student in
+    ``OUT/student-1`` taught so, then the student in ``OUT`` taught by the labels spread over a
+    kNN graph of the first student's features (``-O table=graph``). How many teachers, how much
+    of the pool, how many students and passes are planned from the first teacher's measured
+    costs to fit ``--time-budget``. Each decision is a reason in
     the student's ``config.yaml``. In a process group, rank 0's plan is every rank's
     (``agree``) and only rank 0 writes the route's files (``is_main``)."""
     import time
@@ -551,6 +554,8 @@ def _graph_table(job: Any, truth: Any) -> tuple[torch.Tensor, list[dict] | None]
     if head_right is not None and graph_right is not None:
         console.print(f"  [bold]graph[/bold] labels spread over the teachers' features: {graph_right:.1%} right by the hidden labels, "
                       f"the teachers' own predictions {head_right:.1%} ({out.seconds:.0f} s)")
+    else:
+        console.print(f"  [bold]graph[/bold] labels spread over the teachers' features ({out.seconds:.0f} s)")
     members = [table_summary(p, truth) for p, _, _ in per] if len(per) > 1 else None
     return table, members
 

@@ -113,7 +113,7 @@ def member_features(
                             "must be trained on the same classes")
         order = [predictor.classes.index(c) for c in classes]
         t0 = time.perf_counter()
-        labeled_p, labeled_f, _ = proba_features(predictor, labeled_x, path / TABLES_DIR)
+        _, labeled_f, _ = proba_features(predictor, labeled_x, path / TABLES_DIR)
         probs_np, pool_f, engine = proba_features(predictor, pool_x, path / TABLES_DIR)
         console.print(f"  [dim]teacher {run}: probabilities and features of {len(labeled_x)} labeled and {len(pool_x)} unlabeled "
                       f"images in {time.perf_counter() - t0:.0f} s ({engine})[/dim]")

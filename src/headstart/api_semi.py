@@ -371,7 +371,7 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
                 unlabeled_limit=plan.limit, search=False, drop_path_rate=config.drop_path_rate or 0.2, epochs=config.epochs or plan.passes,
                 resume=config.resume and (first / "checkpoint").exists(),
                 # the first student may use the time left less what the second round was costed at
-                time_budget=None if config.time_budget is None else max(0.5, config.time_budget - spent / 60.0 - _round_minutes(plan)),
+                time_budget=None if config.time_budget is None else max(0.5, config.time_budget - spent / 60.0 - plan.round_s / 60.0),
             )
             train_one(TrainConfig.from_dict(first_cfg.to_dict()), notes={
                 "method": f"the route's first student (of {plan.rounds}): taught by the teachers' mean soft targets, with noise"})
@@ -402,11 +402,6 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
         check = validation_check(out, teachers, device=_device_of(config), on_bad_image=config.on_bad_image)
         _record_check(out, check)
     return result
-
-
-def _round_minutes(plan: RoutePlan) -> float:
-    """The minutes the plan set aside for its second round (0 without one)."""
-    return 0.0 if plan.rounds < 2 or not plan.round_s else plan.round_s / 60.0
 
 
 def validation_check(student: Path, teachers: list[Path], *, device: str, on_bad_image: str = "skip") -> dict[str, Any] | None:

@@ -133,8 +133,18 @@ ROUND_MIN_TEACHERS = 2
 """A second round may take the place of the third and fourth teachers, not of the second."""
 
 GRAPH_S_60K = 25.0
-"""Seconds the kNN graph and the spreading take for 60,000 images (PCA to 128, exact search;
-19 s measured on 2 AMD EPYC cores); the search grows with the square of the images."""
+"""Seconds one network's kNN graph and its share of the spreading take for 60,000 images (PCA to
+128, exact search; on 2 AMD EPYC cores 18–20 s for one network, 37 s for two teachers' graphs
+joined, 78 s for four); the search grows with the square of the images."""
+
+GRAPH_WHY = ("on Fashion-MNIST at 10 labels per class (three seeds) they were 79.8, 83.0 and 80.6 % right where the mean of "
+             "the same 2, 4 and 2 teachers was 77.0, 80.5 and 77.6 % (benchmarks/results/semi-graph.md)")
+"""Why the route's (first) student learns from the labels spread over its teachers' graphs.
+
+Only where the teachers trained their features. A teacher that trained
+only a head (``linear``) has the frozen pretrained body's features, and on data unlike ImageNet
+labels spread over those did worse than a classifier of the labels alone (``semi/propagate.py``);
+its students learn from the teachers' mean probabilities and the route trains one of them."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +156,13 @@ class RouteCosts:
     step_s: float  # one student step (labeled and unlabeled images together), estimated
     min_steps: int  # the student's fewest steps: the supervised plan's optimizer steps
     unlabeled_per_step: int
+    frozen: bool = False  # the teacher trained only a head: its features are the frozen pretrained body's
+
+    @property
+    def graphs(self) -> bool:
+        """Whether the route's students learn from labels spread over kNN graphs of features:
+        only where the features were trained (``GRAPH_WHY``)."""
+        return not self.frozen
 
     def student_steps(self, n: int, passes: int = 1) -> int:
         """The student's steps for ``passes`` over ``n`` unlabeled images (at least ``min_steps``)."""
@@ -153,11 +170,21 @@ class RouteCosts:
 
     def seconds(self, teachers: int, trained: int, n: int, passes: int = 1, rounds: int = 1) -> float:
         """More teachers' training, every teacher's pass over ``n`` unlabeled images, the student's
-        steps; with ``rounds`` 2, the first student's pass over them for its features, the graph
-        and a second student of as many steps."""
-        second = 0.0 if rounds < 2 else n / self.forward_ips + GRAPH_S_60K * (n / 60_000) ** 2 + self.student_steps(n, passes) * self.step_s
+        steps, each teacher's kNN graph where the student learns from one (``graphs``); with
+        ``rounds`` 2, the second round (``second_round``)."""
+        graphs = teachers * graph_seconds(n) if self.graphs else 0.0
         return (max(0, teachers - trained) * self.teacher_s + teachers * n / self.forward_ips + self.student_steps(n, passes) * self.step_s
-                + second)
+                + graphs + (self.second_round(n, passes) if rounds >= 2 else 0.0))
+
+    def second_round(self, n: int, passes: int = 1) -> float:
+        """The first student's pass over ``n`` unlabeled images for its features, its graph and a
+        second student of as many steps."""
+        return n / self.forward_ips + graph_seconds(n) + self.student_steps(n, passes) * self.step_s
+
+
+def graph_seconds(n: int) -> float:
+    """One network's kNN graph over ``n`` images and its share of the spreading (``GRAPH_S_60K``)."""
+    return GRAPH_S_60K * (n / 60_000) ** 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,9 +198,26 @@ class RoutePlan:
     rounds: int = 1  # students: the second learns from the labels spread over the first's features
     why_rounds: str = ""
     round_s: float = 0.0  # seconds the plan set aside for the second round (the first student's budget leaves them)
+    graph: bool = False  # the (first) student learns from the labels spread over the teachers' kNN graphs (-O table=graph)
+    why_graph: str = ""
 
 
 def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1) -> RoutePlan:
+    """How many teachers, how many unlabeled images and how many student passes over them fit
+    in ``left_s`` seconds (``None``: no --time-budget), and the (first) student's table: the
+    labels spread over the teachers' kNN graphs where their features were trained
+    (``GRAPH_WHY``), else their mean probabilities."""
+    plan = _plan_route(left_s, costs, pool, asked=asked, trained=trained)
+    if costs.graphs:
+        why = ("the labels spread over the kNN graphs of the teachers' own features teach the "
+               f"{'first ' if plan.rounds > 1 else ''}student, not the teachers' mean probabilities: {GRAPH_WHY}")
+    else:
+        why = ("the teachers' mean probabilities teach the student: they trained only a head over the frozen pretrained body, "
+               "and a kNN graph of those features is the pretrained network's, not one this data trained")
+    return dataclasses.replace(plan, graph=costs.graphs, why_graph=why)
+
+
+def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1) -> RoutePlan:
     """How many teachers, how many unlabeled images and how many student passes over them fit
     in ``left_s`` seconds (``None``: no --time-budget). More teachers come first once the
     student has ``POOL_ENOUGH`` images (or the whole pool); then the student takes every image
@@ -184,9 +228,11 @@ def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int
         k = asked or ROUTE_TEACHERS
         why = "--teachers" if asked else f"no --time-budget: the most the route trains ({ROUTE_TEACHERS}); their mean labels best"
         passes = _passes(costs, k, trained, pool, float("inf"))
+        rounds = ROUTE_ROUNDS if costs.graphs else 1
         return RoutePlan(k, None, why, "no --time-budget: every unlabeled image", passes,
-                         f"no --time-budget: {ROUTE_PASSES} passes over the unlabeled images" if passes else "", ROUTE_ROUNDS,
-                         f"no --time-budget: {ROUTE_ROUNDS} students, the second taught by the labels spread over the first's features")
+                         f"no --time-budget: {ROUTE_PASSES} passes over the unlabeled images" if passes else "", rounds,
+                         f"no --time-budget: {ROUTE_ROUNDS} students, the second taught by the labels spread over the first's features"
+                         if rounds > 1 else "")
     avail = BUDGET_MARGIN * left_s
 
     def fit(k: int, c: RouteCosts = costs) -> int:
@@ -221,7 +267,7 @@ def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int
                  f"student steps do not fit in {BUDGET_MARGIN:.0%} of it, so one pass of {steps} steps over the {n} unlabeled "
                  f"images that do; {rates}")
         return RoutePlan(k, n, why_k, why_n, 1 if n else None, f"one pass of {steps} steps: what the time left affords" if n else "")
-    if n == pool:
+    if n == pool and costs.graphs:
         # a second student before a second pass, and before the teachers past ROUND_MIN_TEACHERS (--teachers stays as asked)
         for k2 in range(k, k - 1 if asked else min(k, ROUND_MIN_TEACHERS) - 1, -1):
             if costs.seconds(k2, trained, n, 1, 2) <= avail:
@@ -231,7 +277,7 @@ def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int
                                  f"two students, one pass each, fit in {BUDGET_MARGIN:.0%} of the time left: the second learns from the "
                                  "labels spread over a kNN graph of the first's features (a second round gained more than a second "
                                  "pass: benchmarks/results/semi-graph.md)",
-                                 round(costs.seconds(k2, trained, n, 1, 2) - costs.seconds(k2, trained, n, 1), 1))
+                                 round(costs.second_round(n), 1))
     passes = _passes(costs, k, trained, n, avail) if n == pool else None
     why_p = (f"{passes} passes over the {n} unlabeled images fit in {BUDGET_MARGIN:.0%} of the time left (at most {ROUTE_PASSES})"
              if passes else "")
@@ -271,7 +317,7 @@ def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCost
     return RouteCosts(
         teacher_s=float(metrics.get("seconds") or metrics.get("fit_seconds") or 0.0) + speed["export_s"], forward_ips=speed["pass_ips"],
         step_s=(FROZEN_STEP_FORWARDS if saved["strategy"] == "linear" else STEP_FORWARDS) * batch * (1 + ratio) / speed["eager_ips"], min_steps=epochs * -(-n_train // batch),
-        unlabeled_per_step=batch * ratio,
+        unlabeled_per_step=batch * ratio, frozen=saved["strategy"] == "linear",
     )
 
 
@@ -279,10 +325,11 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     """``headstart train DATA --unlabeled ...`` with ``--method auto``: supervised teachers in
     ``OUT/teacher``, ``OUT/teacher-2``... (the recipe asked for, on the same labels with seeds
     ``--seed``, ``--seed+1``...), then, when the pool is large enough to pay, a Noisy Student
-    round in ``OUT`` taught by the mean of their probabilities (soft targets, strong views,
-    dropout and stochastic depth) — or, where the time allows, two: a first student in
-    ``OUT/student-1`` taught so, then the student in ``OUT`` taught by the labels spread over a
-    kNN graph of the first student's features (``-O table=graph``). How many teachers, how much
+    round in ``OUT`` (soft targets, strong views, dropout and stochastic depth) taught by the
+    labels spread over the kNN graphs of the teachers' own features (``-O table=graph``; the mean
+    of their probabilities where they trained only a head) — or, where the time allows, two: a
+    first student in ``OUT/student-1`` taught so, then the student in ``OUT`` taught by the
+    labels spread over a kNN graph of the first student's features. How many teachers, how much
     of the pool, how many students and passes are planned from the first teacher's measured
     costs to fit ``--time-budget``. Each decision is a reason in
     the student's ``config.yaml``. In a process group, rank 0's plan is every rank's
@@ -359,7 +406,10 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     teachers += [one_teacher(i) for i in range(1, plan.teachers)]
     if plan.rounds > 1:
         console.print(f"  [bold]students[/bold] {plan.rounds}: {plan.why_rounds}")
-    teacher_spec, final_options = ",".join(str(t) for t in teachers), options
+    if plan.why_graph:
+        console.print(f"  [bold]table[/bold] {'graph' if plan.graph else 'head'}: {plan.why_graph}")
+    taught = {"table": "graph", **options} if plan.graph else options  # -O table=head keeps the teachers' mean
+    teacher_spec, final_options = ",".join(str(t) for t in teachers), taught
     first = out / "student-1"
     if plan.rounds > 1:
         if finished(first):
@@ -367,14 +417,16 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
         else:
             spent = time.perf_counter() - t_start
             first_cfg = config.with_updates(
-                method="pseudolabel", teacher=teacher_spec, teachers=None, method_options=options, output=str(first),
+                method="pseudolabel", teacher=teacher_spec, teachers=None, method_options=taught, output=str(first),
                 unlabeled_limit=plan.limit, search=False, drop_path_rate=config.drop_path_rate or 0.2, epochs=config.epochs or plan.passes,
                 resume=config.resume and (first / "checkpoint").exists(),
                 # the first student may use the time left less what the second round was costed at
                 time_budget=None if config.time_budget is None else max(0.5, config.time_budget - spent / 60.0 - plan.round_s / 60.0),
             )
             train_one(TrainConfig.from_dict(first_cfg.to_dict()), notes={
-                "method": f"the route's first student (of {plan.rounds}): taught by the teachers' mean soft targets, with noise"})
+                "method": f"the route's first student (of {plan.rounds}): taught by "
+                          + ("the labels spread over the kNN graphs of the teachers' own features" if taught.get("table") == "graph"
+                             else "the teachers' mean soft targets") + ", with noise"})
         teacher_spec, final_options = str(first), {**options, "table": "graph"}
     spent = time.perf_counter() - t_start
     student = config.with_updates(
@@ -386,16 +438,19 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     who = f"a supervised teacher ({teachers[0]}" if len(teachers) == 1 else f"{len(teachers)} supervised teachers ({out}/teacher*"
     notes = {
         "method": (f"auto with {pool} unlabeled images for {labeled} labeled: self-training — {who}, "
-                   f"{time.perf_counter() - t0:.0f} s) label the unlabeled images with soft targets (their mean) and this student "
+                   f"{time.perf_counter() - t0:.0f} s) label the unlabeled images with soft targets "
+                   f"({'the labels spread over the kNN graphs of their features' if plan.graph else 'their mean'}) and this student "
                    "learns from them and the labels, with noise (the strong view, dropout, stochastic depth): Noisy Student, one "
                    "round; `headstart selftrain` runs more") if plan.rounds < 2 else
-                  (f"auto with {pool} unlabeled images for {labeled} labeled: self-training in two rounds — {who}) taught a first "
-                   f"student ({first}) with their mean soft targets; the labels spread over a kNN graph of that student's own "
-                   "features teach this one, with noise (the strong view, dropout, stochastic depth)"),
+                  (f"auto with {pool} unlabeled images for {labeled} labeled: self-training in two rounds — {who}, "
+                   f"{time.perf_counter() - t0:.0f} s) trained; the labels spread over the kNN graphs of their own features taught a "
+                   f"first student ({first}), and the labels spread over a kNN graph of that student's own features teach this "
+                   "one, with noise (the strong view, dropout, stochastic depth)"),
         "teachers": plan.why_teachers,
         "unlabeled_limit": plan.why_limit if plan.limit is None or plan.limit >= pool else f"{plan.limit} of {pool} unlabeled images: {plan.why_limit}",
         **({"epochs": plan.why_passes} if plan.passes and not config.epochs else {}),
         **({"rounds": plan.why_rounds} if plan.rounds > 1 else {}),
+        **({"table": plan.why_graph} if plan.why_graph else {}),
     }
     result = train_one(TrainConfig.from_dict(student.to_dict()), notes=notes)
     if is_main:

@@ -87,14 +87,17 @@ def pool_section(run_dir: Path, predictor: Any = None) -> Section | None:
             from .teacher import teacher_runs
 
             names = teacher_runs(str(teacher.get("source")))
-            s.text(f"{len(members)} teachers taught together (the mean of their probabilities); each one alone:")
+            how = ("their kNN graphs joined spread the labels (below)" if metrics.get("graph") else "the mean of their probabilities")
+            s.text(f"{len(members)} teachers taught together ({how}); each one's own predictions alone:")
             s.table([{"teacher": name, **m} for name, m in zip(names, members)])
     graph = metrics.get("graph")
     if graph:
         head = graph.get("head") or {}
-        s.text(f"These targets are not the teacher's own predictions: the {graph.get('n_labeled')} labels spread over a kNN graph of "
-               f"the teacher's pooled features ({graph.get('k')} neighbours, α = {graph.get('alpha')}, {graph.get('networks')} "
-               f"network(s), {graph.get('seconds')} s). The teacher's own predictions, for comparison:")
+        many = (graph.get("networks") or 1) > 1
+        s.text(f"These targets are not the teacher's own predictions: the {graph.get('n_labeled')} labels spread over the kNN graph of "
+               f"{'each teacher' if many else 'the teacher'}'s pooled features ({graph.get('k')} neighbours, α = {graph.get('alpha')}, "
+               f"{graph.get('networks')} network(s){', their graphs joined' if many else ''}, {graph.get('seconds')} s). "
+               f"{'The mean of the teachers' if many else 'The teacher'}'s own predictions, for comparison:")
         s.table([{"targets": "graph (trained on)", **{k: v for k, v in teacher.items() if k not in ("members", "source")}},
                  {"targets": "teacher's head", **head}] if teacher else [{"targets": "teacher's head", **head}])
     check = (metrics.get("route") or {}).get("validation")

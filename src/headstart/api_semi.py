@@ -235,11 +235,11 @@ def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: in
                          if rounds > 1 else "")
     avail = BUDGET_MARGIN * left_s
 
-    def fit(k: int, c: RouteCosts = costs) -> int:
+    def fit(k: int, c: RouteCosts = costs, rounds: int = 1) -> int:
         lo, hi = 0, pool
         while lo < hi:
             mid = (lo + hi + 1) // 2
-            if c.seconds(k, trained, mid) <= avail:
+            if c.seconds(k, trained, mid, 1, rounds) <= avail:
                 lo = mid
             else:
                 hi = mid - 1
@@ -267,17 +267,28 @@ def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: in
                  f"student steps do not fit in {BUDGET_MARGIN:.0%} of it, so one pass of {steps} steps over the {n} unlabeled "
                  f"images that do; {rates}")
         return RoutePlan(k, n, why_k, why_n, 1 if n else None, f"one pass of {steps} steps: what the time left affords" if n else "")
-    if n == pool and costs.graphs:
-        # a second student before a second pass, and before the teachers past ROUND_MIN_TEACHERS (--teachers stays as asked)
-        for k2 in range(k, k - 1 if asked else min(k, ROUND_MIN_TEACHERS) - 1, -1):
-            if costs.seconds(k2, trained, n, 1, 2) <= avail:
-                why_k2 = why_k if k2 == k else (f"{k2} teacher(s): a second student fits with {k2}, not with {k} (a second round "
-                                                f"before teachers past {ROUND_MIN_TEACHERS}); {rates}")
-                return RoutePlan(k2, n, why_k2, why_n, 1, "one pass for each of the two students", 2,
-                                 f"two students, one pass each, fit in {BUDGET_MARGIN:.0%} of the time left: the second learns from the "
-                                 "labels spread over a kNN graph of the first's features (a second round gained more than a second "
-                                 "pass: benchmarks/results/semi-graph.md)",
-                                 round(costs.second_round(n), 1))
+    if costs.graphs:
+        # A second student before a second pass, before the teachers past ROUND_MIN_TEACHERS (--teachers stays as asked)
+        # and before the last images of the pool: over every image with as many teachers as fit, else with the fewest
+        # teachers over as many images as fit, when those are at least POOL_ENOUGH (a round over 20,000 images scored as
+        # one over 45,156).
+        lowest = k if asked else min(k, ROUND_MIN_TEACHERS)
+        k2 = next((k2 for k2 in range(k, lowest - 1, -1) if n == pool and costs.seconds(k2, trained, pool, 1, 2) <= avail), None)
+        n2 = pool if k2 is not None else fit(lowest, rounds=2)
+        if k2 is None and n2 >= min(pool, POOL_ENOUGH) and n2 > 0:
+            k2 = lowest
+        if k2 is not None:
+            why_k2 = why_k if k2 == k else (f"{k2} teacher(s): a second student fits with {k2}, not with {k} (a second round "
+                                            f"before teachers past {ROUND_MIN_TEACHERS}); {rates}")
+            why_n2 = why_n if n2 == n else (
+                f"{left_s / 60:.1f} min of --time-budget left after the first teacher: {k2} teacher pass(es) and two students' "
+                f"epochs over {n2} unlabeled images fit in {BUDGET_MARGIN:.0%} of it (a second round before the last "
+                f"{pool - n2} images of the pool: a round over {POOL_ENOUGH} images scored as one over 45,156); {rates}")
+            return RoutePlan(k2, n2, why_k2, why_n2, 1, "one pass for each of the two students", 2,
+                             f"two students, one pass each, fit in {BUDGET_MARGIN:.0%} of the time left: the second learns from the "
+                             "labels spread over a kNN graph of the first's features (a second round gained more than a second "
+                             "pass: benchmarks/results/semi-graph.md)",
+                             round(costs.second_round(n2), 1))
     passes = _passes(costs, k, trained, n, avail) if n == pool else None
     why_p = (f"{passes} passes over the {n} unlabeled images fit in {BUDGET_MARGIN:.0%} of the time left (at most {ROUTE_PASSES})"
              if passes else "")
@@ -574,7 +585,7 @@ def teacher_targets(job: Any, build_body: Callable[[], Any]) -> None:
     summary = table_summary(table, truth)
     job.extra["teacher"] = {"source": config.teacher, **summary, **({"members": members} if members else {})}
     right = f", {summary['accuracy']:.1%} right by the hidden labels" if "accuracy" in summary else ""
-    together = f" ({len(members)} teachers, their mean)" if members else ""
+    together = f" ({len(members)} teachers, {'their graphs joined' if 'graph' in job.extra else 'their mean'})" if members else ""
     console.print(
         f"  [bold]teacher[/bold] {config.teacher}{together}: mean confidence {summary['mean_confidence']:.2f}, "
         f"{summary['share_conf_0.9']:.0%} of the pool at ≥ 0.9{right}"

@@ -384,21 +384,33 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
         return (k - 1) * 100.0 + k * n / 500.0 + steps * 0.4 + more
 
     # a second round (a first student taught by the labels spread over the teachers' graphs, a second by those spread over
-    # the first student's) goes before a second pass and before the teachers past ROUND_MIN_TEACHERS: 1,720 s hold 4
-    # teachers and one student (1,380 s) or 2 teachers and two students (1,535 s of the 1,548 s), not 3 teachers and two
-    # (1,780 s); 2,200 s hold 3 teachers and two students, not 4 (2,025 s of 1,980 s)
-    for left, teachers, rounds in ((1600.0, 4, 1), (1700.0, 4, 1), (1720.0, 2, 2), (2200.0, 3, 2), (2300.0, 4, 2), (5000.0, 4, 2)):
+    # the first student's) goes before a second pass, before the teachers past ROUND_MIN_TEACHERS and before the last images
+    # of the pool: 1,720 s hold 4 teachers and one student (1,380 s) or 2 teachers and two students over all 60,000 images
+    # (1,535 s of the 1,548 s), not 3 teachers and two (1,780 s); 2,200 s hold 3 teachers and two students, not 4 (2,025 s
+    # of 1,980 s); 1,600 s hold two students over all the images with no teachers' number, so 2 teachers and two students
+    # over as many as fit (56,2xx); 1,200 s the same over ~41,600 — where 4 teachers and one student would take ~44,500
+    for left, teachers, rounds, whole in ((1600.0, 2, 2, False), (1700.0, 2, 2, False), (1720.0, 2, 2, True), (2200.0, 3, 2, True),
+                                          (2300.0, 4, 2, True), (5000.0, 4, 2, True), (1200.0, 2, 2, False), (700.0, 2, 2, False)):
         plan = plan_route(left, costs, 60_000, asked=None)
-        assert (plan.teachers, plan.rounds, plan.limit) == (teachers, rounds, 60_000)
         avail = BUDGET_MARGIN * left
-        if rounds == 2:
-            assert plan.passes == 1 and naive(teachers, 60_000, 1, 2) <= avail
+        n = plan.limit
+        assert (plan.teachers, plan.rounds, n == 60_000) == (teachers, rounds, whole) and n >= POOL_ENOUGH
+        assert plan.passes == 1 and naive(teachers, n, 1, 2) <= avail
+        assert plan.round_s == pytest.approx(second(n), abs=0.1)  # what the first student's budget leaves
+        if whole:
             assert teachers == ROUTE_TEACHERS or naive(teachers + 1, 60_000, 1, 2) > avail
-            assert plan.round_s == pytest.approx(second(60_000), abs=0.1)  # what the first student's budget leaves
-        else:
-            assert all(naive(k, 60_000, 1, 2) > avail for k in range(ROUND_MIN_TEACHERS, teachers + 1))
-    assert plan_route(2000.0, costs, 60_000, asked=4).rounds == 1  # --teachers 4 is kept: two students do not fit beside them
+        else:  # as many images as fit: one more does not, and no number of teachers takes them all
+            assert naive(teachers, n + 1, 1, 2) > avail and all(naive(k, 60_000, 1, 2) > avail for k in range(ROUND_MIN_TEACHERS, 5))
+            assert "before the last" in plan.why_limit and f"over {n} unlabeled images" in plan.why_limit
+    assert plan_route(1200.0, costs, 60_000, asked=None).limit < 42_000 < plan_route(1200.0, costs.__class__(
+        **{**dataclasses.asdict(costs), "frozen": True}), 60_000, asked=None).limit  # one student and 4 teachers: more images
+    forced = plan_route(2000.0, costs, 60_000, asked=4)  # --teachers 4 is kept: two students fit beside them over ~52,600 images
+    assert (forced.teachers, forced.rounds) == (4, 2) and naive(4, forced.limit, 1, 2) <= 1800.0 < naive(4, forced.limit + 1, 1, 2)
     assert plan_route(2000.0, costs, 60_000, asked=None).teachers == 3
+    # a cheap teacher and dear steps: 4 teachers and one student over 20,000 images fit where two students over 20,000 do not
+    cheap = RouteCosts(teacher_s=10.0, forward_ips=500.0, step_s=0.4, min_steps=400, unlabeled_per_step=48)
+    plan = plan_route(420.0, cheap, 60_000, asked=None)
+    assert (plan.teachers, plan.rounds) == (4, 1) and plan.limit >= POOL_ENOUGH
     assert plan_route(None, costs, 60_000, asked=None).rounds == 2
     assert all(plan_route(left, costs, 60_000, asked=None).graph for left in (None, 300.0, 1600.0, 5000.0))
     # teachers that trained only a head: their features are the frozen pretrained body's — no graphs, so no second round, and
@@ -417,7 +429,8 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
     for left in (300.0, 700.0, 1200.0, 1700.0, 5000.0):
         plan = plan_route(left, costs, 60_000, asked=None)
         avail = BUDGET_MARGIN * left
-        assert naive(plan.teachers, plan.limit) <= avail + 1e-9 and (plan.limit == 60_000 or naive(plan.teachers, plan.limit + 1) > avail)
+        r = plan.rounds
+        assert naive(plan.teachers, plan.limit, 1, r) <= avail + 1e-9 and (plan.limit == 60_000 or naive(plan.teachers, plan.limit + 1, 1, r) > avail)
         more = plan.teachers + 1
         if more <= ROUTE_TEACHERS and plan.rounds == 1:  # one more teacher would leave the student too few images
             assert naive(more, POOL_ENOUGH) > avail

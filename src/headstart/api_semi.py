@@ -81,9 +81,9 @@ the mean of 2, 3 and 4 teachers' 76.7, 77.3 and 77.8 % (test 0.757–0.763 alone
 benchmarks/results/semi-teachers.md)."""
 
 POOL_ENOUGH = 20_000
-"""Unlabeled images one student round uses before time goes to more teachers: on Fashion-MNIST
-at 10 labels per class a round on 20,000 scored as well as one on 45,156 (0.7776 and 0.7754,
-benchmarks/results/semi-*.md)."""
+"""Unlabeled images one student round uses before time goes to more teachers, and the fewest a
+two-student route takes in place of the whole pool: on Fashion-MNIST at 10 labels per class a
+round on 20,000 scored as well as one on 45,156 (0.7776 and 0.7754, benchmarks/results/semi-*.md)."""
 
 BUDGET_MARGIN = 0.90
 """Share of the time left that the plan fills: the rest absorbs the final scoring, set-up and a
@@ -121,13 +121,22 @@ cores): 5,000 steps of 8 labeled and 24 unlabeled images in 478 s, PyTorch forwa
 
 
 ROUTE_ROUNDS = 2
-"""Students the route trains at most: the first learns from the teachers' table, the second
-from the labels spread over a kNN graph of the first student's own features (``-O table=graph``).
-Measured on Fashion-MNIST at 10 labels per class (seed 0, 2 AMD EPYC cores; benchmarks/results/
-semi-graph.md): a one-pass student of four teachers scored 0.7780 and its features spread the
-100 labels 79.8–80.2 % right (its own head: 77.8 %); a one-pass second student on them scored 0.8038.
-A second pass of one student gained 0.4–0.7 points (ROUTE_PASSES), so the time goes to the second
-round first."""
+"""Students the route trains at most where the first learns from the teachers' mean probabilities
+(``-O table=head``): the second learns from the labels spread over a kNN graph of the first
+student's own features (``-O table=graph``). Measured on Fashion-MNIST at 10 labels per class
+(seed 0, 2 AMD EPYC cores; benchmarks/results/semi-graph.md): a one-pass student of four teachers
+scored 0.7780 and its features spread the 100 labels 79.8–80.2 % right (its own head: 77.8 %); a
+one-pass second student on them scored 0.8038. A second pass of one student gained 0.4–0.7
+points (ROUTE_PASSES), so there the time goes to the second round first, and before the third
+and fourth teachers and the last images of the pool (``ROUND_MIN_TEACHERS``, ``POOL_ENOUGH``).
+Where the first student learns from the teachers' graphs (the default), one student
+(``ONE_ROUND_WHY``)."""
+
+ONE_ROUND_WHY = ("a second, taught by the labels spread over the first's features, did not pay after a first taught by the "
+                 "teachers' graphs: the first student's own predictions were 83.0 and 79.6 % right, the labels spread over its "
+                 "features 82.6 and 77.5 %, and the second student scored 0.8214 and 0.7789 against the first's 0.8231 and 0.8004 "
+                 "(Fashion-MNIST, 10 labels per class, seeds 1 and 0; benchmarks/results/semi-route30-k10-tgraph.md)")
+"""Why the route trains one student where it learns from the teachers' graphs."""
 
 ROUND_MIN_TEACHERS = 2
 """A second round may take the place of the third and fourth teachers, not of the second."""
@@ -157,12 +166,7 @@ class RouteCosts:
     min_steps: int  # the student's fewest steps: the supervised plan's optimizer steps
     unlabeled_per_step: int
     frozen: bool = False  # the teacher trained only a head: its features are the frozen pretrained body's
-
-    @property
-    def graphs(self) -> bool:
-        """Whether the route's students learn from labels spread over kNN graphs of features:
-        only where the features were trained (``GRAPH_WHY``)."""
-        return not self.frozen
+    spread: bool = False  # the (first) student learns from the labels spread over the teachers' graphs: they are costed
 
     def student_steps(self, n: int, passes: int = 1) -> int:
         """The student's steps for ``passes`` over ``n`` unlabeled images (at least ``min_steps``)."""
@@ -170,9 +174,9 @@ class RouteCosts:
 
     def seconds(self, teachers: int, trained: int, n: int, passes: int = 1, rounds: int = 1) -> float:
         """More teachers' training, every teacher's pass over ``n`` unlabeled images, the student's
-        steps, each teacher's kNN graph where the student learns from one (``graphs``); with
+        steps, each teacher's kNN graph where the student learns from them (``spread``); with
         ``rounds`` 2, the second round (``second_round``)."""
-        graphs = teachers * graph_seconds(n) if self.graphs else 0.0
+        graphs = teachers * graph_seconds(n) if self.spread else 0.0
         return (max(0, teachers - trained) * self.teacher_s + teachers * n / self.forward_ips + self.student_steps(n, passes) * self.step_s
                 + graphs + (self.second_round(n, passes) if rounds >= 2 else 0.0))
 
@@ -202,22 +206,29 @@ class RoutePlan:
     why_graph: str = ""
 
 
-def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1) -> RoutePlan:
-    """How many teachers, how many unlabeled images and how many student passes over them fit
+def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1,
+               table: str = "graph") -> RoutePlan:
+    """How many teachers, how many unlabeled images, how many students and student passes fit
     in ``left_s`` seconds (``None``: no --time-budget), and the (first) student's table: the
     labels spread over the teachers' kNN graphs where their features were trained
-    (``GRAPH_WHY``), else their mean probabilities."""
-    plan = _plan_route(left_s, costs, pool, asked=asked, trained=trained)
-    if costs.graphs:
-        why = ("the labels spread over the kNN graphs of the teachers' own features teach the "
-               f"{'first ' if plan.rounds > 1 else ''}student, not the teachers' mean probabilities: {GRAPH_WHY}")
-    else:
+    (``GRAPH_WHY``; ``table`` "head", from ``-O table=head``, keeps their mean probabilities).
+    A second student is planned only after a first taught by the teachers' mean (``ROUTE_ROUNDS``)."""
+    spread = not costs.frozen and table == "graph"
+    plan = _plan_route(left_s, dataclasses.replace(costs, spread=spread), pool, asked=asked, trained=trained,
+                       rounds_ok=not costs.frozen and not spread)
+    if spread:
+        why = (f"the labels spread over the kNN graphs of the teachers' own features teach the student, not the teachers' mean "
+               f"probabilities: {GRAPH_WHY}; one student: {ONE_ROUND_WHY}")
+    elif costs.frozen:
         why = ("the teachers' mean probabilities teach the student: they trained only a head over the frozen pretrained body, "
                "and a kNN graph of those features is the pretrained network's, not one this data trained")
-    return dataclasses.replace(plan, graph=costs.graphs, why_graph=why)
+    else:
+        why = "-O table=head: the teachers' mean probabilities teach the first student"
+    return dataclasses.replace(plan, graph=spread, why_graph=why)
 
 
-def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1) -> RoutePlan:
+def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1,
+                rounds_ok: bool = False) -> RoutePlan:
     """How many teachers, how many unlabeled images and how many student passes over them fit
     in ``left_s`` seconds (``None``: no --time-budget). More teachers come first once the
     student has ``POOL_ENOUGH`` images (or the whole pool); then the student takes every image
@@ -228,7 +239,7 @@ def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: in
         k = asked or ROUTE_TEACHERS
         why = "--teachers" if asked else f"no --time-budget: the most the route trains ({ROUTE_TEACHERS}); their mean labels best"
         passes = _passes(costs, k, trained, pool, float("inf"))
-        rounds = ROUTE_ROUNDS if costs.graphs else 1
+        rounds = ROUTE_ROUNDS if rounds_ok else 1
         return RoutePlan(k, None, why, "no --time-budget: every unlabeled image", passes,
                          f"no --time-budget: {ROUTE_PASSES} passes over the unlabeled images" if passes else "", rounds,
                          f"no --time-budget: {ROUTE_ROUNDS} students, the second taught by the labels spread over the first's features"
@@ -267,7 +278,7 @@ def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: in
                  f"student steps do not fit in {BUDGET_MARGIN:.0%} of it, so one pass of {steps} steps over the {n} unlabeled "
                  f"images that do; {rates}")
         return RoutePlan(k, n, why_k, why_n, 1 if n else None, f"one pass of {steps} steps: what the time left affords" if n else "")
-    if costs.graphs:
+    if rounds_ok:
         # A second student before a second pass, before the teachers past ROUND_MIN_TEACHERS (--teachers stays as asked)
         # and before the last images of the pool: over every image with as many teachers as fit, else with the fewest
         # teachers over as many images as fit, when those are at least POOL_ENOUGH (a round over 20,000 images scored as
@@ -338,9 +349,10 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     ``--seed``, ``--seed+1``...), then, when the pool is large enough to pay, a Noisy Student
     round in ``OUT`` (soft targets, strong views, dropout and stochastic depth) taught by the
     labels spread over the kNN graphs of the teachers' own features (``-O table=graph``; the mean
-    of their probabilities where they trained only a head) — or, where the time allows, two: a
-    first student in ``OUT/student-1`` taught so, then the student in ``OUT`` taught by the
-    labels spread over a kNN graph of the first student's features. How many teachers, how much
+    of their probabilities where they trained only a head). With ``-O table=head`` (the mean) and
+    the time for it, two rounds: a first student in ``OUT/student-1`` taught by the mean, then the
+    student in ``OUT`` taught by the labels spread over a kNN graph of the first student's
+    features. How many teachers, how much
     of the pool, how many students and passes are planned from the first teacher's measured
     costs to fit ``--time-budget``. Each decision is a reason in
     the student's ``config.yaml``. In a process group, rank 0's plan is every rank's
@@ -399,7 +411,7 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     if saved_plan is None:
         left = None if config.time_budget is None else 60.0 * config.time_budget - (time.perf_counter() - t_start)
         costs = _route_costs(teachers[0], data, ratio, _device_of(config))
-        plan = plan_route(left, costs, pool, asked=config.teachers)
+        plan = plan_route(left, costs, pool, asked=config.teachers, table=str(options.get("table", "graph")))
         if config.unlabeled_limit is not None:
             plan = dataclasses.replace(plan, limit=min(plan.limit or pool, config.unlabeled_limit), why_limit="--unlabeled-limit")
         if config.epochs:

@@ -5,6 +5,7 @@ consistency training resumes bit for bit; bad combinations are refused before tr
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -246,18 +247,19 @@ def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes
 
     monkeypatch.setattr(passes, "measure", measure)
     out = tmp_path / "auto"
-    res = train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(big_pool), teachers=2))
+    res = train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(big_pool), teachers=2,
+                     method_options={"table": "head"}))
     assert res.run_dir == out
     for t in ("teacher", "teacher-2"):
         assert json.loads((out / t / "metrics.json").read_text())["interrupted"] is False
     seeds = [yaml.safe_load((out / t / "config.yaml").read_text())["requested"] for t in ("teacher", "teacher-2")]
     assert [(c["seed"], c["split_seed"]) for c in seeds] == [(0, None), (1, 0)]
-    # no --time-budget: two rounds — a first student taught by the labels spread over the kNN graphs of the teachers' own
-    # features, then this one taught by the labels spread over a kNN graph of the first student's own features
+    # -O table=head and no --time-budget: two rounds — a first student taught by the teachers' mean, then this one taught by
+    # the labels spread over a kNN graph of the first student's own features
     first_saved = yaml.safe_load((out / "student-1" / "config.yaml").read_text())
     assert first_saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}"
-    assert first_saved["requested"]["method_options"]["table"] == "graph"
-    assert json.loads((out / "student-1" / "metrics.json").read_text())["graph"]["networks"] == 2
+    assert first_saved["requested"]["method_options"]["table"] == "head"
+    assert "graph" not in json.loads((out / "student-1" / "metrics.json").read_text())
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["requested"]["teacher"] == str(out / "student-1") and saved["requested"]["method"] == "pseudolabel"
     assert saved["requested"]["method_options"]["table"] == "graph" and "two rounds" in saved["reasons"]["method"]
@@ -367,6 +369,7 @@ def test_a_frozen_body_students_step_is_costed_without_the_bodys_backward(monkey
     assert trained.step_s == pytest.approx(STEP_FORWARDS * 8 * 4 / 400.0)
     assert frozen.step_s == pytest.approx(FROZEN_STEP_FORWARDS * 8 * 4 / 400.0)
     assert (frozen.teacher_s, frozen.forward_ips, frozen.min_steps, frozen.unlabeled_per_step) == (11.0, 600.0, 200 * 2, 24)
+    assert (trained.frozen, frozen.frozen) == (False, True)  # a head-only teacher's features are the pretrained body's: no graphs
 
 
 def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
@@ -383,41 +386,54 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
         more = (k * GRAPH_S_60K * (n / 60_000) ** 2 if graphs else 0.0) + (second(n, passes) if rounds == 2 else 0.0)
         return (k - 1) * 100.0 + k * n / 500.0 + steps * 0.4 + more
 
-    # a second round (a first student taught by the labels spread over the teachers' graphs, a second by those spread over
-    # the first student's) goes before a second pass, before the teachers past ROUND_MIN_TEACHERS and before the last images
-    # of the pool: 1,720 s hold 4 teachers and one student (1,380 s) or 2 teachers and two students over all 60,000 images
-    # (1,535 s of the 1,548 s), not 3 teachers and two (1,780 s); 2,200 s hold 3 teachers and two students, not 4 (2,025 s
-    # of 1,980 s); 1,600 s hold two students over all the images with no teachers' number, so 2 teachers and two students
-    # over as many as fit (56,2xx); 1,200 s the same over ~41,600 — where 4 teachers and one student would take ~44,500
-    for left, teachers, rounds, whole in ((1600.0, 2, 2, False), (1700.0, 2, 2, False), (1720.0, 2, 2, True), (2200.0, 3, 2, True),
-                                          (2300.0, 4, 2, True), (5000.0, 4, 2, True), (1200.0, 2, 2, False), (700.0, 2, 2, False)):
+    # by default the student learns from the teachers' graphs (costed), and the route trains one: a second did not pay
+    for left in (None, 300.0, 1600.0, 1720.0, 2300.0, 5000.0):
         plan = plan_route(left, costs, 60_000, asked=None)
+        assert plan.graph and plan.rounds == 1 and plan.round_s == 0.0 and "did not pay" in plan.why_graph
+    assert plan_route(5000.0, costs, 60_000, asked=None).passes == 2 and plan_route(1600.0, costs, 60_000, asked=None).passes is None
+
+    # -O table=head (the teachers' mean teaches the first student, no graphs costed): a second round (a student taught by the
+    # labels spread over the first student's features) goes before a second pass, before the teachers past
+    # ROUND_MIN_TEACHERS and before the last images of the pool: 1,700 s hold 4 teachers and one student (1,280 s) or 2
+    # teachers and two students over all 60,000 images (1,485 s of the 1,530 s), not 3 and two (1,705 s); 2,000 s hold 3
+    # teachers and two students, not 4 (1,925 s of 1,800 s); 1,600 s hold two students over all the images with no number of
+    # teachers, so 2 teachers and two students over as many as fit (~58,000); 1,200 s the same over ~42,600, where 4
+    # teachers and one student would take ~47,600
+    head = functools.partial(plan_route, table="head")
+    for left, teachers, rounds, whole in ((1600.0, 2, 2, False), (1700.0, 2, 2, True), (2000.0, 3, 2, True), (2200.0, 4, 2, True),
+                                          (5000.0, 4, 2, True), (1200.0, 2, 2, False), (700.0, 2, 2, False)):
+        plan = head(left, costs, 60_000, asked=None)
         avail = BUDGET_MARGIN * left
         n = plan.limit
+        assert not plan.graph and "-O table=head" in plan.why_graph
         assert (plan.teachers, plan.rounds, n == 60_000) == (teachers, rounds, whole) and n >= POOL_ENOUGH
-        assert plan.passes == 1 and naive(teachers, n, 1, 2) <= avail
+        assert plan.passes == 1 and naive(teachers, n, 1, 2, graphs=False) <= avail
         assert plan.round_s == pytest.approx(second(n), abs=0.1)  # what the first student's budget leaves
         if whole:
-            assert teachers == ROUTE_TEACHERS or naive(teachers + 1, 60_000, 1, 2) > avail
+            assert teachers == ROUTE_TEACHERS or naive(teachers + 1, 60_000, 1, 2, graphs=False) > avail
         else:  # as many images as fit: one more does not, and no number of teachers takes them all
-            assert naive(teachers, n + 1, 1, 2) > avail and all(naive(k, 60_000, 1, 2) > avail for k in range(ROUND_MIN_TEACHERS, 5))
+            assert naive(teachers, n + 1, 1, 2, graphs=False) > avail
+            assert all(naive(k, 60_000, 1, 2, graphs=False) > avail for k in range(ROUND_MIN_TEACHERS, 5))
             assert "before the last" in plan.why_limit and f"over {n} unlabeled images" in plan.why_limit
-    assert plan_route(1200.0, costs, 60_000, asked=None).limit < 42_000 < plan_route(1200.0, costs.__class__(
-        **{**dataclasses.asdict(costs), "frozen": True}), 60_000, asked=None).limit  # one student and 4 teachers: more images
-    forced = plan_route(2000.0, costs, 60_000, asked=4)  # --teachers 4 is kept: two students fit beside them over ~52,600 images
-    assert (forced.teachers, forced.rounds) == (4, 2) and naive(4, forced.limit, 1, 2) <= 1800.0 < naive(4, forced.limit + 1, 1, 2)
-    assert plan_route(2000.0, costs, 60_000, asked=None).teachers == 3
+    frozen = dataclasses.replace(costs, frozen=True)
+    assert head(1200.0, costs, 60_000, asked=None).limit < 44_000 < head(1200.0, frozen, 60_000, asked=None).limit  # 4 teachers, one student
+    forced = head(2000.0, costs, 60_000, asked=4)  # --teachers 4 is kept: two students fit beside them over ~55,400 images
+    assert (forced.teachers, forced.rounds) == (4, 2)
+    assert naive(4, forced.limit, 1, 2, graphs=False) <= 1800.0 < naive(4, forced.limit + 1, 1, 2, graphs=False)
     # a cheap teacher and dear steps: 4 teachers and one student over 20,000 images fit where two students over 20,000 do not
     cheap = RouteCosts(teacher_s=10.0, forward_ips=500.0, step_s=0.4, min_steps=400, unlabeled_per_step=48)
-    plan = plan_route(420.0, cheap, 60_000, asked=None)
+    plan = head(420.0, cheap, 60_000, asked=None)
     assert (plan.teachers, plan.rounds) == (4, 1) and plan.limit >= POOL_ENOUGH
-    assert plan_route(None, costs, 60_000, asked=None).rounds == 2
+    assert head(None, costs, 60_000, asked=None).rounds == 2
+    # a pool of 900: two passes of one student (17 s) fit in 90 % of 20 s where two students (18.8 s) do not; in 30 s they do
+    tight = RouteCosts(teacher_s=100.0, forward_ips=500.0, step_s=0.4, min_steps=10, unlabeled_per_step=48)
+    assert [(head(left, tight, 900, asked=None).rounds, head(left, tight, 900, asked=None).passes) for left in (20.0, 30.0)] == [(1, 2), (2, 1)]
     assert all(plan_route(left, costs, 60_000, asked=None).graph for left in (None, 300.0, 1600.0, 5000.0))
-    # teachers that trained only a head: their features are the frozen pretrained body's — no graphs, so no second round, and
-    # the time of the graphs goes to the pool: 1,500 s hold 4 teachers and one student over all 60,000 images (1,280 s)
-    frozen = dataclasses.replace(costs, frozen=True)
-    for left in (None, 1500.0, 5000.0):
-        plan = plan_route(left, frozen, 60_000, asked=None)
+    # teachers that trained only a head: their features are the frozen pretrained body's — no graphs, and no second round
+    # even with -O table=head; the time of the graphs goes to the pool: 1,500 s hold 4 teachers and one student over all
+    # 60,000 images (1,280 s)
+    for left, table in ((None, "graph"), (1500.0, "graph"), (5000.0, "graph"), (5000.0, "head"), (None, "head")):
+        plan = plan_route(left, frozen, 60_000, asked=None, table=table)
         assert (plan.graph, plan.rounds, plan.teachers) == (False, 1, 4) and "frozen" in plan.why_graph
     assert plan_route(1500.0, frozen, 60_000, asked=None).limit == 60_000 and naive(4, 60_000, graphs=False) <= 1350.0
     assert plan_route(1500.0, costs, 60_000, asked=None).limit < 60_000  # with the graphs (1,380 s) it does not
@@ -443,10 +459,6 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
             assert plan.limit == 60_000 and naive(plan.teachers, 60_000, plan.passes) <= avail and plan.passes <= ROUTE_PASSES
         elif plan.limit == 60_000:
             assert naive(plan.teachers, 60_000, 2) > avail
-    # a pool of 900: two passes of one student (17 s) fit in 90 % of 20 s where two students (18.8 s) do not; in 30 s they do
-    tight = RouteCosts(teacher_s=100.0, forward_ips=500.0, step_s=0.4, min_steps=10, unlabeled_per_step=48)
-    assert [(plan_route(left, tight, 900, asked=None).rounds, plan_route(left, tight, 900, asked=None).passes)
-            for left in (20.0, 30.0)] == [(1, 2), (2, 1)]
     assert plan_route(None, costs, 60_000, asked=None).passes == ROUTE_PASSES
     assert plan_route(None, costs, 900, asked=None).passes is None  # 2 × 19 steps are fewer than the 400 the student takes anyway
     assert plan_route(5000.0, costs, 60_000, asked=None).teachers == ROUTE_TEACHERS
@@ -488,18 +500,29 @@ def test_the_plans_passes_are_the_students_epochs(shapes_folder, big_pool, tmp_p
 
     seen = {}
 
-    def plan(left_s, costs, pool, *, asked=None, trained=1):
-        seen.update(pool=pool)
-        return api_semi.RoutePlan(1, None, "one teacher", "every image", 3, "three passes, planned")
+    def plan(left_s, costs, pool, *, asked=None, trained=1, table="graph"):
+        seen.update(pool=pool, table=table)
+        return api_semi.RoutePlan(2, None, "two teachers", "every image", 3, "three passes, planned", graph=True, why_graph="spread, planned")
 
     monkeypatch.setattr(api_semi, "plan_route", plan)
     out = tmp_path / "passes"
     train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, unlabeled=str(big_pool), teachers=1))
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["requested"]["epochs"] == 3 and saved["resolved"]["epochs"] == 3
-    assert saved["reasons"]["epochs"] == "three passes, planned" and seen["pool"] == 90
-    assert len(json.loads((out / "metrics.json").read_text())["history"]) == 3
+    assert saved["reasons"]["epochs"] == "three passes, planned" and seen == {"pool": 90, "table": "graph"}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["history"]) == 3
     assert json.loads((out / "selftrain.json").read_text())["plan"]["passes"] == 3
+    # the one student learns from the labels spread over both teachers' graphs, joined, and says so
+    assert saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}" and not (out / "student-1").exists()
+    assert saved["requested"]["method_options"]["table"] == "graph" and saved["reasons"]["table"] == "spread, planned"
+    assert metrics["graph"]["networks"] == 2 and len(metrics["teacher"]["members"]) == 2
+    assert "the labels spread over the kNN graphs of their features" in saved["reasons"]["method"]
+    from headstart.semi.report import pool_section
+
+    tables = [b[1] for b in pool_section(out).blocks if b[0] == "table"]
+    assert [r["targets"] for r in tables[3]] == ["graph (trained on)", "the teachers' heads, their mean"]
+    assert tables[3][1]["mean_confidence"] == metrics["graph"]["head"]["mean_confidence"]
 
 
 def test_the_pool_plan_gives_a_network_from_scratch_more_passes():

@@ -121,22 +121,22 @@ cores): 5,000 steps of 8 labeled and 24 unlabeled images in 478 s, PyTorch forwa
 
 
 ROUTE_ROUNDS = 2
-"""Students the route trains at most where the first learns from the teachers' mean probabilities
-(``-O table=head``): the second learns from the labels spread over a kNN graph of the first
-student's own features (``-O table=graph``). Measured on Fashion-MNIST at 10 labels per class
-(seed 0, 2 AMD EPYC cores; benchmarks/results/semi-graph.md): a one-pass student of four teachers
-scored 0.7780 and its features spread the 100 labels 79.8–80.2 % right (its own head: 77.8 %); a
-one-pass second student on them scored 0.8038. A second pass of one student gained 0.4–0.7
-points (ROUTE_PASSES), so there the time goes to the second round first, and before the third
-and fourth teachers and the last images of the pool (``ROUND_MIN_TEACHERS``, ``POOL_ENOUGH``).
-Where the first student learns from the teachers' graphs (the default), one student
-(``ONE_ROUND_WHY``)."""
+"""Students the route trains at most: the first learns from the teachers' mean probabilities, the
+second from the labels spread over a kNN graph of the first student's own features (``-O
+table=graph``). Measured on Fashion-MNIST at 10 labels per class (seed 0, 2 AMD EPYC cores;
+benchmarks/results/semi-graph.md): a one-pass student of four teachers scored 0.7780 and its
+features spread the 100 labels 79.8–80.2 % right (its own head: 77.8 %); a one-pass second
+student on them scored 0.8038. A second pass of one student gained 0.4–0.7 points
+(ROUTE_PASSES), so the time goes to the second round first, and before the third and fourth
+teachers and the last images of the pool (``ROUND_MIN_TEACHERS``, ``POOL_ENOUGH``). Where two
+students do not fit, the one learns from the teachers' graphs (``GRAPH_WHY``)."""
 
-ONE_ROUND_WHY = ("a second, taught by the labels spread over the first's features, did not pay after a first taught by the "
-                 "teachers' graphs: the first student's own predictions were 83.0 and 79.6 % right, the labels spread over its "
-                 "features 82.6 and 77.5 %, and the second student scored 0.8214 and 0.7789 against the first's 0.8231 and 0.8004 "
-                 "(Fashion-MNIST, 10 labels per class, seeds 1 and 0; benchmarks/results/semi-route30-k10-tgraph.md)")
-"""Why the route trains one student where it learns from the teachers' graphs."""
+TWO_ROUNDS_WHY = ("on Fashion-MNIST at 10 labels per class two students so taught scored 0.8021, 0.8300 and 0.8152 (seeds 0–2, "
+                  "benchmarks/results/semi-route30-k10-graph.md); a first student taught by the teachers' graphs scored 0.8004 "
+                  "and 0.8231 (seeds 0, 1), and a second after it 0.7789 and 0.8214: its own predictions were already better "
+                  "than the labels spread over its features (79.6 against 77.5 %, 83.0 against 82.6 %; "
+                  "benchmarks/results/semi-route30-k10-tgraph.md)")
+"""Why, where two students fit, the first learns from the teachers' mean and not their graphs."""
 
 ROUND_MIN_TEACHERS = 2
 """A second round may take the place of the third and fourth teachers, not of the second."""
@@ -207,24 +207,29 @@ class RoutePlan:
 
 
 def plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1,
-               table: str = "graph") -> RoutePlan:
+               table: str | None = None) -> RoutePlan:
     """How many teachers, how many unlabeled images, how many students and student passes fit
-    in ``left_s`` seconds (``None``: no --time-budget), and the (first) student's table: the
-    labels spread over the teachers' kNN graphs where their features were trained
-    (``GRAPH_WHY``; ``table`` "head", from ``-O table=head``, keeps their mean probabilities).
-    A second student is planned only after a first taught by the teachers' mean (``ROUTE_ROUNDS``)."""
-    spread = not costs.frozen and table == "graph"
-    plan = _plan_route(left_s, dataclasses.replace(costs, spread=spread), pool, asked=asked, trained=trained,
-                       rounds_ok=not costs.frozen and not spread)
-    if spread:
-        why = (f"the labels spread over the kNN graphs of the teachers' own features teach the student, not the teachers' mean "
-               f"probabilities: {GRAPH_WHY}; one student: {ONE_ROUND_WHY}")
-    elif costs.frozen:
-        why = ("the teachers' mean probabilities teach the student: they trained only a head over the frozen pretrained body, "
-               "and a kNN graph of those features is the pretrained network's, not one this data trained")
-    else:
-        why = "-O table=head: the teachers' mean probabilities teach the first student"
-    return dataclasses.replace(plan, graph=spread, why_graph=why)
+    in ``left_s`` seconds (``None``: no --time-budget), and the (first) student's table. Two
+    students where they fit, the first taught by the teachers' mean probabilities and the second
+    by the labels spread over the first's features (``ROUTE_ROUNDS``); else one, taught by the
+    labels spread over the teachers' own kNN graphs (``GRAPH_WHY``). A teacher that trained only
+    a head has no features of its own: one student, taught by the mean. ``table`` is ``-O
+    table``: ``head`` never spreads over the teachers' graphs, ``graph`` always does (one student)."""
+    if costs.frozen:
+        plan = _plan_route(left_s, costs, pool, asked=asked, trained=trained)
+        return dataclasses.replace(plan, why_graph=(
+            "the teachers' mean probabilities teach the student: they trained only a head over the frozen pretrained body, "
+            "and a kNN graph of those features is the pretrained network's, not one this data trained"))
+    if table != "graph":
+        two = _plan_route(left_s, costs, pool, asked=asked, trained=trained, rounds_ok=True)
+        if two.rounds > 1:
+            return dataclasses.replace(two, why_graph=f"the teachers' mean probabilities teach the first student: {TWO_ROUNDS_WHY}")
+        if table == "head":
+            return dataclasses.replace(two, why_graph="-O table=head: the teachers' mean probabilities teach the student")
+    one = _plan_route(left_s, dataclasses.replace(costs, spread=True), pool, asked=asked, trained=trained)
+    return dataclasses.replace(one, graph=True, why_graph=(
+        f"{'-O table=graph' if table == 'graph' else 'one student fits'}: the labels spread over the kNN graphs of the teachers' "
+        f"own features teach it, not the teachers' mean probabilities: {GRAPH_WHY}"))
 
 
 def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: int | None, trained: int = 1,
@@ -347,12 +352,12 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     """``headstart train DATA --unlabeled ...`` with ``--method auto``: supervised teachers in
     ``OUT/teacher``, ``OUT/teacher-2``... (the recipe asked for, on the same labels with seeds
     ``--seed``, ``--seed+1``...), then, when the pool is large enough to pay, a Noisy Student
-    round in ``OUT`` (soft targets, strong views, dropout and stochastic depth) taught by the
-    labels spread over the kNN graphs of the teachers' own features (``-O table=graph``; the mean
-    of their probabilities where they trained only a head). With ``-O table=head`` (the mean) and
-    the time for it, two rounds: a first student in ``OUT/student-1`` taught by the mean, then the
-    student in ``OUT`` taught by the labels spread over a kNN graph of the first student's
-    features. How many teachers, how much
+    round in ``OUT`` (soft targets, strong views, dropout and stochastic depth) — two where the
+    time allows: a first student in ``OUT/student-1`` taught by the mean of the teachers'
+    probabilities, then the student in ``OUT`` taught by the labels spread over a kNN graph of the
+    first student's features (``-O table=graph``); else one, taught by the labels spread over the
+    kNN graphs of the teachers' own features (the mean where they trained only a head). How many
+    teachers, how much
     of the pool, how many students and passes are planned from the first teacher's measured
     costs to fit ``--time-budget``. Each decision is a reason in
     the student's ``config.yaml``. In a process group, rank 0's plan is every rank's
@@ -411,7 +416,7 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     if saved_plan is None:
         left = None if config.time_budget is None else 60.0 * config.time_budget - (time.perf_counter() - t_start)
         costs = _route_costs(teachers[0], data, ratio, _device_of(config))
-        plan = plan_route(left, costs, pool, asked=config.teachers, table=str(options.get("table", "graph")))
+        plan = plan_route(left, costs, pool, asked=config.teachers, table=options.get("table"))
         if config.unlabeled_limit is not None:
             plan = dataclasses.replace(plan, limit=min(plan.limit or pool, config.unlabeled_limit), why_limit="--unlabeled-limit")
         if config.epochs:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import signal
@@ -247,18 +248,17 @@ def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes
 
     monkeypatch.setattr(passes, "measure", measure)
     out = tmp_path / "auto"
-    res = train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(big_pool), teachers=2,
-                     method_options={"table": "head"}))
+    res = train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, epochs=2, unlabeled=str(big_pool), teachers=2))
     assert res.run_dir == out
     for t in ("teacher", "teacher-2"):
         assert json.loads((out / t / "metrics.json").read_text())["interrupted"] is False
     seeds = [yaml.safe_load((out / t / "config.yaml").read_text())["requested"] for t in ("teacher", "teacher-2")]
     assert [(c["seed"], c["split_seed"]) for c in seeds] == [(0, None), (1, 0)]
-    # -O table=head and no --time-budget: two rounds — a first student taught by the teachers' mean, then this one taught by
-    # the labels spread over a kNN graph of the first student's own features
+    # no --time-budget: two rounds — a first student taught by the teachers' mean, then this one taught by the labels spread
+    # over a kNN graph of the first student's own features
     first_saved = yaml.safe_load((out / "student-1" / "config.yaml").read_text())
     assert first_saved["requested"]["teacher"] == f"{out / 'teacher'},{out / 'teacher-2'}"
-    assert first_saved["requested"]["method_options"]["table"] == "head"
+    assert first_saved["requested"]["method_options"].get("table", "head") == "head"
     assert "graph" not in json.loads((out / "student-1" / "metrics.json").read_text())
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["requested"]["teacher"] == str(out / "student-1") and saved["requested"]["method"] == "pseudolabel"
@@ -386,26 +386,28 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
         more = (k * GRAPH_S_60K * (n / 60_000) ** 2 if graphs else 0.0) + (second(n, passes) if rounds == 2 else 0.0)
         return (k - 1) * 100.0 + k * n / 500.0 + steps * 0.4 + more
 
-    # by default the student learns from the teachers' graphs (costed), and the route trains one: a second did not pay
+    # -O table=graph: one student, taught by the labels spread over the teachers' graphs (costed), never a second
     for left in (None, 300.0, 1600.0, 1720.0, 2300.0, 5000.0):
-        plan = plan_route(left, costs, 60_000, asked=None)
-        assert plan.graph and plan.rounds == 1 and plan.round_s == 0.0 and "did not pay" in plan.why_graph
-    assert plan_route(5000.0, costs, 60_000, asked=None).passes == 2 and plan_route(1600.0, costs, 60_000, asked=None).passes is None
+        plan = plan_route(left, costs, 60_000, asked=None, table="graph")
+        assert plan.graph and plan.rounds == 1 and plan.round_s == 0.0 and "-O table=graph" in plan.why_graph
+    assert plan_route(5000.0, costs, 60_000, asked=None, table="graph").passes == 2
+    assert plan_route(1600.0, costs, 60_000, asked=None, table="graph").passes is None
 
-    # -O table=head (the teachers' mean teaches the first student, no graphs costed): a second round (a student taught by the
-    # labels spread over the first student's features) goes before a second pass, before the teachers past
+    # by default, and with -O table=head, the teachers' mean teaches the first student (no graphs costed), and a second round
+    # (a student taught by the labels spread over the first student's features) goes before a second pass, before the teachers past
     # ROUND_MIN_TEACHERS and before the last images of the pool: 1,700 s hold 4 teachers and one student (1,280 s) or 2
     # teachers and two students over all 60,000 images (1,485 s of the 1,530 s), not 3 and two (1,705 s); 2,000 s hold 3
     # teachers and two students, not 4 (1,925 s of 1,800 s); 1,600 s hold two students over all the images with no number of
     # teachers, so 2 teachers and two students over as many as fit (~58,000); 1,200 s the same over ~42,600, where 4
     # teachers and one student would take ~47,600
     head = functools.partial(plan_route, table="head")
-    for left, teachers, rounds, whole in ((1600.0, 2, 2, False), (1700.0, 2, 2, True), (2000.0, 3, 2, True), (2200.0, 4, 2, True),
-                                          (5000.0, 4, 2, True), (1200.0, 2, 2, False), (700.0, 2, 2, False)):
-        plan = head(left, costs, 60_000, asked=None)
+    for (left, teachers, rounds, whole), table in itertools.product(
+            ((1600.0, 2, 2, False), (1700.0, 2, 2, True), (2000.0, 3, 2, True), (2200.0, 4, 2, True), (5000.0, 4, 2, True),
+             (1200.0, 2, 2, False), (700.0, 2, 2, False)), (None, "head")):
+        plan = plan_route(left, costs, 60_000, asked=None, table=table)
         avail = BUDGET_MARGIN * left
         n = plan.limit
-        assert not plan.graph and "-O table=head" in plan.why_graph
+        assert not plan.graph and "mean probabilities teach the first student" in plan.why_graph
         assert (plan.teachers, plan.rounds, n == 60_000) == (teachers, rounds, whole) and n >= POOL_ENOUGH
         assert plan.passes == 1 and naive(teachers, n, 1, 2, graphs=False) <= avail
         assert plan.round_s == pytest.approx(second(n), abs=0.1)  # what the first student's budget leaves
@@ -423,12 +425,16 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
     # a cheap teacher and dear steps: 4 teachers and one student over 20,000 images fit where two students over 20,000 do not
     cheap = RouteCosts(teacher_s=10.0, forward_ips=500.0, step_s=0.4, min_steps=400, unlabeled_per_step=48)
     plan = head(420.0, cheap, 60_000, asked=None)
-    assert (plan.teachers, plan.rounds) == (4, 1) and plan.limit >= POOL_ENOUGH
-    assert head(None, costs, 60_000, asked=None).rounds == 2
+    assert (plan.teachers, plan.rounds, plan.graph) == (4, 1, False) and plan.limit >= POOL_ENOUGH and "-O table=head" in plan.why_graph
+    # where one student fits, by default it learns from the teachers' graphs (costed)
+    plan = plan_route(420.0, cheap, 60_000, asked=None)
+    assert (plan.teachers, plan.rounds, plan.graph) == (4, 1, True) and "one student fits" in plan.why_graph
+    assert plan.limit < head(420.0, cheap, 60_000, asked=None).limit and cheap.seconds(4, 1, 20_000) < 378.0
+    assert head(None, costs, 60_000, asked=None).rounds == 2 and plan_route(None, costs, 60_000, asked=None).rounds == 2
     # a pool of 900: two passes of one student (17 s) fit in 90 % of 20 s where two students (18.8 s) do not; in 30 s they do
     tight = RouteCosts(teacher_s=100.0, forward_ips=500.0, step_s=0.4, min_steps=10, unlabeled_per_step=48)
     assert [(head(left, tight, 900, asked=None).rounds, head(left, tight, 900, asked=None).passes) for left in (20.0, 30.0)] == [(1, 2), (2, 1)]
-    assert all(plan_route(left, costs, 60_000, asked=None).graph for left in (None, 300.0, 1600.0, 5000.0))
+    assert not plan_route(None, costs, 60_000, asked=None).graph and plan_route(300.0, costs, 60_000, asked=None).graph
     # teachers that trained only a head: their features are the frozen pretrained body's — no graphs, and no second round
     # even with -O table=head; the time of the graphs goes to the pool: 1,500 s hold 4 teachers and one student over all
     # 60,000 images (1,280 s)
@@ -436,7 +442,7 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
         plan = plan_route(left, frozen, 60_000, asked=None, table=table)
         assert (plan.graph, plan.rounds, plan.teachers) == (False, 1, 4) and "frozen" in plan.why_graph
     assert plan_route(1500.0, frozen, 60_000, asked=None).limit == 60_000 and naive(4, 60_000, graphs=False) <= 1350.0
-    assert plan_route(1500.0, costs, 60_000, asked=None).limit < 60_000  # with the graphs (1,380 s) it does not
+    assert plan_route(1500.0, costs, 60_000, asked=None, table="graph").limit < 60_000  # with the graphs (1,380 s) it does not
     assert frozen.seconds(4, 1, 60_000) == pytest.approx(naive(4, 60_000, graphs=False))
 
     # no budget: the most teachers, every image; --teachers wins
@@ -445,20 +451,21 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
     for left in (300.0, 700.0, 1200.0, 1700.0, 5000.0):
         plan = plan_route(left, costs, 60_000, asked=None)
         avail = BUDGET_MARGIN * left
-        r = plan.rounds
-        assert naive(plan.teachers, plan.limit, 1, r) <= avail + 1e-9 and (plan.limit == 60_000 or naive(plan.teachers, plan.limit + 1, 1, r) > avail)
+        r, g = plan.rounds, plan.graph
+        assert naive(plan.teachers, plan.limit, 1, r, g) <= avail + 1e-9
+        assert plan.limit == 60_000 or naive(plan.teachers, plan.limit + 1, 1, r, g) > avail
         more = plan.teachers + 1
         if more <= ROUTE_TEACHERS and plan.rounds == 1:  # one more teacher would leave the student too few images
-            assert naive(more, POOL_ENOUGH) > avail
+            assert naive(more, POOL_ENOUGH, graphs=g) > avail
         if plan.teachers > 1:
             assert plan.limit >= POOL_ENOUGH
         # a second pass only with every image taken, and only when it fits (and no second round does)
         if plan.rounds == 2:
             assert plan.passes == 1
         elif plan.passes:
-            assert plan.limit == 60_000 and naive(plan.teachers, 60_000, plan.passes) <= avail and plan.passes <= ROUTE_PASSES
+            assert plan.limit == 60_000 and naive(plan.teachers, 60_000, plan.passes, graphs=g) <= avail and plan.passes <= ROUTE_PASSES
         elif plan.limit == 60_000:
-            assert naive(plan.teachers, 60_000, 2) > avail
+            assert naive(plan.teachers, 60_000, 2, graphs=g) > avail
     assert plan_route(None, costs, 60_000, asked=None).passes == ROUTE_PASSES
     assert plan_route(None, costs, 900, asked=None).passes is None  # 2 × 19 steps are fewer than the 400 the student takes anyway
     assert plan_route(5000.0, costs, 60_000, asked=None).teachers == ROUTE_TEACHERS
@@ -500,7 +507,7 @@ def test_the_plans_passes_are_the_students_epochs(shapes_folder, big_pool, tmp_p
 
     seen = {}
 
-    def plan(left_s, costs, pool, *, asked=None, trained=1, table="graph"):
+    def plan(left_s, costs, pool, *, asked=None, trained=1, table=None):
         seen.update(pool=pool, table=table)
         return api_semi.RoutePlan(2, None, "two teachers", "every image", 3, "three passes, planned", graph=True, why_graph="spread, planned")
 
@@ -509,7 +516,7 @@ def test_the_plans_passes_are_the_students_epochs(shapes_folder, big_pool, tmp_p
     train(_cfg(shapes_folder, out, strategy="partial", freeze_stages=6, unlabeled=str(big_pool), teachers=1))
     saved = yaml.safe_load((out / "config.yaml").read_text())
     assert saved["requested"]["epochs"] == 3 and saved["resolved"]["epochs"] == 3
-    assert saved["reasons"]["epochs"] == "three passes, planned" and seen == {"pool": 90, "table": "graph"}
+    assert saved["reasons"]["epochs"] == "three passes, planned" and seen == {"pool": 90, "table": None}
     metrics = json.loads((out / "metrics.json").read_text())
     assert len(metrics["history"]) == 3
     assert json.loads((out / "selftrain.json").read_text())["plan"]["passes"] == 3

@@ -291,7 +291,7 @@ def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: in
         lowest = k if asked else min(k, ROUND_MIN_TEACHERS)
         k2 = next((k2 for k2 in range(k, lowest - 1, -1) if n == pool and costs.seconds(k2, trained, pool, 1, 2) <= avail), None)
         n2 = pool if k2 is not None else fit(lowest, rounds=2)
-        if k2 is None and n2 >= min(pool, POOL_ENOUGH) and n2 > 0:
+        if k2 is None and n2 >= min(pool, POOL_ENOUGH):
             k2 = lowest
         if k2 is not None:
             why_k2 = why_k if k2 == k else (f"{k2} teacher(s): a second student fits with {k2}, not with {k} (a second round "

@@ -98,9 +98,9 @@ def pool_section(run_dir: Path, predictor: Any = None) -> Section | None:
                f"{'each teacher' if many else 'the teacher'}'s pooled features ({graph.get('k')} neighbours, α = {graph.get('alpha')}, "
                f"{graph.get('networks')} network(s){', their graphs joined' if many else ''}, {graph.get('seconds')} s). "
                f"{'The mean of the teachers' if many else 'The teacher'}'s own predictions, for comparison:")
-        s.table([{"targets": "graph (trained on)", **{k: v for k, v in teacher.items() if k not in ("members", "source")}},
-                 {"targets": "the teachers' heads, their mean" if many else "teacher's head", **head}] if teacher
-                else [{"targets": "teacher's head", **head}])
+        heads = {"targets": "the teachers' heads, their mean" if many else "teacher's head", **head}
+        s.table([{"targets": "graph (trained on)", **{k: v for k, v in teacher.items() if k not in ("members", "source")}}, heads]
+                if teacher else [heads])
     check = (metrics.get("route") or {}).get("validation")
     if check:
         s.text(f"The student against its teachers together on {check['images']} validation images: {check['verdict']} "

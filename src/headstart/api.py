@@ -157,8 +157,8 @@ def _check(config: TrainConfig) -> tuple[bool, Any]:
         raise ConfigError(f"--teacher teaches --method pseudolabel (fixed targets) or distill, not --method {config.method}")
     if config.method == "distill" and (not config.teacher or config.teacher == "propagate"):
         raise ConfigError("--method distill learns from a teacher run: give --teacher RUN (or use `headstart distill TEACHER_RUN`)")
-    if config.teacher and config.method == "pseudolabel" and (options.thresholds != "fixed" or options.align or options.ema_decay):
-        raise ConfigError("with --teacher the targets are a fixed table: -O thresholds=flexmatch/freematch, align and ema_decay are "
+    if config.teacher and config.method == "pseudolabel" and (options.thresholds != "fixed" or options.ema_decay):
+        raise ConfigError("with --teacher the targets are a fixed table: -O thresholds=flexmatch/freematch and ema_decay are "
                           "for the online method (drop --teacher, or those options)")
     if config.method == "pseudolabel" and getattr(options, "table", "head") == "graph" and (not config.teacher or config.teacher == "propagate"):
         raise ConfigError("-O table=graph spreads the labels over a --teacher run's own features: give --teacher RUN (--teacher "

@@ -24,7 +24,7 @@ from .ensemble import soft_vote
 from .runfolder import read_config
 from .semi.selftrain import SelftrainPlan, finished
 from .semi.selftrain import selftrain as run_rounds
-from .semi.teacher import PROPAGATE, load_table, member_tables, save_table, table_info, table_summary
+from .semi.teacher import PROPAGATE, balance_table, load_table, member_tables, save_table, table_info, table_summary
 
 
 def selftrain(
@@ -584,8 +584,9 @@ def teacher_targets(job: Any, build_body: Callable[[], Any]) -> None:
     truth = job.pool.truth if job.pool is not None else None
     table = load_table(folder, len(pool_x)) if config.resume else None
     members = table_info(folder).get("members") if table is not None else None
-    if table is not None and table_info(folder).get("graph"):
-        job.extra["graph"] = table_info(folder)["graph"]
+    for key in ("graph", "aligned"):
+        if table is not None and table_info(folder).get(key):
+            job.extra[key] = table_info(folder)[key]
     if table is None:
         if config.teacher == PROPAGATE:
             table = _propagated_table(job, build_body())
@@ -596,9 +597,11 @@ def teacher_targets(job: Any, build_body: Callable[[], Any]) -> None:
             table = tables[0] if len(tables) == 1 else torch.from_numpy(soft_vote(torch.stack(tables).numpy())).float()
             if len(tables) > 1:
                 members = [table_summary(t, truth) for t in tables]
+        if getattr(job.options, "align", False):
+            table = _aligned_table(job, table, truth)
         if job.dist.is_main:
             save_table(folder, table, {"teacher": config.teacher, "pool": len(pool_x), "members": members,
-                                       **({"graph": job.extra["graph"]} if "graph" in job.extra else {})})
+                                       **{k: job.extra[k] for k in ("graph", "aligned") if k in job.extra}})
     summary = table_summary(table, truth)
     job.extra["teacher"] = {"source": config.teacher, **summary, **({"members": members} if members else {})}
     right = f", {summary['accuracy']:.1%} right by the hidden labels" if "accuracy" in summary else ""
@@ -611,6 +614,24 @@ def teacher_targets(job: Any, build_body: Callable[[], Any]) -> None:
         each = ", ".join(f"{m['accuracy']:.1%}" for m in members)
         console.print(f"  [dim]each teacher alone: {each} right[/dim]")
     job.setup = dataclasses.replace(job.setup, pool_targets=table)
+
+
+def _aligned_table(job: Any, table: torch.Tensor, truth: Any) -> torch.Tensor:
+    """``-O align`` with a teacher: the table balanced once to the labeled images' class shares
+    (``semi.teacher.balance_table``); how right it was before and after goes to the console and
+    ``metrics.json`` (``aligned``) where hidden labels are known."""
+    labels = job.tensors["train_y"]
+    shares = torch.bincount(labels, minlength=len(job.classes)).double() / len(labels)
+    before = table_summary(table, truth)
+    out = balance_table(table, shares)
+    after = table_summary(out, truth)
+    moved = float((out.argmax(1) != table.argmax(1)).float().mean())
+    job.extra["aligned"] = {"shares": [round(float(v), 4) for v in shares], "changed": round(moved, 4),
+                            **({"accuracy_before": before["accuracy"]} if "accuracy" in before else {})}
+    right = (f": {after['accuracy']:.1%} right by the hidden labels (before {before['accuracy']:.1%})"
+             if "accuracy" in after else "")
+    console.print(f"  [bold]aligned[/bold] the table to the labeled class shares ({moved:.1%} of the pool changed class){right}")
+    return out
 
 
 def _graph_table(job: Any, truth: Any) -> tuple[torch.Tensor, list[dict] | None]:

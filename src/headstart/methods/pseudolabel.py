@@ -12,7 +12,9 @@ teacher's class probabilities for every pool image, computed once before trainin
 2019), which a trained network's features make more right than its head. The
 images kept are those whose teacher confidence reaches ``threshold``, at most the ``keep``
 share of the pool (most confident first) and, with ``balance``, the same number per class
-(Noisy Student's class-balanced selection, without duplicating images). Seen through the
+(Noisy Student's class-balanced selection, without duplicating images); with ``align`` the
+table is first balanced so its class shares over the pool are the labeled images' (Sinkhorn;
+``semi.teacher.balance_table``). Seen through the
 ``strong`` view, with the network's dropout and stochastic depth, this is the student of
 Noisy Student (``headstart selftrain`` runs the rounds).
 
@@ -57,7 +59,8 @@ class PseudoLabelOptions:
     balance: bool = _opt(False, "with --teacher: the same number of kept images per class (the teacher's classes)")
     ema_decay: float = _opt(0.0, "online: pseudo-labels from an EMA of the weights (timm's ModelEmaV3), which is also validated and "
                                  "saved; 0 = off")
-    align: bool = _opt(False, "distribution alignment: predictions × labeled class shares / their running mean (online)")
+    align: bool = _opt(False, "distribution alignment: online, predictions × labeled class shares / their running mean; with "
+                              "--teacher, the table balanced once to the labeled class shares (Sinkhorn)")
     table: str = _opt("head", "with --teacher RUN: head (the teacher's predictions) | graph (the labels spread over a kNN graph of "
                               "the teacher's own features)")
 
@@ -115,8 +118,8 @@ class PseudoLabel(UnlabeledMethod, TrainingMethod):
         self.table = None if table is None else table.float()
         self.selected = None
         if self.table is not None:
-            if o.thresholds != "fixed" or o.align or o.ema_decay:
-                raise ValueError("with --teacher the targets are fixed: thresholds=flexmatch/freematch, align and ema_decay are "
+            if o.thresholds != "fixed" or o.ema_decay:  # align balanced the table once, before training
+                raise ValueError("with --teacher the targets are fixed: thresholds=flexmatch/freematch and ema_decay are "
                                  "for the online method (drop --teacher or those options)")
             self.selected = select(self.table, o.threshold, o.keep, o.balance)
         elif o.table != "head":

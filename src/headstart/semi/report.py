@@ -101,6 +101,12 @@ def pool_section(run_dir: Path, predictor: Any = None) -> Section | None:
         heads = {"targets": "the teachers' heads, their mean" if many else "teacher's head", **head}
         s.table([{"targets": "graph (trained on)", **{k: v for k, v in teacher.items() if k not in ("members", "source")}}, heads]
                 if teacher else [heads])
+    aligned = metrics.get("aligned")
+    if aligned:
+        before = (f"; before, {aligned['accuracy_before']:.1%} of them were right by the hidden labels"
+                  if aligned.get("accuracy_before") is not None else "")
+        s.text(f"The targets were balanced to the labeled images' class shares (-O align: {aligned['changed']:.1%} of the pool "
+               f"changed class{before}).")
     check = (metrics.get("route") or {}).get("validation")
     if check:
         s.text(f"The student against its teachers together on {check['images']} validation images: {check['verdict']} "

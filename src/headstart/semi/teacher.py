@@ -220,17 +220,16 @@ shares are within 1e-4 of the target after 50 (a few hundred milliseconds)."""
 
 def balance_table(table: torch.Tensor, shares: Any, *, iterations: int = BALANCE_ITERATIONS) -> torch.Tensor:
     """``-O align`` with a teacher: the table (P, C) rescaled so the pool's mean probability of
-    each class is its share of the labeled images (``shares``, C non-negative numbers, normalised
-    here) — distribution alignment applied once to the whole fixed table, by Sinkhorn-Knopp
-    iterations that alternate scaling every class's column to its share and every row back to a
-    distribution. A teacher that under-predicts the classes it confuses (Fashion-MNIST's shirts
+    each class is its share of the labeled images (``shares``: C non-negative counts or shares;
+    the row step removes any common scale) — distribution alignment applied once to the whole
+    fixed table, by Sinkhorn-Knopp iterations that alternate scaling every class's column to its
+    share and every row back to a distribution. A teacher that under-predicts the classes it confuses (Fashion-MNIST's shirts
     and pullovers) gives those back the images it is least sure of: on the route's tables at 10
     labels per class the pseudo-labels were 0.5–1.5 points more right (benchmarks/results/semi-graph.md)."""
     p = table.detach().double().clamp_min(0.0)
     s = torch.as_tensor(np.asarray(shares, dtype=np.float64))
     if s.ndim != 1 or len(s) != p.shape[1] or bool((s < 0).any()) or not float(s.sum()) > 0:
         raise ValueError(f"class shares must be {p.shape[1]} non-negative numbers with a positive sum, got {s.tolist()}")
-    s = s / s.sum()
     for _ in range(iterations):
         p = p * (s / p.mean(0).clamp_min(1e-12))
         p = p / p.sum(1, keepdim=True).clamp_min(1e-12)

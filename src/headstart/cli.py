@@ -622,7 +622,7 @@ def selftrain(
     output: Path = typer.Option(Path("runs/selftrain"), "--output", "-o", help="Folder of the rounds (round-1, round-2, ... and rounds.md)."),
     option: Optional[List[str]] = typer.Option(
         None, "--option", "-O", callback=_check_key_values,
-        help="An option of --method pseudolabel for the students, key=value (default view=strong targets=soft threshold=0.3).",
+        help="An option of --method pseudolabel for the students, key=value (default view=strong targets=soft threshold=0.3 align=true).",
     ),
     unlabeled_limit: Optional[int] = typer.Option(None, help="Use at most N unlabeled images per round (a seeded draw)."),
     epochs: Optional[int] = typer.Option(None, help="Student epochs (each draws about the pool's size of unlabeled images)."),

@@ -583,10 +583,9 @@ def teacher_targets(job: Any, build_body: Callable[[], Any]) -> None:
     pool_x = job.tensors["unlabeled_x"]
     truth = job.pool.truth if job.pool is not None else None
     table = load_table(folder, len(pool_x)) if config.resume else None
-    members = table_info(folder).get("members") if table is not None else None
-    for key in ("graph", "aligned"):
-        if table is not None and table_info(folder).get(key):
-            job.extra[key] = table_info(folder)[key]
+    saved = table_info(folder) if table is not None else {}
+    members = saved.get("members")
+    job.extra.update({key: saved[key] for key in ("graph", "aligned") if saved.get(key)})
     if table is None:
         if config.teacher == PROPAGATE:
             table = _propagated_table(job, build_body())
@@ -620,8 +619,7 @@ def _aligned_table(job: Any, table: torch.Tensor, truth: Any) -> torch.Tensor:
     """``-O align`` with a teacher: the table balanced once to the labeled images' class shares
     (``semi.teacher.balance_table``); how right it was before and after goes to the console and
     ``metrics.json`` (``aligned``) where hidden labels are known."""
-    labels = job.tensors["train_y"]
-    shares = torch.bincount(labels, minlength=len(job.classes)).double() / len(labels)
+    shares = job.setup.class_prior  # the labeled training images' class shares, as online alignment uses them
     before = table_summary(table, truth)
     out = balance_table(table, shares)
     after = table_summary(out, truth)

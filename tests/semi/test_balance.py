@@ -1,10 +1,8 @@
 """``-O align`` with a teacher: the table balanced to the labeled class shares, against the
-Sinkhorn iterations written out element by element, and through ``headstart train``."""
+Sinkhorn iterations written out element by element (through ``headstart train``:
+tests/semi/test_semi_train.py)."""
 
 from __future__ import annotations
-
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,44 +53,3 @@ def test_the_least_sure_images_move_first():
 def test_bad_shares_are_refused(shares):
     with pytest.raises(ValueError, match="class shares"):
         balance_table(torch.full((4, 3), 1 / 3), shares)
-
-
-def test_align_balances_the_teachers_table_in_the_students_run(shapes_folder, tmp_path):
-    from PIL import Image, ImageOps
-    from safetensors.torch import load_file
-
-    from headstart import TrainConfig, train
-    from headstart.data import load_unlabeled
-    from headstart.data.tensors import images_tensor
-    from headstart.predictor import Predictor
-    from headstart.runfolder import rebuild_split
-    from headstart.semi.report import pool_section
-
-    pool_dir = tmp_path / "pool"
-    for path in sorted(p for p in shapes_folder.rglob("*.png")):
-        (pool_dir / path.parent.name).mkdir(parents=True, exist_ok=True)
-        with Image.open(path) as img:
-            ImageOps.mirror(img.convert("RGB")).save(pool_dir / path.parent.name / f"m{path.stem}.png")
-    base = dict(data=str(shapes_folder), image_size=32, device="cpu", progress=False, val_fraction=0.3, batch_size=8,
-                strategy="partial", freeze_stages=6)
-    teacher = train(TrainConfig(**base, output=str(tmp_path / "t"), epochs=1))
-    student = train(TrainConfig(**base, output=str(tmp_path / "s"), epochs=1, unlabeled=str(pool_dir), method="pseudolabel",
-                                teacher=str(teacher.run_dir),
-                                method_options={"view": "plain", "targets": "soft", "threshold": "0.0", "align": "true"}))
-    pool = load_unlabeled(str(pool_dir))
-    raw = Predictor(teacher.run_dir, device="cpu").proba_tensor(images_tensor(pool, size=32, num_workers=0))
-    train_set, _, _ = rebuild_split(Predictor(student.run_dir, device="cpu").run, "train", "skip")
-    labels = np.asarray(train_set.labels)
-    table = load_file(str(student.run_dir / "teacher_targets.safetensors"))["probs"].numpy()
-    metrics = json.loads((student.run_dir / "metrics.json").read_text())
-    shares = np.array(metrics["aligned"]["shares"])
-    np.testing.assert_allclose(shares, np.bincount(labels, minlength=3) / len(labels), atol=1e-4)
-    np.testing.assert_allclose(table, balance_table(torch.from_numpy(raw), shares).numpy(), atol=1e-4)
-    np.testing.assert_allclose(table.mean(0), shares, atol=1e-3)
-    classes = Predictor(student.run_dir, device="cpu").classes
-    truth = np.array([classes.index(Path(p).parent.name) for p in pool.images])
-    assert metrics["aligned"]["accuracy_before"] == pytest.approx(float((raw.argmax(1) == truth).mean()))
-    assert metrics["teacher"]["accuracy"] == pytest.approx(float((table.argmax(1) == truth).mean()))
-    assert metrics["aligned"]["changed"] == pytest.approx(float((table.argmax(1) != raw.argmax(1)).mean()), abs=1e-4)
-    section = pool_section(student.run_dir)
-    assert any("balanced to the labeled images' class shares" in str(block) for block in section.blocks)

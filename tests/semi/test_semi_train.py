@@ -125,6 +125,38 @@ def test_table_graph_spreads_the_labels_over_the_teachers_own_features(shapes_fo
         assert not (tmp_path / "bad2").exists()
 
 
+def test_align_balances_the_teachers_table_in_the_students_run(shapes_folder, pool_folder, tmp_path):
+    from headstart.data import load_unlabeled
+    from headstart.data.tensors import images_tensor
+    from headstart.predictor import Predictor
+    from headstart.runfolder import rebuild_split
+    from headstart.semi.report import pool_section
+    from headstart.semi.teacher import balance_table
+
+    teacher = train(_cfg(shapes_folder, tmp_path / "t", strategy="partial", freeze_stages=6, epochs=1))
+    student = train(_cfg(
+        shapes_folder, tmp_path / "s", strategy="partial", freeze_stages=6, epochs=1, unlabeled=str(pool_folder), method="pseudolabel",
+        teacher=str(teacher.run_dir), method_options={"view": "plain", "targets": "soft", "threshold": "0.0", "align": "true"},
+    ))
+    pool = load_unlabeled(str(pool_folder))
+    raw = Predictor(teacher.run_dir, device="cpu").proba_tensor(images_tensor(pool, size=32, num_workers=0))
+    train_set, _, _ = rebuild_split(Predictor(student.run_dir, device="cpu").run, "train", "skip")
+    labels = np.asarray(train_set.labels)
+    table = load_file(str(student.run_dir / "teacher_targets.safetensors"))["probs"].numpy()
+    metrics = json.loads((student.run_dir / "metrics.json").read_text())
+    shares = np.array(metrics["aligned"]["shares"])
+    np.testing.assert_allclose(shares, np.bincount(labels, minlength=3) / len(labels), atol=1e-4)
+    np.testing.assert_allclose(table, balance_table(torch.from_numpy(raw), shares).numpy(), atol=1e-4)
+    np.testing.assert_allclose(table.mean(0), shares, atol=1e-3)
+    classes = Predictor(student.run_dir, device="cpu").classes
+    truth = np.array([classes.index(Path(p).parent.name) for p in pool.images])
+    assert metrics["aligned"]["accuracy_before"] == pytest.approx(float((raw.argmax(1) == truth).mean()))
+    assert metrics["teacher"]["accuracy"] == pytest.approx(float((table.argmax(1) == truth).mean()))
+    assert metrics["aligned"]["changed"] == pytest.approx(float((table.argmax(1) != raw.argmax(1)).mean()), abs=1e-4)
+    section = pool_section(student.run_dir)
+    assert any("balanced to the labeled images' class shares" in str(block) for block in section.blocks)
+
+
 def test_a_teachers_table_is_kept_in_its_folder_for_its_next_student(shapes_folder, pool_folder, tmp_path, monkeypatch):
     from headstart.data import load_unlabeled
     from headstart.data.tensors import images_tensor

@@ -223,9 +223,10 @@ def balance_table(table: torch.Tensor, shares: Any, *, iterations: int = BALANCE
     each class is its share of the labeled images (``shares``: C non-negative counts or shares;
     the row step removes any common scale) — distribution alignment applied once to the whole
     fixed table, by Sinkhorn-Knopp iterations that alternate scaling every class's column to its
-    share and every row back to a distribution. A teacher that under-predicts the classes it confuses (Fashion-MNIST's shirts
-    and pullovers) gives those back the images it is least sure of: on the route's tables at 10
-    labels per class the pseudo-labels were 0.5–1.5 points more right (benchmarks/results/semi-graph.md)."""
+    share and every row back to a distribution. A teacher that under-predicts the classes it
+    confuses (Fashion-MNIST's shirts and pullovers) gives those back the images it is least sure
+    of: on the route's tables at 10 labels per class the pseudo-labels were 0.5–1.5 points more
+    right (benchmarks/results/semi-graph.md)."""
     p = table.detach().double().clamp_min(0.0)
     s = torch.as_tensor(np.asarray(shares, dtype=np.float64))
     if s.ndim != 1 or len(s) != p.shape[1] or bool((s < 0).any()) or not float(s.sum()) > 0:

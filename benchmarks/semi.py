@@ -132,9 +132,11 @@ def route_rows(k: int, seed: int, budget: float, work: Path) -> list[dict]:
         rows.append({"labels": k, "seed": seed, "method": f"route: its first student (--time-budget {budget:g})", "round": 1,
                      "test_acc": evaluate(str(first), DATA["test"])["accuracy"], "wall_s": None,
                      "pseudo_acc": (fm.get("teacher") or {}).get("accuracy"), "teachers": len(teachers), "unlabeled_used": used})
+    second = json.loads((out / "selftrain.json").read_text()).get("second")  # the second student, sized when the first ended
     rows.append({"labels": k, "seed": seed, "method": f"route: auto with the pool (--time-budget {budget:g})", "round": 1,
                  "test_acc": evaluate(str(out), DATA["test"])["accuracy"], "wall_s": round(wall, 1), "pseudo_acc": (m.get("teacher") or {}).get("accuracy"),
-                 "teachers": len(teachers), "unlabeled_used": used})
+                 "teachers": len(teachers), "unlabeled_used": used, "epochs": len(m.get("history") or []),
+                 **({"second": second} if second else {})})
     print(json.dumps(rows), flush=True)
     return rows
 

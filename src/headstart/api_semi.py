@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -296,10 +297,10 @@ def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: in
         if k2 is not None:
             why_k2 = why_k if k2 == k else (f"{k2} teacher(s): a second student fits with {k2}, not with {k} (a second round "
                                             f"before teachers past {ROUND_MIN_TEACHERS}); {rates}")
-            why_n2 = why_n if n2 == n else (
-                f"{left_s / 60:.1f} min of --time-budget left after the first teacher: {k2} teacher pass(es) and two students' "
-                f"epochs over {n2} unlabeled images fit in {BUDGET_MARGIN:.0%} of it (a second round before the last "
-                f"{pool - n2} images of the pool: a round over {POOL_ENOUGH} images scored as one over 45,156); {rates}")
+            why_n2 = (f"{left_s / 60:.1f} min of --time-budget left after the first teacher: {k2} teacher pass(es) and two "
+                      f"students' epochs over {n2} unlabeled images fit in {BUDGET_MARGIN:.0%} of it" + (
+                          "" if n2 == pool else f" (a second round before the last {pool - n2} images of the pool: a round over "
+                                                f"{POOL_ENOUGH} images scored as one over 45,156)") + f"; {rates}")
             return RoutePlan(k2, n2, why_k2, why_n2, 1, "one pass for each of the two students", 2,
                              f"two students, one pass each, fit in {BUDGET_MARGIN:.0%} of the time left: the second learns from the "
                              "labels spread over a kNN graph of the first's features (a second round gained more than a second "
@@ -316,6 +317,68 @@ def _passes(costs: RouteCosts, k: int, trained: int, n: int, avail: float) -> in
     seconds and add steps to what one pass takes anyway (``None``: one pass)."""
     return next((p for p in range(ROUTE_PASSES, 1, -1)
                  if costs.seconds(k, trained, n, p) <= avail and costs.student_steps(n, p) > costs.student_steps(n)), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class SecondRound:
+    """The second student's share of a two-student route, sized when the first student ends
+    from what it measured (``size_second_round``)."""
+
+    limit: int | None  # unlabeled images it uses (None: all)
+    passes: int  # its passes over them (its --epochs)
+    step_s: float  # the first student's step, measured: its training time over its steps
+    image_s: float  # the first student's set-up per pool image and teacher: its time outside training over its teachers' passes
+    left_s: float  # the time left when it was sized
+    why: str
+
+
+def size_second_round(left_s: float, costs: RouteCosts, plan: RoutePlan, first: dict[str, Any], teachers: int, pool: int,
+                      *, epochs: int | None = None) -> SecondRound:
+    """How many unlabeled images and passes the route's second student takes, sized from the
+    first student's measured costs (``first``: its ``metrics.json``) to fit ``left_s`` seconds.
+    The plan costed both students from one step of the first teacher's measured forward speed,
+    and that guess missed by a quarter either way on Fashion-MNIST at 10 labels per class
+    (0.38 s planned, 0.47–0.51 s taken; 0.43 s planned, 0.31–0.34 s taken: one route ran 74 s
+    past its 30 minutes, another ended 9 minutes early; benchmarks/results/semi-route30-k10-align.md);
+    the first student's own step is the same network's on the same kind of batch. The second
+    student's set-up is one network's pass over its images (costed at the first student's set-up
+    per teacher pass) and a kNN graph. Its plan's images with ``ROUTE_PASSES`` passes where they
+    fit in ``BUDGET_MARGIN`` of the time left, else one pass, else one pass over as many images
+    as fit (not fewer than ``SHORT_STUDENT_SHARE`` of the supervised plan's steps take).
+    ``epochs`` (--epochs) fixes the passes; only the images are sized then."""
+    upd = max(1, costs.unlabeled_per_step)
+    n1 = int((first.get("teacher") or {}).get("images") or plan.limit or pool)
+    ran = max(1, len(first.get("history") or []))
+    fit_s, all_s = float(first.get("fit_seconds") or 0.0), float(first.get("seconds") or 0.0)
+    step_s = fit_s / (ran * -(-n1 // upd)) if fit_s > 0 else costs.step_s
+    image_s = max(0.0, all_s - fit_s) / (max(1, teachers) * n1) if all_s > fit_s else 1.0 / costs.forward_ips
+
+    def seconds(n: int, passes: int) -> float:
+        return n * image_s + graph_seconds(n) + passes * -(-n // upd) * step_s
+
+    avail, n0 = BUDGET_MARGIN * left_s, min(plan.limit or pool, pool)
+    rates = (f"the first student took {step_s:.2f} s a step (the plan: {costs.step_s:.2f} s) and {image_s * 1000:.2f} ms an image "
+             f"per teacher pass; {left_s / 60:.1f} min left")
+    for passes in ([epochs] if epochs else range(ROUTE_PASSES, 0, -1)):
+        if seconds(n0, passes) <= avail:
+            how = ("--epochs" if epochs else f"the most that fit in {BUDGET_MARGIN:.0%} of it (at most {ROUTE_PASSES})"
+                   if passes > 1 else f"two do not fit in {BUDGET_MARGIN:.0%} of it")
+            return SecondRound(plan.limit, passes, step_s, image_s, left_s,
+                               f"{passes} pass(es) over {n0} unlabeled images, ~{seconds(n0, passes):.0f} s: {how}; {rates}")
+    passes = epochs or 1
+    floor = min(n0, math.ceil(SHORT_STUDENT_SHARE * costs.min_steps) * upd)
+    lo, hi = floor, n0
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if seconds(mid, passes) <= avail:
+            lo = mid
+        else:
+            hi = mid - 1
+    short = "" if seconds(lo, passes) <= avail else (
+        f"; even they (at least {SHORT_STUDENT_SHARE:.0%} of the supervised plan's {costs.min_steps} steps) are costed past it")
+    return SecondRound(plan.limit if lo == n0 else lo, passes, step_s, image_s, left_s,
+                       f"{passes} pass(es) over {lo} of the plan's {n0} unlabeled images, ~{seconds(lo, passes):.0f} s: as many as fit "
+                       f"in {BUDGET_MARGIN:.0%} of the time left{short}; {rates}")
 
 
 def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCosts:
@@ -381,7 +444,8 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     if not config.resume:
         out.mkdir(parents=True, exist_ok=True)
         write_route()
-    saved_plan = agree(json.loads(route.read_text()).get("plan") if is_main and route.is_file() else None)
+    saved_route = agree(json.loads(route.read_text()) if is_main and route.is_file() else {})
+    saved_plan = saved_route.get("plan")
     teacher_cfg = config.with_updates(method="supervised", unlabeled=None, teacher=None, teachers=None, output=str(out / "teacher"),
                                       unlabeled_limit=None, transductive=False)
     data = read_training_data(config.with_updates(unlabeled=None))
@@ -424,7 +488,7 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
         plan, costs = agree((plan, costs))
         write_route(plan=dataclasses.asdict(plan), costs=dataclasses.asdict(costs))
     else:
-        plan = RoutePlan(**saved_plan)
+        plan, costs = RoutePlan(**saved_plan), RouteCosts(**saved_route["costs"])
     console.print(f"  [bold]teachers[/bold] {plan.teachers}: {plan.why_teachers}")
     if plan.passes:
         console.print(f"  [bold]student passes[/bold] {plan.passes}: {plan.why_passes}")
@@ -457,9 +521,20 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
                              else "the teachers' mean soft targets") + ", with noise"})
         teacher_spec, final_options = str(first), {**options, "table": "graph"}
     spent = time.perf_counter() - t_start
+    limit, passes, second = plan.limit, plan.passes, None
+    if plan.rounds > 1 and config.time_budget is not None:
+        # the second student sized from the first's measured costs, once: --resume reads the decision back
+        second = saved_route.get("second")
+        if second is None:
+            sized = size_second_round(60.0 * config.time_budget - spent, costs, plan, json.loads((first / "metrics.json").read_text()),
+                                      len(teachers), pool, epochs=config.epochs)
+            second = agree(dataclasses.asdict(sized))
+            write_route(plan=dataclasses.asdict(plan), costs=dataclasses.asdict(costs), second=second)
+        console.print(f"  [bold]second student[/bold]: {second['why']}")
+        limit, passes = second["limit"], second["passes"]
     student = config.with_updates(
         method="pseudolabel", teacher=teacher_spec, teachers=None, method_options=final_options,
-        unlabeled_limit=plan.limit, search=False, drop_path_rate=config.drop_path_rate or 0.2, epochs=config.epochs or plan.passes,
+        unlabeled_limit=limit, search=False, drop_path_rate=config.drop_path_rate or 0.2, epochs=config.epochs or passes,
         resume=config.resume and (out / "checkpoint").exists(),
         time_budget=None if config.time_budget is None else max(0.5, config.time_budget - spent / 60.0),
     )
@@ -471,13 +546,16 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
                    "learns from them and the labels, with noise (the strong view, dropout, stochastic depth): Noisy Student, one "
                    "round; `headstart selftrain` runs more") if plan.rounds < 2 else
                   (f"auto with {pool} unlabeled images for {labeled} labeled: self-training in two rounds — {who}, "
-                   f"{time.perf_counter() - t0:.0f} s) trained; the labels spread over the kNN graphs of their own features taught a "
-                   f"first student ({first}), and the labels spread over a kNN graph of that student's own features teach this "
-                   "one, with noise (the strong view, dropout, stochastic depth)"),
+                   f"{time.perf_counter() - t0:.0f} s) trained; their mean soft targets taught a first student ({first}), and the "
+                   "labels spread over a kNN graph of that student's own features teach this one, with noise (the strong view, "
+                   "dropout, stochastic depth)"),
         "teachers": plan.why_teachers,
         "unlabeled_limit": plan.why_limit if plan.limit is None or plan.limit >= pool else f"{plan.limit} of {pool} unlabeled images: {plan.why_limit}",
         **({"epochs": plan.why_passes} if plan.passes and not config.epochs else {}),
         **({"rounds": plan.why_rounds} if plan.rounds > 1 else {}),
+        # sized again when the first student ended: its images and passes are this student's
+        **({"unlabeled_limit": f"{limit or pool} of {pool} unlabeled images: {second['why']}"} if second and limit != plan.limit else {}),
+        **({"epochs": second["why"]} if second and not config.epochs else {}),
         **({"table": plan.why_graph} if plan.why_graph else {}),
     }
     result = train_one(TrainConfig.from_dict(student.to_dict()), notes=notes)

@@ -1,0 +1,158 @@
+"""The route's second student is sized when the first ends, from what the first measured: its
+passes and images fit the time left (against a brute-force reference), the decision reaches the
+student's settings and ``selftrain.json``, and ``--resume`` reads it back instead of sizing again."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+
+from headstart import TrainConfig
+from headstart.api_semi import (BUDGET_MARGIN, GRAPH_S_60K, ROUTE_PASSES, SHORT_STUDENT_SHARE, RouteCosts, RoutePlan,
+                                size_second_round)
+
+COSTS = RouteCosts(teacher_s=60.0, forward_ips=500.0, step_s=0.40, min_steps=420, unlabeled_per_step=48)
+PLAN = RoutePlan(2, None, "two teachers", "every image", 1, "one pass each", 2, "two students", 600.0)
+
+
+def first_metrics(*, images=60_000, fit=600.0, outside=240.0, epochs=1):
+    """A first student's metrics.json as the route reads it."""
+    return {"teacher": {"images": images}, "fit_seconds": fit, "seconds": fit + outside, "history": [{"epoch": e + 1} for e in range(epochs)]}
+
+
+def naive(left, first, teachers=2, pool=60_000, plan=PLAN, costs=COSTS, epochs=None):
+    """Every image count tried, passes from the most down: the reference decision."""
+    upd, n1 = costs.unlabeled_per_step, first["teacher"]["images"]
+    step = first["fit_seconds"] / (len(first["history"]) * math.ceil(n1 / upd))
+    per_image = (first["seconds"] - first["fit_seconds"]) / (teachers * n1)
+    n = np.arange(0, pool + 1)
+
+    def seconds(n, p):
+        return n * per_image + GRAPH_S_60K * (n / 60_000) ** 2 + p * np.ceil(n / upd) * step
+
+    avail, n0 = BUDGET_MARGIN * left, plan.limit or pool
+    for p in [epochs] if epochs else range(ROUTE_PASSES, 0, -1):
+        if seconds(n0, p) <= avail:
+            return n0, p, step, per_image
+    p = epochs or 1
+    floor = min(n0, math.ceil(SHORT_STUDENT_SHARE * costs.min_steps) * upd)
+    ok = n[(n >= floor) & (n <= n0) & (seconds(n, p) <= avail)]
+    return (int(ok.max()) if len(ok) else floor), p, step, per_image
+
+
+@pytest.mark.parametrize("left", [2000.0, 1300.0, 900.0, 700.0, 500.0, 200.0, 60.0])
+@pytest.mark.parametrize("first", [first_metrics(), first_metrics(fit=900.0, outside=400.0), first_metrics(images=40_000, fit=200.0, epochs=2)])
+def test_the_second_student_takes_what_the_first_students_costs_fit_in_the_time_left(left, first):
+    got = size_second_round(left, COSTS, PLAN, first, 2, 60_000)
+    n, passes, step, per_image = naive(left, first)
+    assert (got.limit or 60_000, got.passes) == (n, passes)
+    assert got.step_s == pytest.approx(step) and got.image_s == pytest.approx(per_image) and got.left_s == left
+    assert f"{passes} pass(es) over {n}" in got.why and f"{step:.2f} s a step" in got.why
+
+
+def test_the_sizing_chooses_two_passes_one_pass_or_fewer_images_as_the_time_allows():
+    first = first_metrics()  # 0.48 s a step over 1,250 steps; 2 ms an image per teacher pass
+    assert first["fit_seconds"] / 1250 == pytest.approx(0.48)
+    two = size_second_round(2000.0, COSTS, PLAN, first, 2, 60_000)
+    assert (two.limit, two.passes) == (None, 2)  # 120 + 25 + 2 × 600 s = 1,345 s fit in 1,800
+    one = size_second_round(1000.0, COSTS, PLAN, first, 2, 60_000)
+    assert (one.limit, one.passes) == (None, 1)  # 745 s fit in 900; 1,345 do not
+    few = size_second_round(600.0, COSTS, PLAN, first, 2, 60_000)
+    assert few.passes == 1 and 40_000 < few.limit < 60_000 and "as many as fit" in few.why
+    floor = math.ceil(SHORT_STUDENT_SHARE * COSTS.min_steps) * COSTS.unlabeled_per_step
+    least = size_second_round(10.0, COSTS, PLAN, first, 2, 60_000)
+    assert least.limit == floor and "costed past it" in least.why  # never fewer than a quarter of the supervised plan's steps
+    # a plan over part of the pool: the second student never takes more than the first had
+    part = size_second_round(5000.0, COSTS, RoutePlan(2, 30_000, "", "", 1, "", 2, "", 0.0), first_metrics(images=30_000), 2, 60_000)
+    assert (part.limit, part.passes) == (30_000, 2)
+    # --epochs fixes the passes; only the images are sized
+    fixed = size_second_round(1000.0, COSTS, PLAN, first, 2, 60_000, epochs=3)
+    assert fixed.passes == 3 and fixed.limit == naive(1000.0, first, epochs=3)[0] < 60_000
+
+
+def test_more_teachers_share_the_first_students_set_up():
+    first = first_metrics(outside=600.0)
+    assert size_second_round(1000.0, COSTS, PLAN, first, 3, 60_000).image_s == pytest.approx(600.0 / (3 * 60_000))
+    assert size_second_round(1000.0, COSTS, PLAN, first, 1, 60_000).image_s == pytest.approx(600.0 / 60_000)
+
+
+# --- the route: the decision reaches the student and stays for --resume --------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def big_pool(shapes_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bigpool2")
+    for path in sorted(p for p in shapes_folder.rglob("*") if p.is_file()):
+        try:
+            with Image.open(path) as img:
+                rgb = img.convert("RGB")
+        except OSError:
+            continue
+        for k, im in enumerate((ImageOps.mirror(rgb), ImageOps.flip(rgb), ImageOps.flip(ImageOps.mirror(rgb)))):
+            im.save(out / f"{path.parent.name}-{path.stem}-{k}.png")
+    return out
+
+
+def _route(monkeypatch, out: Path, shapes_folder, big_pool, *, first: dict, spent: float, resume=False):
+    """``self_training`` with its training stubbed: teachers are finished folders, the first
+    student writes ``first`` as its metrics, and ``spent`` seconds of the 10 minutes are gone."""
+    from headstart import api_semi
+
+    costs = RouteCosts(teacher_s=60.0, forward_ips=500.0, step_s=0.4, min_steps=420, unlabeled_per_step=48)
+    plan = RoutePlan(2, None, "two teachers", "every image", 1, "one pass each", 2, "two students", 600.0)
+    monkeypatch.setattr(api_semi, "_route_costs", lambda *a, **kw: costs)
+    monkeypatch.setattr(api_semi, "plan_route", lambda *a, **kw: plan)
+    monkeypatch.setattr(api_semi, "validation_check", lambda *a, **kw: None)
+    monkeypatch.setattr(api_semi, "_record_check", lambda *a, **kw: None)
+    monkeypatch.setattr(api_semi, "finished", lambda run: (Path(run) / "done").exists())
+    trained = []
+
+    def train_one(cfg, notes=None):
+        run = Path(cfg.output)
+        run.mkdir(parents=True, exist_ok=True)
+        if run.name == "student-1":
+            (run / "metrics.json").write_text(json.dumps(first))
+        (run / "done").write_text("")
+        trained.append((cfg, notes))
+
+    config = TrainConfig(data=str(shapes_folder), output=str(out), unlabeled=str(big_pool), time_budget=10.0, progress=False,
+                         device="cpu", val_fraction=0.3, resume=resume)
+    api_semi.self_training(config, train_one, time.perf_counter() - spent)
+    return trained
+
+
+def test_the_route_sizes_its_second_student_from_the_first_and_resume_keeps_the_decision(shapes_folder, big_pool, tmp_path, monkeypatch):
+    out = tmp_path / "route"
+    # pool 90 images, 48 a step: 2 steps a pass. The first student took 10 s a step: two passes cost 40 s, one 20 s
+    first = first_metrics(images=90, fit=20.0, outside=0.0)
+    trained = _route(monkeypatch, out, shapes_folder, big_pool, first=first, spent=600.0 - 35.0 / BUDGET_MARGIN)
+    student, notes = trained[-1]
+    assert [Path(c.output).name for c, _ in trained] == ["teacher", "teacher-2", "student-1", "route"]
+    route = json.loads((out / "selftrain.json").read_text())
+    second = route["second"]
+    assert second["passes"] == 1 and second["limit"] is None and second["step_s"] == pytest.approx(10.0)
+    assert 34.0 < BUDGET_MARGIN * second["left_s"] < 35.0  # the time left when the first student ended
+    assert student.epochs == 1 and student.unlabeled_limit is None and notes["epochs"] == second["why"]
+    assert route["plan"]["rounds"] == 2 and route["costs"]["step_s"] == 0.4  # the plan and its costs stay beside it
+    # with more time left, the same measurements buy a second pass
+    more = tmp_path / "more"
+    student, notes = _route(monkeypatch, more, shapes_folder, big_pool, first=first, spent=0.0)[-1]
+    assert student.epochs == 2 and json.loads((more / "selftrain.json").read_text())["second"]["passes"] == 2
+    # less: one pass over fewer images (floored at a quarter of the supervised plan's steps: 105 × 48, more than the pool)
+    less = tmp_path / "less"
+    student, notes = _route(monkeypatch, less, shapes_folder, big_pool, first=first_metrics(images=90, fit=200.0, outside=0.0),
+                            spent=590.0)[-1]
+    assert student.epochs == 1 and student.unlabeled_limit is None and "costed past it" in notes["epochs"]
+    # --resume reads the decision back: the first student's files say otherwise now, and the time is all there
+    (out / "route" / "done").unlink(missing_ok=True)
+    for name in ("teacher", "teacher-2", "student-1"):
+        assert (out / name / "done").exists()
+    trained = _route(monkeypatch, out, shapes_folder, big_pool, first=first, spent=0.0, resume=True)
+    assert [Path(c.output).name for c, _ in trained] == ["route"]
+    assert trained[-1][0].epochs == 1 and json.loads((out / "selftrain.json").read_text())["second"] == second

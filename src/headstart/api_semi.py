@@ -343,9 +343,13 @@ def size_second_round(left_s: float, costs: RouteCosts, plan: RoutePlan, first: 
     the first student's own step is the same network's on the same kind of batch. The second
     student's set-up is one network's pass over its images (costed at the first student's set-up
     per teacher pass) and a kNN graph. Its plan's images with ``ROUTE_PASSES`` passes where they
-    fit in ``BUDGET_MARGIN`` of the time left, else one pass, else one pass over as many images
-    as fit (not fewer than ``SHORT_STUDENT_SHARE`` of the supervised plan's steps take).
-    ``epochs`` (--epochs) fixes the passes; only the images are sized then."""
+    fit in ``BUDGET_MARGIN`` of the time left; where only one pass over them fits, ``ROUTE_PASSES``
+    passes over as many images as fit when those are at least ``POOL_ENOUGH`` (they are always
+    more than half, so more steps: steps, not the last images of the pool, are what the time
+    buys), else one pass;
+    else one pass over as many images as fit (not fewer than ``SHORT_STUDENT_SHARE`` of the
+    supervised plan's steps take). ``epochs`` (--epochs) fixes the passes; only the images are
+    sized then."""
     upd = max(1, costs.unlabeled_per_step)
     n1 = int((first.get("teacher") or {}).get("images") or plan.limit or pool)
     ran = max(1, len(first.get("history") or []))
@@ -359,26 +363,45 @@ def size_second_round(left_s: float, costs: RouteCosts, plan: RoutePlan, first: 
     avail, n0 = BUDGET_MARGIN * left_s, min(plan.limit or pool, pool)
     rates = (f"the first student took {step_s:.2f} s a step (the plan: {costs.step_s:.2f} s) and {image_s * 1000:.2f} ms an image "
              f"per teacher pass; {left_s / 60:.1f} min left")
-    for passes in ([epochs] if epochs else range(ROUTE_PASSES, 0, -1)):
-        if seconds(n0, passes) <= avail:
-            how = ("--epochs" if epochs else f"the most that fit in {BUDGET_MARGIN:.0%} of it (at most {ROUTE_PASSES})"
-                   if passes > 1 else f"two do not fit in {BUDGET_MARGIN:.0%} of it")
-            return SecondRound(plan.limit, passes, step_s, image_s, left_s,
-                               f"{passes} pass(es) over {n0} unlabeled images, ~{seconds(n0, passes):.0f} s: {how}; {rates}")
-    passes = epochs or 1
+    def most(passes: int, floor: int) -> int:
+        """The most images (``floor``..``n0``) whose ``passes`` fit in ``avail`` (``floor`` when none do)."""
+        lo, hi = floor, n0
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if seconds(mid, passes) <= avail:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def sized(n: int, passes: int, how: str) -> SecondRound:
+        over = f"{n} unlabeled images" if n == n0 else f"{n} of the plan's {n0} unlabeled images"
+        return SecondRound(plan.limit if n == n0 else n, passes, step_s, image_s, left_s,
+                           f"{passes} pass(es) over {over}, ~{seconds(n, passes):.0f} s: {how}; {rates}")
+
     floor = min(n0, math.ceil(SHORT_STUDENT_SHARE * costs.min_steps) * upd)
-    lo, hi = floor, n0
-    while lo < hi:
-        mid = (lo + hi + 1) // 2
-        if seconds(mid, passes) <= avail:
-            lo = mid
-        else:
-            hi = mid - 1
-    short = "" if seconds(lo, passes) <= avail else (
-        f"; even they (at least {SHORT_STUDENT_SHARE:.0%} of the supervised plan's {costs.min_steps} steps) are costed past it")
-    return SecondRound(plan.limit if lo == n0 else lo, passes, step_s, image_s, left_s,
-                       f"{passes} pass(es) over {lo} of the plan's {n0} unlabeled images, ~{seconds(lo, passes):.0f} s: as many as fit "
-                       f"in {BUDGET_MARGIN:.0%} of the time left{short}; {rates}")
+    past = (f"; even they (at least {SHORT_STUDENT_SHARE:.0%} of the supervised plan's {costs.min_steps} steps) are costed past "
+            "the time left")
+    if epochs:
+        if seconds(n0, epochs) <= avail:
+            return sized(n0, epochs, "--epochs")
+        n = most(epochs, floor)
+        return sized(n, epochs, f"--epochs; as many images as fit in {BUDGET_MARGIN:.0%} of the time left"
+                     + ("" if seconds(n, epochs) <= avail else past))
+    if seconds(n0, ROUTE_PASSES) <= avail:
+        return sized(n0, ROUTE_PASSES, f"{ROUTE_PASSES} passes over every image fit in {BUDGET_MARGIN:.0%} of the time left "
+                                       f"(at most {ROUTE_PASSES}: a second pass gained 0.4–0.7 points, benchmarks/results/semi-passes.md)")
+    if seconds(n0, 1) <= avail:
+        n = most(ROUTE_PASSES, 0)
+        if n >= min(n0, POOL_ENOUGH):  # more steps than one pass over all: two passes fit over more than half of them
+            return sized(n, ROUTE_PASSES, (
+                f"{ROUTE_PASSES} passes over every image do not fit in {BUDGET_MARGIN:.0%} of the time left; over {n} they do, "
+                f"{ROUTE_PASSES * -(-n // upd)} steps against one pass's {-(-n0 // upd)}: the time buys steps, not the last images "
+                f"(a second pass gained 0.4–0.7 points, and a round over {POOL_ENOUGH} images scored as one over 45,156: "
+                "benchmarks/results/semi-passes.md, semi-*.md)"))
+        return sized(n0, 1, f"{ROUTE_PASSES} passes do not fit in {BUDGET_MARGIN:.0%} of the time left")
+    n = most(1, floor)
+    return sized(n, 1, f"as many images as fit in {BUDGET_MARGIN:.0%} of the time left" + ("" if seconds(n, 1) <= avail else past))
 
 
 def _route_costs(teacher: Path, data: Any, ratio: int, device: Any) -> RouteCosts:
@@ -422,8 +445,10 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     kNN graphs of the teachers' own features (the mean where they trained only a head). How many
     teachers, how much
     of the pool, how many students and passes are planned from the first teacher's measured
-    costs to fit ``--time-budget``. Each decision is a reason in
-    the student's ``config.yaml``. In a process group, rank 0's plan is every rank's
+    costs to fit ``--time-budget``; the second of two students is sized again when the first
+    ends, from the first's own measured step and set-up (``size_second_round``: two passes, one,
+    or fewer images). Each decision is a reason in the student's ``config.yaml`` and is kept in
+    ``selftrain.json`` for ``--resume``. In a process group, rank 0's plan is every rank's
     (``agree``) and only rank 0 writes the route's files (``is_main``)."""
     import time
 

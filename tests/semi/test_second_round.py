@@ -14,7 +14,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from headstart import TrainConfig
-from headstart.api_semi import (BUDGET_MARGIN, GRAPH_S_60K, ROUTE_PASSES, SHORT_STUDENT_SHARE, RouteCosts, RoutePlan,
+from headstart.api_semi import (BUDGET_MARGIN, GRAPH_S_60K, POOL_ENOUGH, ROUTE_PASSES, SHORT_STUDENT_SHARE, RouteCosts, RoutePlan,
                                 size_second_round)
 
 COSTS = RouteCosts(teacher_s=60.0, forward_ips=500.0, step_s=0.40, min_steps=420, unlabeled_per_step=48)
@@ -37,13 +37,23 @@ def naive(left, first, teachers=2, pool=60_000, plan=PLAN, costs=COSTS, epochs=N
         return n * per_image + GRAPH_S_60K * (n / 60_000) ** 2 + p * np.ceil(n / upd) * step
 
     avail, n0 = BUDGET_MARGIN * left, plan.limit or pool
-    for p in [epochs] if epochs else range(ROUTE_PASSES, 0, -1):
-        if seconds(n0, p) <= avail:
-            return n0, p, step, per_image
-    p = epochs or 1
     floor = min(n0, math.ceil(SHORT_STUDENT_SHARE * costs.min_steps) * upd)
-    ok = n[(n >= floor) & (n <= n0) & (seconds(n, p) <= avail)]
-    return (int(ok.max()) if len(ok) else floor), p, step, per_image
+
+    def most(p, least):
+        ok = n[(n >= least) & (n <= n0) & (seconds(n, p) <= avail)]
+        return int(ok.max()) if len(ok) else least
+
+    if epochs:
+        return (n0 if seconds(n0, epochs) <= avail else most(epochs, floor)), epochs, step, per_image
+    if seconds(n0, ROUTE_PASSES) <= avail:
+        return n0, ROUTE_PASSES, step, per_image
+    if seconds(n0, 1) <= avail:
+        two = most(ROUTE_PASSES, 0)  # two passes over fewer images where they are more steps, over at least 20,000
+        if two >= min(n0, POOL_ENOUGH):
+            assert ROUTE_PASSES * math.ceil(two / upd) > math.ceil(n0 / upd)  # always more steps than one pass over all
+            return two, ROUTE_PASSES, step, per_image
+        return n0, 1, step, per_image
+    return most(1, floor), 1, step, per_image
 
 
 @pytest.mark.parametrize("left", [2000.0, 1300.0, 900.0, 700.0, 500.0, 200.0, 60.0])
@@ -61,13 +71,17 @@ def test_the_sizing_chooses_two_passes_one_pass_or_fewer_images_as_the_time_allo
     assert first["fit_seconds"] / 1250 == pytest.approx(0.48)
     two = size_second_round(2000.0, COSTS, PLAN, first, 2, 60_000)
     assert (two.limit, two.passes) == (None, 2)  # 120 + 25 + 2 × 600 s = 1,345 s fit in 1,800
-    one = size_second_round(1000.0, COSTS, PLAN, first, 2, 60_000)
-    assert (one.limit, one.passes) == (None, 1)  # 745 s fit in 900; 1,345 do not
-    few = size_second_round(600.0, COSTS, PLAN, first, 2, 60_000)
-    assert few.passes == 1 and 40_000 < few.limit < 60_000 and "as many as fit" in few.why
+    between = size_second_round(1300.0, COSTS, PLAN, first, 2, 60_000)  # 1,170 s: two passes over ~51,000 images
+    assert between.passes == 2 and 50_000 < between.limit < 53_000 and "the time buys steps" in between.why
+    # over 30,000 images one pass takes 366 s; in 400, two passes fit over fewer than 20,000: one pass over all
+    plan30 = RoutePlan(2, 30_000, "", "", 1, "", 2, "", 0.0)
+    one = size_second_round(444.0, COSTS, plan30, first_metrics(images=30_000, fit=300.0, outside=120.0), 2, 60_000)
+    assert (one.limit, one.passes) == (30_000, 1)
+    few = size_second_round(700.0, COSTS, PLAN, first, 2, 60_000)  # 630 s: one pass over every image (745 s) does not fit
+    assert few.passes == 1 and 40_000 < few.limit < 60_000 and "as many images as fit" in few.why
     floor = math.ceil(SHORT_STUDENT_SHARE * COSTS.min_steps) * COSTS.unlabeled_per_step
     least = size_second_round(10.0, COSTS, PLAN, first, 2, 60_000)
-    assert least.limit == floor and "costed past it" in least.why  # never fewer than a quarter of the supervised plan's steps
+    assert least.limit == floor and "costed past the time left" in least.why  # never fewer than a quarter of the supervised plan's steps
     # a plan over part of the pool: the second student never takes more than the first had
     part = size_second_round(5000.0, COSTS, RoutePlan(2, 30_000, "", "", 1, "", 2, "", 0.0), first_metrics(images=30_000), 2, 60_000)
     assert (part.limit, part.passes) == (30_000, 2)
@@ -148,7 +162,7 @@ def test_the_route_sizes_its_second_student_from_the_first_and_resume_keeps_the_
     less = tmp_path / "less"
     student, notes = _route(monkeypatch, less, shapes_folder, big_pool, first=first_metrics(images=90, fit=200.0, outside=0.0),
                             spent=590.0)[-1]
-    assert student.epochs == 1 and student.unlabeled_limit is None and "costed past it" in notes["epochs"]
+    assert student.epochs == 1 and student.unlabeled_limit is None and "costed past the time left" in notes["epochs"]
     # --resume reads the decision back: the first student's files say otherwise now, and the time is all there
     (out / "route" / "done").unlink(missing_ok=True)
     for name in ("teacher", "teacher-2", "student-1"):

@@ -550,10 +550,10 @@ def self_training(config: Any, train_one: Any, t_start: float, *, agree: Callabl
     if plan.rounds > 1 and config.time_budget is not None:
         # the second student sized from the first's measured costs, once: --resume reads the decision back
         second = saved_route.get("second")
-        if second is None:
-            sized = size_second_round(60.0 * config.time_budget - spent, costs, plan, json.loads((first / "metrics.json").read_text()),
-                                      len(teachers), pool, epochs=config.epochs)
-            second = agree(dataclasses.asdict(sized))
+        if second is None:  # rank 0 sizes it from the first student's metrics; every rank takes its decision
+            second = agree(dataclasses.asdict(size_second_round(
+                60.0 * config.time_budget - spent, costs, plan, json.loads((first / "metrics.json").read_text()), len(teachers), pool,
+                epochs=config.epochs)) if is_main else None)
             write_route(plan=dataclasses.asdict(plan), costs=dataclasses.asdict(costs), second=second)
         console.print(f"  [bold]second student[/bold]: {second['why']}")
         limit, passes = second["limit"], second["passes"]

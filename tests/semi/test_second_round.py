@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageOps
 
 from headstart import TrainConfig
 from headstart.api_semi import (BUDGET_MARGIN, GRAPH_S_60K, POOL_ENOUGH, ROUTE_PASSES, SHORT_STUDENT_SHARE, RouteCosts, RoutePlan,
@@ -97,20 +96,6 @@ def test_more_teachers_share_the_first_students_set_up():
 
 
 # --- the route: the decision reaches the student and stays for --resume --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def big_pool(shapes_folder, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bigpool2")
-    for path in sorted(p for p in shapes_folder.rglob("*") if p.is_file()):
-        try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except OSError:
-            continue
-        for k, im in enumerate((ImageOps.mirror(rgb), ImageOps.flip(rgb), ImageOps.flip(ImageOps.mirror(rgb)))):
-            im.save(out / f"{path.parent.name}-{path.stem}-{k}.png")
-    return out
 
 
 def _route(monkeypatch, out: Path, shapes_folder, big_pool, *, first: dict, spent: float, resume=False):

@@ -253,21 +253,6 @@ def test_kill_minus_nine_in_consistency_training_then_resume_matches_uninterrupt
     assert ha == hb and any(row["pool_thresholds"] != ha[0]["pool_thresholds"] for row in ha)  # the curriculum moved, and resumed
 
 
-@pytest.fixture(scope="module")
-def big_pool(shapes_folder, tmp_path_factory):
-    """90 unlabeled images (each labeled shape mirrored, flipped and both): three per label."""
-    out = tmp_path_factory.mktemp("bigpool")
-    for path in sorted(p for p in shapes_folder.rglob("*") if p.is_file()):
-        try:
-            with Image.open(path) as img:
-                rgb = img.convert("RGB")
-        except OSError:
-            continue
-        for k, im in enumerate((ImageOps.mirror(rgb), ImageOps.flip(rgb), ImageOps.flip(ImageOps.mirror(rgb)))):
-            im.save(out / f"{path.parent.name}-{path.stem}-{k}.png")
-    return out
-
-
 def test_auto_with_unlabeled_images_trains_a_teacher_then_a_noisy_student(shapes_folder, big_pool, tmp_path, monkeypatch):
     from headstart.export import passes
 

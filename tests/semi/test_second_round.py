@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from headstart import TrainConfig
-from headstart.api_semi import (BUDGET_MARGIN, GRAPH_S_60K, POOL_ENOUGH, ROUTE_PASSES, SHORT_STUDENT_SHARE, RouteCosts, RoutePlan,
+from headstart.api_semi import (BUDGET_MARGIN, GRAPH_S_60K, ROUTE_PASSES, SHORT_STUDENT_SHARE, RouteCosts, RoutePlan,
                                 size_second_round)
 
 COSTS = RouteCosts(teacher_s=60.0, forward_ips=500.0, step_s=0.40, min_steps=420, unlabeled_per_step=48)
@@ -46,11 +46,7 @@ def naive(left, first, teachers=2, pool=60_000, plan=PLAN, costs=COSTS, epochs=N
         return (n0 if seconds(n0, epochs) <= avail else most(epochs, floor)), epochs, step, per_image
     if seconds(n0, ROUTE_PASSES) <= avail:
         return n0, ROUTE_PASSES, step, per_image
-    if seconds(n0, 1) <= avail:
-        two = most(ROUTE_PASSES, 0)  # two passes over fewer images where they are more steps, over at least 20,000
-        if two >= min(n0, POOL_ENOUGH):
-            assert ROUTE_PASSES * math.ceil(two / upd) > math.ceil(n0 / upd)  # always more steps than one pass over all
-            return two, ROUTE_PASSES, step, per_image
+    if seconds(n0, 1) <= avail:  # one pass over all, though two over fewer images would fit: the route ends early
         return n0, 1, step, per_image
     return most(1, floor), 1, step, per_image
 
@@ -70,10 +66,10 @@ def test_the_sizing_chooses_two_passes_one_pass_or_fewer_images_as_the_time_allo
     assert first["fit_seconds"] / 1250 == pytest.approx(0.48)
     two = size_second_round(2000.0, COSTS, PLAN, first, 2, 60_000)
     assert (two.limit, two.passes) == (None, 2)  # 120 + 25 + 2 × 600 s = 1,345 s fit in 1,800
-    between = size_second_round(1300.0, COSTS, PLAN, first, 2, 60_000)  # 1,170 s: two passes over ~51,000 images
-    assert between.passes == 2 and 50_000 < between.limit < 53_000 and "the time buys steps" in between.why
-    # over 30,000 images one pass takes 366 s; in 400, two passes fit over fewer than 20,000: one pass over all
-    plan30 = RoutePlan(2, 30_000, "", "", 1, "", 2, "", 0.0)
+    # 1,170 s: two passes over every image do not fit, though they would over ~51,000: one pass over all, ending early
+    between = size_second_round(1300.0, COSTS, PLAN, first, 2, 60_000)
+    assert (between.limit, between.passes) == (None, 1) and "ends early" in between.why
+    plan30 = RoutePlan(2, 30_000, "", "", 1, "", 2, "", 0.0)  # over 30,000 images one pass takes 366 s: it fits in 400
     one = size_second_round(444.0, COSTS, plan30, first_metrics(images=30_000, fit=300.0, outside=120.0), 2, 60_000)
     assert (one.limit, one.passes) == (30_000, 1)
     few = size_second_round(700.0, COSTS, PLAN, first, 2, 60_000)  # 630 s: one pass over every image (745 s) does not fit

@@ -8,6 +8,9 @@ Rerun:  python benchmarks/semi.py --labels 10 --seeds 0 --rounds 2 --limit 20000
         python benchmarks/semi.py --data digits --labels 10 --seeds 0 1 2 --route 30 --tag digits-route30-k10
         python -c "from benchmarks.folders import build_icons; build_icons('/tmp/icons')"
         python benchmarks/semi.py --data /tmp/icons/train --test /tmp/icons/test --labels 10 --seeds 0 1 2 --route 30 --tag icons-route30-k10
+        python benchmarks/folders.py icons /tmp/icons --unlabeled   # also /tmp/icons/unlabeled: every other icon
+        python benchmarks/semi.py --data /tmp/icons/train --test /tmp/icons/test --unlabeled /tmp/icons/unlabeled \
+            --labels 10 --seeds 0 1 2 --route 10 --tag icons-unlabeled-route10-k10
 
 Each seed trains the supervised teacher (``--strategy auto`` on K labels per class: the best
 supervised result, the baseline of every row), then ``headstart selftrain`` rounds: the
@@ -39,8 +42,9 @@ from headstart import TrainConfig, evaluate, train  # noqa: E402
 from headstart.api import selftrain  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
-DATA = {"data": "fashion-mnist", "test": None}
-"""The data every run trains on, and the labeled test images (None: the built-in set's test split)."""
+DATA = {"data": "fashion-mnist", "test": None, "unlabeled": "pool"}
+"""The data every run trains on, the labeled test images (None: the built-in set's test split) and
+the route's unlabeled images (``pool``: the rest of the training split, its labels hidden)."""
 
 
 ONLINE = {
@@ -113,7 +117,7 @@ def route_rows(k: int, seed: int, budget: float, work: Path) -> list[dict]:
     OUT/teacher, OUT/teacher-2..., then a Noisy Student round in OUT), all scored."""
     out = work / f"k{k}-s{seed}" / f"route-{budget:g}min"
     t0 = time.perf_counter()
-    train(TrainConfig(data=DATA["data"], labels_per_class=k, seed=seed, output=str(out), progress=False, unlabeled="pool",
+    train(TrainConfig(data=DATA["data"], labels_per_class=k, seed=seed, output=str(out), progress=False, unlabeled=DATA["unlabeled"],
                       time_budget=budget))
     wall = time.perf_counter() - t0
     m = json.loads((out / "metrics.json").read_text())
@@ -171,12 +175,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tag", default="fashion-mnist")
     ap.add_argument("--data", default="fashion-mnist", help="a built-in set, or a folder (then give --test)")
     ap.add_argument("--test", default=None, help="labeled test images (default: the built-in set's test split)")
+    ap.add_argument("--unlabeled", default="pool", help="with --route: the unlabeled images (default: the rest of the training split, "
+                                                         "its labels hidden; a folder's class subfolders only score the pseudo-labels)")
     ap.add_argument("--work", default=None, help="folder for the runs (default: a temporary one)")
     ap.add_argument("--merge", nargs="*", default=[], help="earlier results files (benchmarks/results/semi-*.json) whose rows join the "
                                                           "summary, e.g. other seeds of the same command; each is named with its machine")
     a = ap.parse_args(argv)
     options = dict(o.split("=", 1) for o in a.options)
-    DATA.update(data=a.data, test=a.test)
+    if a.unlabeled != "pool" and a.route is None:
+        ap.error("--unlabeled DIR is for --route runs; the rounds take the rest of the training split")
+    DATA.update(data=a.data, test=a.test, unlabeled=a.unlabeled)
     work = Path(a.work or tempfile.mkdtemp(prefix="semi-bench-"))
     t0 = time.perf_counter()
     rows: list[dict] = []
@@ -203,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     data = {"info": info, "command": command, "rows": rows, "summary": summary, "wall_s": time.perf_counter() - t0}
     (RESULTS / f"semi-{a.tag}.json").write_text(json.dumps(data, indent=2))
     lines = [
-        f"# Benchmark `semi`: {a.data}, the rest of the training split as the unlabeled pool", "",
+        f"# Benchmark `semi`: {a.data}, " + ("the rest of the training split as the unlabeled pool" if a.unlabeled == "pool"
+                                             else f"{a.unlabeled} as the unlabeled images"), "",
         f"Test images: {a.test or 'the official test split'}.", "",
         f"Machine: {info.get('cpu')}, {info.get('cores')} cores, GPU {info.get('gpu') or 'none'}; torch {info.get('torch')}; commit "
         f"{info.get('commit')}; {info.get('date')}. This run took {data['wall_s'] / 60:.1f} min.",

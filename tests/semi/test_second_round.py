@@ -44,18 +44,23 @@ def naive(left, first, teachers=2, pool=60_000, plan=PLAN, costs=COSTS, epochs=N
 
     if epochs:
         return (n0 if seconds(n0, epochs) <= avail else most(epochs, floor)), epochs, step, per_image
-    if seconds(n0, ROUTE_PASSES) <= avail:
-        return n0, ROUTE_PASSES, step, per_image
-    if seconds(n0, 1) <= avail:  # one pass over all, though two over fewer images would fit: the route ends early
-        return n0, 1, step, per_image
+    whole = math.ceil(costs.min_steps / math.ceil(n0 / upd))  # passes that make the supervised plan's steps
+    for p in range(max(ROUTE_PASSES, whole), 0, -1):  # the most passes over all that fit, though more over fewer images would
+        if seconds(n0, p) <= avail:
+            return n0, p, step, per_image
     return most(1, floor), 1, step, per_image
 
 
-@pytest.mark.parametrize("left", [2000.0, 1300.0, 900.0, 700.0, 500.0, 200.0, 60.0])
+LONG = RouteCosts(teacher_s=60.0, forward_ips=500.0, step_s=0.40, min_steps=3_000, unlabeled_per_step=48)
+"""A supervised plan of 3,000 steps: one pass over 60,000 images (1,250 steps) is short of it, three are not."""
+
+
+@pytest.mark.parametrize("left", [4000.0, 3000.0, 2000.0, 1300.0, 900.0, 700.0, 500.0, 200.0, 60.0])
 @pytest.mark.parametrize("first", [first_metrics(), first_metrics(fit=900.0, outside=400.0), first_metrics(images=40_000, fit=200.0, epochs=2)])
-def test_the_second_student_takes_what_the_first_students_costs_fit_in_the_time_left(left, first):
-    got = size_second_round(left, COSTS, PLAN, first, 2, 60_000)
-    n, passes, step, per_image = naive(left, first)
+@pytest.mark.parametrize("costs", [COSTS, LONG], ids=["short-plan", "long-plan"])
+def test_the_second_student_takes_what_the_first_students_costs_fit_in_the_time_left(left, first, costs):
+    got = size_second_round(left, costs, PLAN, first, 2, 60_000)
+    n, passes, step, per_image = naive(left, first, costs=costs)
     assert (got.limit or 60_000, got.passes) == (n, passes)
     assert got.step_s == pytest.approx(step) and got.image_s == pytest.approx(per_image) and got.left_s == left
     assert f"{passes} pass(es) over {n}" in got.why and f"{step:.2f} s a step" in got.why
@@ -85,6 +90,34 @@ def test_the_sizing_chooses_two_passes_one_pass_or_fewer_images_as_the_time_allo
     assert fixed.passes == 3 and fixed.limit == naive(1000.0, first, epochs=3)[0] < 60_000
 
 
+def test_a_pass_shorter_than_the_supervised_plan_is_repeated_up_to_its_steps():
+    first = first_metrics()  # 0.48 s a step, 2 ms an image per teacher pass: set-up 120 + 25 s, 600 s a pass
+    assert LONG.whole_passes(60_000) == 3 and COSTS.whole_passes(60_000) == 1 and LONG.whole_passes(0) == 1
+    three = size_second_round(2200.0, LONG, PLAN, first, 2, 60_000)  # 1,945 s fit in 1,980
+    assert (three.limit, three.passes) == (None, 3) and "supervised plan's 3000 steps" in three.why
+    two = size_second_round(2100.0, LONG, PLAN, first, 2, 60_000)  # 1,890 s: three do not fit, two (1,345 s) do
+    assert (two.limit, two.passes) == (None, 2) and "3 passes do not fit" in two.why and "ends early" in two.why
+    assert size_second_round(2100.0, COSTS, PLAN, first, 2, 60_000).passes == 2  # at most ROUTE_PASSES where one pass suffices
+
+
+def test_the_plans_first_student_makes_at_least_the_supervised_plans_steps():
+    from headstart.api_semi import plan_route
+
+    # Fashion-MNIST at 100 labels per class, 60 minutes (the first teacher's measured costs): 64 labeled and 192 unlabeled
+    # images a step, so one pass over 59,000 is 308 steps where the supervised plan makes 611 (and the plan costs 611)
+    k100 = RouteCosts(teacher_s=291.0, forward_ips=576.0, step_s=1.65, min_steps=611, unlabeled_per_step=192)
+    plan = plan_route(54.8 * 60, k100, 59_000, asked=None)
+    assert (plan.rounds, plan.limit, plan.passes) == (2, 59_000, 2) and "308 steps, fewer than the supervised plan's 611" in plan.why_passes
+    assert plan.passes * math.ceil(59_000 / 192) >= 611 > math.ceil(59_000 / 192)
+    # a small pool (sklearn's digits: 1,246 images, 48 a step): 26 steps a pass, 24 passes
+    small = plan_route(1200.0, RouteCosts(teacher_s=40.0, forward_ips=600.0, step_s=0.3, min_steps=600, unlabeled_per_step=48), 1246,
+                       asked=None)
+    assert (small.rounds, small.limit, small.passes) == (2, 1246, 24)
+    # at 10 labels per class one pass is already longer than the supervised plan: one pass each, as before
+    k10 = plan_route(1500.0, COSTS, 60_000, asked=None)
+    assert k10.rounds == 2 and k10.passes == 1 and k10.why_passes == "one pass for each of the two students"
+
+
 def test_more_teachers_share_the_first_students_set_up():
     first = first_metrics(outside=600.0)
     assert size_second_round(1000.0, COSTS, PLAN, first, 3, 60_000).image_s == pytest.approx(600.0 / (3 * 60_000))
@@ -99,7 +132,7 @@ def _route(monkeypatch, out: Path, shapes_folder, big_pool, *, first: dict, spen
     student writes ``first`` as its metrics, and ``spent`` seconds of the 10 minutes are gone."""
     from headstart import api_semi
 
-    costs = RouteCosts(teacher_s=60.0, forward_ips=500.0, step_s=0.4, min_steps=420, unlabeled_per_step=48)
+    costs = RouteCosts(teacher_s=60.0, forward_ips=500.0, step_s=0.4, min_steps=4, unlabeled_per_step=48)  # two passes' steps
     plan = RoutePlan(2, None, "two teachers", "every image", 1, "one pass each", 2, "two students", 600.0)
     monkeypatch.setattr(api_semi, "_route_costs", lambda *a, **kw: costs)
     monkeypatch.setattr(api_semi, "plan_route", lambda *a, **kw: plan)
@@ -139,11 +172,12 @@ def test_the_route_sizes_its_second_student_from_the_first_and_resume_keeps_the_
     more = tmp_path / "more"
     student, notes = _route(monkeypatch, more, shapes_folder, big_pool, first=first, spent=0.0)[-1]
     assert student.epochs == 2 and json.loads((more / "selftrain.json").read_text())["second"]["passes"] == 2
-    # less: one pass over fewer images (floored at a quarter of the supervised plan's steps: 105 × 48, more than the pool)
+    # less: one pass over fewer images (floored at a quarter of the supervised plan's steps: one step of 48 images)
     less = tmp_path / "less"
     student, notes = _route(monkeypatch, less, shapes_folder, big_pool, first=first_metrics(images=90, fit=200.0, outside=0.0),
                             spent=590.0)[-1]
-    assert student.epochs == 1 and student.unlabeled_limit is None and "costed past the time left" in notes["epochs"]
+    assert student.epochs == 1 and student.unlabeled_limit == 48 and "costed past the time left" in notes["epochs"]
+    assert notes["unlabeled_limit"].startswith("48 of 90 unlabeled images")
     # --resume reads the decision back: the first student's files say otherwise now, and the time is all there
     (out / "route" / "done").unlink(missing_ok=True)
     for name in ("teacher", "teacher-2", "student-1"):

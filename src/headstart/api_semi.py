@@ -170,12 +170,13 @@ class RouteCosts:
     spread: bool = False  # the (first) student learns from the labels spread over the teachers' graphs: they are costed
 
     def whole_passes(self, n: int) -> int:
-        """The fewest passes over ``n`` unlabeled images that give a student at least ``min_steps``
-        steps: a student told its passes (``--epochs``) makes exactly those, and one pass over
-        a pool a few times the labeled set is fewer steps than its teacher made (at 100 labels
-        per class on Fashion-MNIST, 308 against 611)."""
+        """Passes over ``n`` unlabeled images whose steps come nearest ``min_steps`` (at least
+        one), as a student without --epochs takes its epochs (``pool_epochs``): a student told
+        its passes makes exactly those, and one pass over a pool a few times the labeled set is
+        fewer steps than its teacher made (at 100 labels per class on Fashion-MNIST, 308 against
+        611). Within half a pass of what ``student_steps`` costs."""
         per = -(-n // max(1, self.unlabeled_per_step))
-        return max(1, -(-self.min_steps // per)) if per else 1
+        return max(1, round(self.min_steps / per)) if per else 1
 
     def student_steps(self, n: int, passes: int = 1) -> int:
         """The student's steps for ``passes`` over ``n`` unlabeled images (at least ``min_steps``)."""
@@ -312,7 +313,7 @@ def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: in
             p2 = costs.whole_passes(n2)
             why_p2 = ("one pass for each of the two students" if p2 == 1 else
                       f"{p2} passes for the first student: one pass over {n2} images is {-(-n2 // max(1, costs.unlabeled_per_step))} "
-                      f"steps, fewer than the supervised plan's {costs.min_steps}, which the plan costs it at")
+                      f"steps, and {p2} come nearest the supervised plan's {costs.min_steps}")
             return RoutePlan(k2, n2, why_k2, why_n2, p2, why_p2, 2,
                              f"two students, one pass each, fit in {BUDGET_MARGIN:.0%} of the time left: the second learns from the "
                              "labels spread over a kNN graph of the first's features (a second round gained more than a second "
@@ -355,7 +356,7 @@ def size_second_round(left_s: float, costs: RouteCosts, plan: RoutePlan, first: 
     the first student's own step is the same network's on the same kind of batch. The second
     student's set-up is one network's pass over its images (costed at the first student's set-up
     per teacher pass) and a kNN graph. Its plan's images with ``ROUTE_PASSES`` passes (or as
-    many as make the supervised plan's steps, ``RouteCosts.whole_passes``) where they fit in
+    many as come nearest the supervised plan's steps, ``RouteCosts.whole_passes``) where they fit in
     ``BUDGET_MARGIN`` of the time left; else the most passes over them that fit, and the route
     ends early; else one pass over as many images as fit (not fewer than ``SHORT_STUDENT_SHARE`` of the
     supervised plan's steps take). The time between one pass and two over every image buys
@@ -403,13 +404,13 @@ def size_second_round(left_s: float, costs: RouteCosts, plan: RoutePlan, first: 
         n = most(epochs, floor)
         return sized(n, epochs, f"--epochs; as many images as fit in {BUDGET_MARGIN:.0%} of the time left"
                      + ("" if seconds(n, epochs) <= avail else past))
-    most_p = max(ROUTE_PASSES, costs.whole_passes(n0))  # a short pass repeated up to the supervised plan's steps
+    most_p = max(ROUTE_PASSES, costs.whole_passes(n0))  # a short pass repeated to near the supervised plan's steps
     for p in range(most_p, 0, -1):
         if seconds(n0, p) <= avail:
             if p == most_p:
                 return sized(n0, p, f"{p} passes over every image fit in {BUDGET_MARGIN:.0%} of the time left " + (
                     f"(at most {ROUTE_PASSES}: a second pass gained 0.4–0.7 points, benchmarks/results/semi-passes.md)"
-                    if p == ROUTE_PASSES else f"(the fewest that make the supervised plan's {costs.min_steps} steps)"))
+                    if p == ROUTE_PASSES else f"(those nearest the supervised plan's {costs.min_steps} steps)"))
             return sized(n0, p, f"{most_p} passes do not fit in {BUDGET_MARGIN:.0%} of the time left, {p} do; the route ends "
                                 "early rather than spend the rest on more passes over fewer images (two passes over fewer scored "
                                 "as one over all: benchmarks/results/semi-route30-k10-second.md)")

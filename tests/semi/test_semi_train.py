@@ -478,8 +478,8 @@ def test_the_route_plan_fits_teachers_and_pool_to_the_time_left():
         if plan.teachers > 1:
             assert plan.limit >= POOL_ENOUGH
         # a second pass only with every image taken, and only when it fits (and no second round does)
-        if plan.rounds == 2:  # one pass each, or as many as make the supervised plan's 400 steps
-            assert plan.passes == max(1, math.ceil(400 / math.ceil(plan.limit / 48)))
+        if plan.rounds == 2:  # one pass each, or the passes nearest the supervised plan's 400 steps
+            assert plan.passes == max(1, round(400 / math.ceil(plan.limit / 48)))
         elif plan.passes:
             assert plan.limit == 60_000 and naive(plan.teachers, 60_000, plan.passes, graphs=g) <= avail and plan.passes <= ROUTE_PASSES
         elif plan.limit == 60_000:

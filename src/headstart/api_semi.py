@@ -315,7 +315,7 @@ def _plan_route(left_s: float | None, costs: RouteCosts, pool: int, *, asked: in
                       f"{p2} passes for the first student: one pass over {n2} images is {-(-n2 // max(1, costs.unlabeled_per_step))} "
                       f"steps, and {p2} come nearest the supervised plan's {costs.min_steps}")
             return RoutePlan(k2, n2, why_k2, why_n2, p2, why_p2, 2,
-                             f"two students, one pass each, fit in {BUDGET_MARGIN:.0%} of the time left: the second learns from the "
+                             f"two students{', one pass each,' if p2 == 1 else ''} fit in {BUDGET_MARGIN:.0%} of the time left: the second learns from the "
                              "labels spread over a kNN graph of the first's features (a second round gained more than a second "
                              "pass: benchmarks/results/semi-graph.md)",
                              round(costs.second_round(n2), 1))

@@ -110,7 +110,7 @@ def test_the_plans_first_student_makes_at_least_the_supervised_plans_steps():
     k100 = RouteCosts(teacher_s=291.0, forward_ips=576.0, step_s=1.65, min_steps=611, unlabeled_per_step=192)
     plan = plan_route(54.8 * 60, k100, 59_000, asked=None)
     assert (plan.rounds, plan.limit, plan.passes) == (2, 59_000, 2) and "308 steps, and 2 come nearest the supervised plan's 611" in plan.why_passes
-    assert plan.passes * math.ceil(59_000 / 192) >= 611 > math.ceil(59_000 / 192)
+    assert plan.passes * math.ceil(59_000 / 192) >= 611 > math.ceil(59_000 / 192) and "one pass each" not in plan.why_rounds
     # a small pool (sklearn's digits: 1,246 images, 48 a step): 26 steps a pass, 23 passes (598 steps) come nearest 600
     small = plan_route(1200.0, RouteCosts(teacher_s=40.0, forward_ips=600.0, step_s=0.3, min_steps=600, unlabeled_per_step=48), 1246,
                        asked=None)
@@ -120,6 +120,7 @@ def test_the_plans_first_student_makes_at_least_the_supervised_plans_steps():
     # at 10 labels per class one pass is already longer than the supervised plan: one pass each, as before
     k10 = plan_route(1500.0, COSTS, 60_000, asked=None)
     assert k10.rounds == 2 and k10.passes == 1 and k10.why_passes == "one pass for each of the two students"
+    assert k10.why_rounds.startswith("two students, one pass each, fit")
 
 
 def test_more_teachers_share_the_first_students_set_up():
